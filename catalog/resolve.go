@@ -1,0 +1,129 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/storage"
+)
+
+// LatestRef is the reference Resolve reads as "the newest complete set".
+const LatestRef = "latest"
+
+var (
+	// ErrUnknownBackup means no complete set matches a reference. A set
+	// that exists without its manifest (interrupted, running, or half
+	// pruned) is not a backup and gives this error too.
+	ErrUnknownBackup = errors.New("no such backup")
+	// ErrAmbiguous means an ID prefix matches more than one complete set.
+	ErrAmbiguous = errors.New("backup reference is ambiguous")
+)
+
+// Resolve turns a reference into the ID of a complete set of the cluster
+// on t: "latest", a full backup ID, or a prefix of exactly one ID.
+// Errors wrap ErrNoBackup when the target holds no complete set at all,
+// ErrUnknownBackup when nothing matches, and ErrAmbiguous when a prefix
+// matches several sets (the message names a few of them).
+func Resolve(ctx context.Context, t storage.Target, cluster, ref string) (string, error) {
+	if ref == "" {
+		return "", errors.New("empty backup reference: give an ID, an ID prefix or " + LatestRef)
+	}
+	complete, incomplete, err := completeIDs(ctx, t, cluster)
+	if err != nil {
+		return "", err
+	}
+	if len(complete) == 0 {
+		return "", fmt.Errorf("%w of cluster %s on target %s", ErrNoBackup, cluster, t.Name())
+	}
+	if ref == LatestRef {
+		return complete[len(complete)-1], nil
+	}
+	var found []string
+	for _, id := range complete {
+		if id == ref {
+			return id, nil
+		}
+		if strings.HasPrefix(id, ref) {
+			found = append(found, id)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		if incomplete[ref] {
+			return "", fmt.Errorf("%w: %s of cluster %s on target %s is incomplete (no %s): an interrupted or running backup",
+				ErrUnknownBackup, ref, cluster, t.Name(), manifest.ManifestObject)
+		}
+		return "", fmt.Errorf("%w: no complete backup of cluster %s on target %s matches %q", ErrUnknownBackup, cluster, t.Name(), ref)
+	}
+	const shown = 3
+	names := found
+	more := ""
+	if len(names) > shown {
+		names = names[len(names)-shown:]
+		more = fmt.Sprintf(" and %d more", len(found)-shown)
+	}
+	return "", fmt.Errorf("%w: %q matches %d backups of cluster %s on target %s (%s%s): give more of the ID",
+		ErrAmbiguous, ref, len(found), cluster, t.Name(), strings.Join(names, ", "), more)
+}
+
+// Before returns the ID of the newest complete set of the cluster on t
+// whose manifest was created strictly before the given time, or an error
+// wrapping ErrNoBackup when there is none.
+//
+// A backup ID is its creation time truncated to the second, so only the
+// sets of the boundary second need their manifests read.
+func Before(ctx context.Context, t storage.Target, cluster string, before time.Time) (string, error) {
+	complete, _, err := completeIDs(ctx, t, cluster)
+	if err != nil {
+		return "", err
+	}
+	for i := len(complete) - 1; i >= 0; i-- {
+		id := complete[i]
+		idTime, err := manifest.IDTime(id)
+		if err != nil {
+			continue // completeIDs only returns valid IDs
+		}
+		if !idTime.Before(before) {
+			continue
+		}
+		if !idTime.Add(time.Second).After(before) {
+			return id, nil
+		}
+		m, _, err := LoadManifest(ctx, t, cluster, id)
+		if err != nil {
+			return "", fmt.Errorf("backup before %s: %w", before.UTC().Format(time.RFC3339), err)
+		}
+		if m.Created.Before(before) {
+			return id, nil
+		}
+	}
+	return "", fmt.Errorf("%w of cluster %s on target %s created before %s", ErrNoBackup, cluster, t.Name(), before.UTC().Format(time.RFC3339Nano))
+}
+
+// completeIDs lists the cluster's complete set IDs oldest first, and the
+// IDs of incomplete sets.
+func completeIDs(ctx context.Context, t storage.Target, cluster string) ([]string, map[string]bool, error) {
+	if !manifest.ValidCluster(cluster) {
+		return nil, nil, fmt.Errorf("cluster name %q is not valid", cluster)
+	}
+	sets, err := Sets(ctx, t, cluster)
+	if err != nil {
+		return nil, nil, err
+	}
+	var complete []string
+	incomplete := map[string]bool{}
+	for _, s := range sets {
+		if s.Complete {
+			complete = append(complete, s.ID)
+		} else {
+			incomplete[s.ID] = true
+		}
+	}
+	return complete, incomplete, nil
+}

@@ -1,0 +1,362 @@
+package catalog
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/kdr-io/kdr/manifest"
+)
+
+// rawTar writes entries as given, with no index unless one is among them.
+type rawEntry struct {
+	hdr  tar.Header
+	data []byte
+}
+
+func rawTar(t testing.TB, entries []rawEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := e.hdr
+		h.Format = tar.FormatPAX
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(e.data))
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// indexFor is the index of defaultStateFiles as buildStateTar writes it.
+func indexFor(t testing.TB, files []stateFile) []byte {
+	t.Helper()
+	var idx []byte
+	buildStateTar(t, files, func(i *manifest.StateIndex) { idx = mustJSON(t, *i) })
+	return idx
+}
+
+func TestCheckStateTar(t *testing.T) {
+	files := defaultStateFiles()
+	index := indexFor(t, files)
+	indexEntry := rawEntry{hdr: tar.Header{Name: manifest.StateIndexPath, Typeflag: tar.TypeReg, Mode: 0o600}, data: index}
+	// entriesOf turns files into raw entries, so cases can change them.
+	entriesOf := func(fs []stateFile) []rawEntry {
+		var out []rawEntry
+		for _, f := range fs {
+			h := tar.Header{Name: f.path, Mode: int64(f.mode), Typeflag: tar.TypeReg}
+			switch f.typ {
+			case manifest.EntryDir:
+				h.Typeflag, h.Name = tar.TypeDir, f.path+"/"
+			case manifest.EntrySymlink:
+				h.Typeflag, h.Linkname = tar.TypeSymlink, f.target
+			}
+			out = append(out, rawEntry{hdr: h, data: f.data})
+		}
+		return out
+	}
+	whole := append(entriesOf(files), indexEntry)
+	with := func(edit func([]rawEntry) []rawEntry) []byte {
+		es := append([]rawEntry(nil), whole...)
+		return rawTar(t, edit(es))
+	}
+
+	cases := []struct {
+		name      string
+		tar       []byte
+		want      []string // substrings, one per problem, in order
+		wantFiles int
+	}{
+		{name: "as snapshot writes it", tar: buildStateTar(t, files, nil), wantFiles: 3},
+		{name: "raw equivalent", tar: rawTar(t, whole), wantFiles: 3},
+		{
+			name: "file content differs from the index",
+			tar: with(func(es []rawEntry) []rawEntry {
+				es[1].data = []byte("apiVersion: v2\nkind: Config\n")
+				return es
+			}),
+			want:      []string{"etc/kubernetes/admin.conf: sha256 differs from the index"},
+			wantFiles: 3,
+		},
+		{
+			name: "file size differs from the index",
+			tar: with(func(es []rawEntry) []rawEntry {
+				es[1].data = []byte("short")
+				return es
+			}),
+			want:      []string{"etc/kubernetes/admin.conf: 5 bytes in the tar, 28 in the index"},
+			wantFiles: 3,
+		},
+		{
+			name: "mode differs from the index",
+			tar: with(func(es []rawEntry) []rawEntry {
+				es[4].hdr.Mode = 0o644
+				return es
+			}),
+			want:      []string{"etc/kubernetes/pki/ca.key: mode 0644 in the tar, 0600 in the index"},
+			wantFiles: 3,
+		},
+		{
+			name: "symlink target differs",
+			tar: with(func(es []rawEntry) []rawEntry {
+				es[5].hdr.Linkname = "../../../etc/shadow"
+				return es
+			}),
+			want:      []string{`etc/kubernetes/pki/current.pem: symlink to "../../../etc/shadow" in the tar, to "ca.crt" in the index`},
+			wantFiles: 3,
+		},
+		{
+			name: "type differs",
+			tar: with(func(es []rawEntry) []rawEntry {
+				es[2] = rawEntry{hdr: tar.Header{Name: "etc/kubernetes/pki", Typeflag: tar.TypeReg, Mode: 0o755}}
+				return es
+			}),
+			want:      []string{"etc/kubernetes/pki: a file in the tar, a dir in the index"},
+			wantFiles: 4,
+		},
+		{
+			name: "file in the tar not in the index",
+			tar: with(func(es []rawEntry) []rawEntry {
+				extra := rawEntry{hdr: tar.Header{Name: "etc/kubernetes/extra", Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte("x")}
+				return append(es[:len(es)-1:len(es)-1], extra, es[len(es)-1])
+			}),
+			want:      []string{"etc/kubernetes/extra: in the tar but not in the index"},
+			wantFiles: 4,
+		},
+		{
+			name: "file in the index not in the tar",
+			tar: with(func(es []rawEntry) []rawEntry {
+				return append(es[:4:4], es[5:]...)
+			}),
+			want:      []string{"etc/kubernetes/pki/ca.key: in the index but not in the tar"},
+			wantFiles: 2,
+		},
+		{
+			name: "unsafe paths in the tar",
+			tar: with(func(es []rawEntry) []rawEntry {
+				bad := []rawEntry{
+					{hdr: tar.Header{Name: "../etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("x")},
+					{hdr: tar.Header{Name: "/etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("x")},
+					{hdr: tar.Header{Name: "etc/./x", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("x")},
+				}
+				return append(bad, es...)
+			}),
+			want:      []string{`unsafe path "../etc/passwd"`, `unsafe path "/etc/passwd"`, `unsafe path "etc/./x"`},
+			wantFiles: 3,
+		},
+		{
+			name: "unsafe path in the index",
+			tar: with(func(es []rawEntry) []rawEntry {
+				es[len(es)-1].data = bytes.Replace(index, []byte(`"etc/kubernetes/admin.conf"`), []byte(`"../admin.conf"`), 1)
+				return es
+			}),
+			want:      []string{manifest.StateIndexPath + `: invalid manifest: state index: unsafe path "../admin.conf"`},
+			wantFiles: 3,
+		},
+		{
+			name: "entry after the index",
+			tar: with(func(es []rawEntry) []rawEntry {
+				return append(es, rawEntry{hdr: tar.Header{Name: "etc/late", Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte("late")})
+			}),
+			want:      []string{"etc/late: after the index", "etc/late: in the tar but not in the index"},
+			wantFiles: 4,
+		},
+		{
+			name:      "no index",
+			tar:       rawTar(t, entriesOf(files)),
+			want:      []string{"no index (.kdr/index.json)"},
+			wantFiles: 3,
+		},
+		{
+			name:      "two indexes",
+			tar:       rawTar(t, append(append(entriesOf(files), indexEntry), indexEntry)),
+			want:      []string{".kdr/index.json: after the index", ".kdr/index.json: more than one index"},
+			wantFiles: 3,
+		},
+		{
+			name: "entry twice",
+			tar: with(func(es []rawEntry) []rawEntry {
+				return append([]rawEntry{es[1]}, es...)
+			}),
+			want:      []string{"etc/kubernetes/admin.conf: in the tar more than once"},
+			wantFiles: 3,
+		},
+		{
+			name: "hard link",
+			tar: with(func(es []rawEntry) []rawEntry {
+				hl := rawEntry{hdr: tar.Header{Name: "etc/kubernetes/hard", Typeflag: tar.TypeLink, Linkname: "etc/kubernetes/admin.conf"}}
+				return append([]rawEntry{hl}, es...)
+			}),
+			want:      []string{`etc/kubernetes/hard: tar entry of type '1'`},
+			wantFiles: 3,
+		},
+		{
+			name: "control characters in a name stay on one line",
+			tar: with(func(es []rawEntry) []rawEntry {
+				extra := rawEntry{hdr: tar.Header{Name: "etc/evil\nFAILED nothing", Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte("x")}
+				return append([]rawEntry{extra}, es...)
+			}),
+			want:      []string{`"etc/evil\nFAILED nothing": in the tar but not in the index`},
+			wantFiles: 4,
+		},
+		{
+			// archive/tar takes an end at a header boundary for the end
+			// of the archive; the index, last, is then what is missing.
+			name:      "tar cut between entries",
+			tar:       rawTar(t, whole)[:1536],
+			want:      []string{"no index"},
+			wantFiles: 1,
+		},
+		{
+			name:      "truncated tar",
+			tar:       rawTar(t, whole)[:1600],
+			want:      []string{"unexpected EOF"},
+			wantFiles: 1,
+		},
+		{
+			name:      "not a tar",
+			tar:       bytes.Repeat([]byte("garbage!"), 128),
+			want:      []string{"tar: archive/tar: invalid tar header"},
+			wantFiles: 0,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := checkStateTar(context.Background(), bytes.NewReader(tc.tar))
+			if err != nil {
+				t.Fatalf("error %v; only stream failures are errors", err)
+			}
+			if len(res.Problems) != len(tc.want) {
+				t.Fatalf("%d problems, want %d:\n  %s", len(res.Problems), len(tc.want), strings.Join(res.Problems, "\n  "))
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(res.Problems[i], w) {
+					t.Errorf("problem %d: %q, want it to contain %q", i, res.Problems[i], w)
+				}
+				if strings.ContainsAny(res.Problems[i], "\n\r") {
+					t.Errorf("problem %d is not one line: %q", i, res.Problems[i])
+				}
+			}
+			if res.Files != tc.wantFiles {
+				t.Errorf("Files = %d, want %d", res.Files, tc.wantFiles)
+			}
+		})
+	}
+}
+
+// TestCheckStateTarStreamError: a failing stream is an error, not a
+// problem with the tar.
+func TestCheckStateTarStreamError(t *testing.T) {
+	data := buildStateTar(t, defaultStateFiles(), nil)
+	boom := errors.New("connection reset")
+	cases := []struct {
+		name string
+		ctx  func() context.Context
+		r    func() *failAfter
+		want error
+	}{
+		{"reader fails mid-way", context.Background, func() *failAfter { return &failAfter{data: data, n: 1000, err: boom} }, boom},
+		{"context cancelled", func() context.Context {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx
+		}, func() *failAfter { return &failAfter{data: data, n: len(data)} }, context.Canceled},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := checkStateTar(tc.ctx(), tc.r())
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// failAfter returns data's first n bytes, then err (io.EOF when nil).
+type failAfter struct {
+	data []byte
+	n    int
+	off  int
+	err  error
+}
+
+func (f *failAfter) Read(p []byte) (int, error) {
+	if f.off >= f.n {
+		if f.err == nil {
+			return 0, io.EOF
+		}
+		return 0, f.err
+	}
+	n := copy(p, f.data[f.off:f.n])
+	f.off += n
+	return n, nil
+}
+
+// TestCheckStateTarProblemCap: a tar with many bad entries gives a bounded
+// list of problems and a count of the rest.
+func TestCheckStateTarProblemCap(t *testing.T) {
+	var es []rawEntry
+	for i := range maxStateProblems + 10 {
+		es = append(es, rawEntry{hdr: tar.Header{Name: "x/" + strings.Repeat("a", i+1), Typeflag: tar.TypeReg, Mode: 0o600}})
+	}
+	es = append(es, rawEntry{hdr: tar.Header{Name: manifest.StateIndexPath, Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte(`{"node":"x","entries":[]}`)})
+	res, err := checkStateTar(context.Background(), bytes.NewReader(rawTar(t, es)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Problems) != maxStateProblems || res.More != 10 {
+		t.Fatalf("%d problems and %d more, want %d and 10", len(res.Problems), res.More, maxStateProblems)
+	}
+}
+
+func FuzzStateTar(f *testing.F) {
+	files := defaultStateFiles()
+	f.Add(buildStateTar(f, files, nil))
+	f.Add(buildStateTar(f, files, func(idx *manifest.StateIndex) { idx.Entries = idx.Entries[:2] }))
+	f.Add(buildStateTar(f, files[:1], nil))
+	f.Add(rawTar(f, []rawEntry{{hdr: tar.Header{Name: manifest.StateIndexPath, Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte(`{"node":"x","entries":[]}`)}}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		res, err := checkStateTar(context.Background(), bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("an in-memory stream cannot fail, got %v", err)
+		}
+		if len(res.Problems) > maxStateProblems {
+			t.Fatalf("%d problems kept, the cap is %d", len(res.Problems), maxStateProblems)
+		}
+		if len(res.Problems) > 0 || res.More > 0 {
+			return
+		}
+		// A clean result proves the index and the tar agree.
+		if res.Index == nil {
+			t.Fatal("no problem reported, yet no index")
+		}
+		var files, dirs, links int
+		for _, e := range res.Index.Entries {
+			switch e.Type {
+			case manifest.EntryFile:
+				files++
+			case manifest.EntryDir:
+				dirs++
+			case manifest.EntrySymlink:
+				links++
+			}
+		}
+		if files != res.Files || dirs != res.Dirs || links != res.Symlinks {
+			t.Fatalf("clean, but the tar holds %d/%d/%d files/dirs/symlinks and the index %d/%d/%d",
+				res.Files, res.Dirs, res.Symlinks, files, dirs, links)
+		}
+	})
+}

@@ -1,0 +1,411 @@
+package catalog
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/kdr-io/kdr/crypto"
+	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/storage"
+)
+
+// Sentinels a Problem's error wraps, for callers that branch on the kind
+// of damage. Problems may also wrap crypto.ErrWrongIdentity,
+// crypto.ErrCorrupt, manifest.ErrInvalid, manifest.ErrTrailingHash or a
+// target's own error.
+var (
+	// ErrMissing: an object the manifest lists (or the manifest itself) is
+	// not on the target.
+	ErrMissing = errors.New("object missing")
+	// ErrDamaged: stored bytes, or their decrypted content, differ from
+	// what the manifest or the state index records.
+	ErrDamaged = errors.New("object damaged")
+	// ErrChain: the hash chain of manifests is broken: a predecessor was
+	// deleted without a prune tombstone, or its manifest was replaced.
+	ErrChain = errors.New("hash chain broken")
+)
+
+// maxZstdWindow bounds the memory a zstd frame may demand while it is
+// decoded. kdr writes 8 MiB windows; a frame asking for more than this is
+// damage or an attack.
+const maxZstdWindow = 64 << 20
+
+// VerifyOptions change what Verify checks.
+type VerifyOptions struct {
+	// Identities decrypt the objects so their contents are checked too.
+	// Nil checks only what needs no key: the manifest, the stored sizes
+	// and hashes, and the hash chain.
+	Identities []age.Identity
+}
+
+// Problem is one thing wrong with a set on a target.
+type Problem struct {
+	Target  string `json:"target"`
+	Cluster string `json:"cluster,omitempty"`
+	ID      string `json:"id,omitempty"`
+	// Object is the object's name in the set (etcd.db.zst.age,
+	// state.tar.zst.age, manifest.json); empty for the set as a whole.
+	Object string `json:"object,omitempty"`
+	// Reason is one line for a person.
+	Reason string `json:"reason"`
+	// Err wraps the sentinels the problem is an instance of.
+	Err error `json:"-"`
+}
+
+// Error names the target, the object's key and the reason on one line.
+func (p Problem) Error() string {
+	var b strings.Builder
+	b.WriteString("target " + p.Target + ": ")
+	switch {
+	case p.ID != "" && p.Object != "":
+		b.WriteString(manifest.Key(p.Cluster, p.ID, p.Object) + ": ")
+	case p.ID != "":
+		b.WriteString(p.Cluster + "/" + p.ID + ": ")
+	case p.Object != "":
+		b.WriteString(p.Object + ": ")
+	}
+	b.WriteString(p.Reason)
+	return b.String()
+}
+
+func (p Problem) Unwrap() error { return p.Err }
+
+// Report is the result of verifying one set on one target.
+type Report struct {
+	Target  string `json:"target"`
+	Cluster string `json:"cluster"`
+	ID      string `json:"id"`
+	// Decrypted says whether contents were checked (identities given and
+	// at least one object opened with them).
+	Decrypted bool      `json:"decrypted"`
+	Problems  []Problem `json:"problems"`
+	// Checked lists, one line each, what was found whole.
+	Checked []string `json:"checked"`
+}
+
+// OK reports whether nothing was found wrong.
+func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+// Err returns the problems as one error, or nil when there are none.
+func (r *Report) Err() error {
+	errs := make([]error, len(r.Problems))
+	for i, p := range r.Problems {
+		errs[i] = p
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Report) problem(object string, err error, format string, args ...any) {
+	r.Problems = append(r.Problems, Problem{
+		Target: r.Target, Cluster: r.Cluster, ID: r.ID, Object: object,
+		Reason: oneLine(fmt.Sprintf(format, args...)), Err: err,
+	})
+}
+
+func (r *Report) checked(format string, args ...any) {
+	r.Checked = append(r.Checked, oneLine(fmt.Sprintf(format, args...)))
+}
+
+// Verify checks one set on one target and reports everything it finds
+// wrong rather than stopping at the first problem. Without identities it
+// checks that the manifest parses and describes this set, that every
+// object it lists is stored with the recorded size and sha256, and the
+// hash chain link to the previous set. With identities it also decrypts
+// and decompresses each object in the same pass: the plaintext's size and
+// sha256, etcd's trailing hash of the snapshot, and every entry of the
+// state tar against the state index. Objects are streamed, never held in
+// memory. A cancelled context ends the check with a problem saying so.
+func Verify(ctx context.Context, t storage.Target, cluster, id string, o VerifyOptions) *Report {
+	r := &Report{Target: t.Name(), Cluster: cluster, ID: id}
+	if !manifest.ValidCluster(cluster) || !manifest.ValidID(id) {
+		r.problem("", nil, "not a valid cluster name and backup ID")
+		return r
+	}
+	v := &verifier{t: t, r: r, ids: o.Identities}
+	v.run(ctx)
+	if err := ctx.Err(); err != nil {
+		r.problem("", err, "verification stopped before the end: %v", err)
+	}
+	return r
+}
+
+type verifier struct {
+	t   storage.Target
+	r   *Report
+	ids []age.Identity
+	m   *manifest.Manifest
+	// wrongIdentity is set once a wrong key was reported, so the other
+	// objects do not repeat it.
+	wrongIdentity bool
+}
+
+func (v *verifier) run(ctx context.Context) {
+	r := v.r
+	raw, err := readManifest(ctx, v.t, r.Cluster, r.ID)
+	switch {
+	case errors.Is(err, storage.ErrNotExist):
+		r.problem(manifest.ManifestObject, errors.Join(ErrMissing, err), "missing: no complete set %s on this target", r.ID)
+		return
+	case err != nil:
+		if ctx.Err() == nil {
+			r.problem(manifest.ManifestObject, err, "cannot read: %v", err)
+		}
+		return
+	}
+	m, err := parseManifest(raw, r.Cluster, r.ID)
+	if err != nil {
+		r.problem(manifest.ManifestObject, err, "%v", err)
+		return
+	}
+	v.m = m
+	r.checked("%s: parses (format %d, created %s, revision %d)", manifest.ManifestObject, m.FormatVersion, m.Created.UTC().Format(time.RFC3339), m.Etcd.Revision)
+	for _, obj := range m.Objects {
+		if ctx.Err() != nil {
+			return
+		}
+		v.object(ctx, obj)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	checked, p := checkLink(ctx, v.t, r.Cluster, r.ID, m.Previous, func(prev string) (string, bool, error) {
+		raw, err := readManifest(ctx, v.t, r.Cluster, prev)
+		if errors.Is(err, storage.ErrNotExist) {
+			return "", false, nil
+		}
+		if err != nil {
+			return "", false, err
+		}
+		return manifest.Sum(raw), true, nil
+	})
+	if p != nil {
+		r.Problems = append(r.Problems, *p)
+	} else {
+		r.checked("%s", checked)
+	}
+}
+
+// object checks one stored object: size first (cheap, and a truncated
+// object needs no reading), then its bytes, decrypted on the way when
+// identities were given.
+func (v *verifier) object(ctx context.Context, obj manifest.Object) {
+	r := v.r
+	key := manifest.Key(r.Cluster, r.ID, obj.Name)
+	info, err := v.t.Stat(ctx, key)
+	switch {
+	case errors.Is(err, storage.ErrNotExist):
+		r.problem(obj.Name, errors.Join(ErrMissing, err), "missing")
+		return
+	case err != nil:
+		if ctx.Err() == nil {
+			r.problem(obj.Name, err, "cannot stat: %v", err)
+		}
+		return
+	case info.Size != obj.Size:
+		r.problem(obj.Name, ErrDamaged, "%s", sizeReason(info.Size, obj.Size))
+		return
+	}
+	rc, err := v.t.Get(ctx, key)
+	switch {
+	case errors.Is(err, storage.ErrNotExist):
+		r.problem(obj.Name, errors.Join(ErrMissing, err), "missing")
+		return
+	case err != nil:
+		if ctx.Err() == nil {
+			r.problem(obj.Name, err, "cannot read: %v", err)
+		}
+		return
+	}
+	defer rc.Close()
+	stored := newHashReader(&ctxReader{ctx: ctx, r: rc})
+
+	var content *Report // problems and checks of the plaintext, kept apart
+	if len(v.ids) > 0 && !v.wrongIdentity {
+		content = &Report{Target: r.Target, Cluster: r.Cluster, ID: r.ID}
+		v.content(ctx, obj, stored, content)
+	}
+	if _, err := io.Copy(io.Discard, stored); err != nil {
+		if ctx.Err() == nil {
+			r.problem(obj.Name, err, "read failed after %d bytes: %v", stored.n, err)
+		}
+		return
+	}
+	switch {
+	case stored.n != obj.Size:
+		r.problem(obj.Name, ErrDamaged, "%s", sizeReason(stored.n, obj.Size))
+		return
+	case stored.sum() != obj.SHA256:
+		r.problem(obj.Name, ErrDamaged, "sha256 mismatch (stored object changed or corrupt)")
+		return
+	}
+	r.checked("%s: stored size and sha256 match (%d bytes)", obj.Name, obj.Size)
+	// Content problems of an object whose stored bytes are damaged are
+	// consequences of that damage and are not reported; with intact
+	// stored bytes they mean the set was bad when written, or forged.
+	if content == nil {
+		return
+	}
+	r.Problems = append(r.Problems, content.Problems...)
+	r.Checked = append(r.Checked, content.Checked...)
+	if content.Decrypted {
+		r.Decrypted = true
+	}
+	for _, p := range content.Problems {
+		if errors.Is(p.Err, crypto.ErrWrongIdentity) {
+			v.wrongIdentity = true
+		}
+	}
+}
+
+// content decrypts and decompresses what it reads from stored and checks
+// the plaintext. It may stop reading early; the caller reads the rest.
+func (v *verifier) content(ctx context.Context, obj manifest.Object, stored io.Reader, c *Report) {
+	dec, err := crypto.Decrypt(stored, v.ids)
+	switch {
+	case errors.Is(err, crypto.ErrWrongIdentity):
+		c.problem(obj.Name, err, "cannot decrypt: %v; the manifest lists recipients %s; contents not checked",
+			err, strings.Join(v.m.Recipients, ", "))
+		return
+	case err != nil:
+		if ctx.Err() == nil {
+			c.problem(obj.Name, err, "cannot decrypt: %v", err)
+		}
+		return
+	}
+	zr, err := zstd.NewReader(dec, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
+	if err != nil {
+		c.problem(obj.Name, err, "cannot start decompressing: %v", err)
+		return
+	}
+	defer zr.Close()
+	plain := newHashReader(zr)
+	c.Decrypted = true
+	readFailed := func(err error) {
+		if ctx.Err() == nil {
+			c.problem(obj.Name, errors.Join(ErrDamaged, err), "decrypting and decompressing failed after %d plaintext bytes: %v", plain.n, err)
+		}
+	}
+
+	var detail string
+	switch obj.Name {
+	case manifest.EtcdObject:
+		sr := manifest.NewSnapshotReader(plain)
+		_, err := io.Copy(io.Discard, sr)
+		switch {
+		case errors.Is(err, manifest.ErrTrailingHash):
+			c.problem(obj.Name, errors.Join(ErrDamaged, err), "etcd snapshot fails its own check: %v", err)
+		case err != nil:
+			readFailed(err)
+			return
+		case sr.DBSize() != v.m.Etcd.DBSize:
+			c.problem(obj.Name, ErrDamaged, "etcd database is %d bytes, the manifest records %d", sr.DBSize(), v.m.Etcd.DBSize)
+		default:
+			detail = "etcd's trailing sha256 valid"
+		}
+	case manifest.StateObject:
+		res, err := checkStateTar(ctx, plain)
+		if err != nil {
+			readFailed(err)
+			return
+		}
+		for _, p := range res.Problems {
+			c.problem(obj.Name, ErrDamaged, "state: %s", p)
+		}
+		if res.More > 0 {
+			c.problem(obj.Name, ErrDamaged, "state: %d more problems", res.More)
+		}
+		if len(res.Problems) == 0 {
+			detail = fmt.Sprintf("%d files, %d directories, %d symlinks match the index", res.Files, res.Dirs, res.Symlinks)
+		}
+	}
+	// A tar ends before its stream does; the rest must still be read for
+	// the plaintext hash and for age to authenticate the last chunk.
+	if _, err := io.Copy(io.Discard, plain); err != nil {
+		readFailed(err)
+		return
+	}
+	switch {
+	case plain.n != obj.PlainSize:
+		c.problem(obj.Name, ErrDamaged, "plaintext is %d bytes, the manifest records %d", plain.n, obj.PlainSize)
+		return
+	case plain.sum() != obj.PlainSHA256:
+		c.problem(obj.Name, ErrDamaged, "plaintext sha256 differs from the manifest")
+		return
+	}
+	if detail != "" {
+		c.checked("%s: decrypted: plaintext size and sha256 match, %s", obj.Name, detail)
+	} else {
+		c.checked("%s: decrypted: plaintext size and sha256 match", obj.Name)
+	}
+}
+
+// sizeReason says how a stored size differs from the recorded one.
+func sizeReason(got, want int64) string {
+	if got < want {
+		return fmt.Sprintf("truncated: %d of %d bytes", got, want)
+	}
+	return fmt.Sprintf("%d bytes, the manifest records %d (stored object changed)", got, want)
+}
+
+// hashReader hashes and counts what is read through it.
+type hashReader struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func newHashReader(r io.Reader) *hashReader { return &hashReader{r: r, h: sha256.New()} }
+
+func (h *hashReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.h.Write(p[:n])
+	h.n += int64(n)
+	return n, err
+}
+
+func (h *hashReader) sum() string { return hex.EncodeToString(h.h.Sum(nil)) }
+
+// ctxReader stops a long read when the context ends, whatever the
+// target's reader does with it.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// oneLine escapes control characters, so a name read from a damaged or
+// hostile object cannot break a report into misleading lines.
+func oneLine(s string) string {
+	if !strings.ContainsFunc(s, isControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, c := range s {
+		if isControl(c) {
+			q := strconv.QuoteRune(c)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func isControl(c rune) bool { return c < 0x20 || c == 0x7f }

@@ -1,0 +1,29 @@
+// Command kdr backs up and restores the control plane of a self-managed
+// Kubernetes cluster: etcd and the state that lives outside it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCommand().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		var exit exitError
+		if errors.As(err, &exit) {
+			if exit.msg != "" {
+				fmt.Fprintln(os.Stderr, "kdr:", exit.msg)
+			}
+			os.Exit(exit.code)
+		}
+		fmt.Fprintln(os.Stderr, "kdr:", oneLine(err))
+		os.Exit(1)
+	}
+}

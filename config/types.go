@@ -1,0 +1,187 @@
+package config
+
+import "time"
+
+// Config is the whole of kdr.yaml.
+type Config struct {
+	Clusters   []Cluster  `yaml:"clusters"`
+	Encryption Encryption `yaml:"encryption"`
+	Targets    []Target   `yaml:"targets"`
+	Schedule   Schedule   `yaml:"schedule"`
+	Retention  Retention  `yaml:"retention"`
+	Agent      Agent      `yaml:"agent"`
+}
+
+// Cluster is one etcd cluster and the off-etcd state that goes with it. A
+// config may hold several (the main etcd, an events etcd, a CNI's etcd);
+// each is backed up on its own.
+type Cluster struct {
+	Name      string    `yaml:"name"`
+	Etcd      Etcd      `yaml:"etcd"`
+	State     []FileSet `yaml:"state"`
+	Inventory Inventory `yaml:"inventory"`
+}
+
+// Etcd says how to reach the cluster's members.
+type Etcd struct {
+	Endpoints []string `yaml:"endpoints"`
+	// TLS holds client certificate paths. Plain http endpoints need
+	// Insecure: true, said explicitly.
+	TLS *TLS `yaml:"tls"`
+	// Insecure allows http:// endpoints without TLS.
+	Insecure bool `yaml:"insecure"`
+	// Prefer picks the member to stream the snapshot from: follower
+	// (default, keeps load off the leader), leader, or any.
+	Prefer string `yaml:"prefer"`
+	// DialTimeout bounds connecting to one member (default 5s).
+	DialTimeout time.Duration `yaml:"dialTimeout"`
+	// Username and Password for etcd auth, if enabled. Password comes from
+	// the environment (${VAR}) or PasswordFile.
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"passwordFile"`
+}
+
+// TLS is a set of PEM file paths.
+type TLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ServerName overrides the name checked in the server certificate.
+	ServerName string `yaml:"serverName"`
+}
+
+// FileSet is a named group of files captured beside the etcd snapshot.
+type FileSet struct {
+	Name string `yaml:"name"`
+	// Paths are absolute paths or globs; ** matches any number of directories.
+	Paths []string `yaml:"paths"`
+	// Required makes a set that matches no file an error instead of a warning.
+	Required bool `yaml:"required"`
+}
+
+// Inventory describes the cluster's hosts and network for the runbooks. It
+// is stored in every manifest in plain text: no secrets belong here.
+type Inventory struct {
+	APIEndpoint string            `yaml:"apiEndpoint" json:"apiEndpoint,omitempty"`
+	Hosts       []Host            `yaml:"hosts" json:"hosts,omitempty"`
+	DNS         []DNSRecord       `yaml:"dns" json:"dns,omitempty"`
+	Subnets     map[string]string `yaml:"subnets" json:"subnets,omitempty"`
+	Contacts    []Contact         `yaml:"contacts" json:"contacts,omitempty"`
+}
+
+// Host is one machine of the control plane.
+type Host struct {
+	Name  string   `yaml:"name" json:"name"`
+	IP    string   `yaml:"ip" json:"ip"`
+	Roles []string `yaml:"roles" json:"roles,omitempty"`
+}
+
+// DNSRecord is one record the cluster depends on.
+type DNSRecord struct {
+	Name  string `yaml:"name" json:"name"`
+	Type  string `yaml:"type" json:"type"`
+	Value string `yaml:"value" json:"value"`
+}
+
+// Contact is a person or team to call during an outage.
+type Contact struct {
+	Name  string `yaml:"name" json:"name"`
+	Phone string `yaml:"phone" json:"phone,omitempty"`
+	Email string `yaml:"email" json:"email,omitempty"`
+}
+
+// Encryption lists the age recipients every backup is encrypted to. Only
+// public keys: the identities stay offline with the operators.
+type Encryption struct {
+	// Recipients are age X25519 ("age1...") or SSH ("ssh-ed25519 ...",
+	// "ssh-rsa ...") public keys.
+	Recipients []string `yaml:"recipients"`
+	// RecipientsFiles are files in age's recipients-file format.
+	RecipientsFiles []string `yaml:"recipientsFiles"`
+}
+
+// Target is one storage destination; exactly one of S3 and Local is set.
+type Target struct {
+	Name  string       `yaml:"name"`
+	S3    *S3Target    `yaml:"s3"`
+	Local *LocalTarget `yaml:"local"`
+}
+
+// S3Target is an S3-compatible bucket.
+type S3Target struct {
+	Endpoint string `yaml:"endpoint"`
+	Region   string `yaml:"region"`
+	Bucket   string `yaml:"bucket"`
+	Prefix   string `yaml:"prefix"`
+	// AccessKey and SecretKey usually reference the environment
+	// ("${S3_SECRET_KEY}"); the ...File forms read them from files.
+	AccessKey     string `yaml:"accessKey"`
+	SecretKey     string `yaml:"secretKey"`
+	AccessKeyFile string `yaml:"accessKeyFile"`
+	SecretKeyFile string `yaml:"secretKeyFile"`
+	// Insecure uses plain http.
+	Insecure bool `yaml:"insecure"`
+	// CA is a PEM bundle trusted for the endpoint's certificate.
+	CA string `yaml:"ca"`
+	// PathStyle forces path-style requests (most on-premise S3 needs it).
+	PathStyle bool `yaml:"pathStyle"`
+	// SSE is server-side encryption: "" (none), "AES256" or "aws:kms".
+	SSE          string `yaml:"sse"`
+	SSEKMSKeyID  string `yaml:"sseKmsKeyId"`
+	StorageClass string `yaml:"storageClass"`
+	// ObjectLock sets a retention period on every object when the bucket
+	// has Object Lock enabled.
+	ObjectLock *ObjectLock `yaml:"objectLock"`
+	// PartSize of multipart uploads (default 16MiB); memory use is a few parts.
+	PartSizeMiB int `yaml:"partSizeMiB"`
+}
+
+// ObjectLock is the retention applied to every stored object.
+type ObjectLock struct {
+	// Mode is GOVERNANCE or COMPLIANCE (default GOVERNANCE).
+	Mode string `yaml:"mode"`
+	// Days an object is protected after it is written.
+	Days int `yaml:"days"`
+}
+
+// LocalTarget is a directory, typically on removable or network media.
+type LocalTarget struct {
+	Path string `yaml:"path"`
+}
+
+// Schedule holds cron expressions for the agent.
+type Schedule struct {
+	Backup string `yaml:"backup"`
+	Prune  string `yaml:"prune"`
+	Drill  string `yaml:"drill"`
+	// Jitter delays each scheduled run by a random duration up to this.
+	Jitter time.Duration `yaml:"jitter"`
+}
+
+// Retention says which complete backups prune keeps; a backup kept by any
+// rule stays. All zero keeps everything.
+type Retention struct {
+	KeepLast    int `yaml:"keepLast"`
+	KeepHourly  int `yaml:"keepHourly"`
+	KeepDaily   int `yaml:"keepDaily"`
+	KeepWeekly  int `yaml:"keepWeekly"`
+	KeepMonthly int `yaml:"keepMonthly"`
+	KeepYearly  int `yaml:"keepYearly"`
+	// IncompleteGrace is how old an incomplete set must be before prune
+	// removes it (default 24h), so a backup in progress is never touched.
+	IncompleteGrace time.Duration `yaml:"incompleteGrace"`
+}
+
+// Agent configures `kdr agent`.
+type Agent struct {
+	Listen         string         `yaml:"listen"`
+	LeaderElection LeaderElection `yaml:"leaderElection"`
+}
+
+// LeaderElection uses a Kubernetes Lease so two replicas never back up at once.
+type LeaderElection struct {
+	Enabled   bool   `yaml:"enabled"`
+	Namespace string `yaml:"namespace"`
+	Name      string `yaml:"name"`
+}

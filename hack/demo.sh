@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# make demo: a throwaway etcd with Kubernetes-like data and a kubeadm-like
+# host tree, a local directory target, then the commands an operator runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=$PWD/bin
+DEMO=$PWD/demo
+rm -rf "$DEMO" && mkdir -p "$DEMO"
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
+CLIENT=$(port); PEER=$(port)
+"$BIN/etcd" --name demo --data-dir "$DEMO/etcd-data" \
+  --listen-client-urls "http://127.0.0.1:$CLIENT" --advertise-client-urls "http://127.0.0.1:$CLIENT" \
+  --listen-peer-urls "http://127.0.0.1:$PEER" --initial-advertise-peer-urls "http://127.0.0.1:$PEER" \
+  --initial-cluster "demo=http://127.0.0.1:$PEER" --log-level warn >"$DEMO/etcd.log" 2>&1 &
+ETCD_PID=$!
+trap 'kill $ETCD_PID 2>/dev/null; wait $ETCD_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do "$BIN/etcdctl" --endpoints "http://127.0.0.1:$CLIENT" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+echo "== a throwaway etcd on 127.0.0.1:$CLIENT and a kubeadm-like host under demo/host"
+go run ./hack/demofixture -endpoint "http://127.0.0.1:$CLIENT" -size-mib 16 -root "$DEMO/host"
+
+step "$BIN/kdr" keys generate --out "$DEMO/operator.key" > "$DEMO/recipient.txt"
+cat > "$DEMO/kdr.yaml" <<YAML
+# Demo config: plain http etcd on loopback (insecure: true says so out loud).
+clusters:
+  - name: demo
+    etcd:
+      endpoints: [http://127.0.0.1:$CLIENT]
+      insecure: true
+    state:
+      - {name: pki, paths: ["$DEMO/host/etc/kubernetes/pki/**"], required: true}
+      - {name: kubeconfigs, paths: ["$DEMO/host/etc/kubernetes/*.conf"]}
+      - {name: manifests, paths: ["$DEMO/host/etc/kubernetes/manifests/*"]}
+      - {name: loadbalancer, paths: ["$DEMO/host/etc/haproxy/haproxy.cfg", "$DEMO/host/etc/keepalived/keepalived.conf"]}
+    inventory:
+      apiEndpoint: https://10.0.0.10:6443
+      hosts: [{name: cp1, ip: 10.0.0.11, roles: [control-plane, etcd]}]
+encryption:
+  recipients: [$(cat "$DEMO/recipient.txt")]
+targets:
+  - name: usb
+    local: {path: $DEMO/usb}
+retention: {keepLast: 3}
+YAML
+echo "wrote demo/kdr.yaml"
+step "$BIN/kdr" --config "$DEMO/kdr.yaml" backup
+step "$BIN/kdr" --config "$DEMO/kdr.yaml" backup
+step "$BIN/kdr" --config "$DEMO/kdr.yaml" list
+step "$BIN/kdr" --config "$DEMO/kdr.yaml" verify latest
+step "$BIN/kdr" --config "$DEMO/kdr.yaml" verify --identity "$DEMO/operator.key" latest
+step "$BIN/kdr" --config "$DEMO/kdr.yaml" prune
+echo
+echo "== done: the backups are in demo/usb, the identity that opens them is demo/operator.key"

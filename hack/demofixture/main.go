@@ -1,0 +1,144 @@
+// Command demofixture prepares what `make demo` backs up: it fills an etcd
+// with Kubernetes-like objects and lays out a kubeadm-like /etc/kubernetes
+// (a real CA, certificates and keys, kubeconfigs, static pod manifests)
+// under a directory.
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/kdr-io/kdr/internal/kubedata"
+)
+
+func main() {
+	endpoint := flag.String("endpoint", "", "etcd client URL to fill")
+	sizeMiB := flag.Int64("size-mib", 16, "approximate MiB of objects to write")
+	root := flag.String("root", "", "directory to lay the kubeadm-like host files under")
+	flag.Parse()
+	if err := run(*endpoint, *sizeMiB<<20, *root); err != nil {
+		fmt.Fprintln(os.Stderr, "demofixture:", err)
+		os.Exit(1)
+	}
+}
+
+func run(endpoint string, size int64, root string) error {
+	if root != "" {
+		if err := hostFiles(root); err != nil {
+			return err
+		}
+	}
+	if endpoint == "" {
+		return nil
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	keys, err := kubedata.Fill(ctx, cli, kubedata.Options{Bytes: size, Namespaces: 12, Seed: 42})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("wrote %d Kubernetes-like keys (%d MiB) under /registry\n", keys, size>>20)
+	return nil
+}
+
+func hostFiles(root string) error {
+	k8s := filepath.Join(root, "etc/kubernetes")
+	ca, caKey, err := newCert(nil, nil, "kubernetes", true, nil)
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{}
+	files["pki/ca.crt"], files["pki/ca.key"] = pemCert(ca), pemKey(caKey)
+	for _, c := range []struct {
+		name string
+		ips  []net.IP
+	}{{"apiserver", []net.IP{net.ParseIP("10.0.0.11"), net.ParseIP("10.0.0.10")}}, {"apiserver-etcd-client", nil}, {"etcd/server", []net.IP{net.ParseIP("10.0.0.11")}}} {
+		cert, key, err := newCert(ca, caKey, c.name, false, c.ips)
+		if err != nil {
+			return err
+		}
+		files["pki/"+c.name+".crt"], files["pki/"+c.name+".key"] = pemCert(cert), pemKey(key)
+	}
+	files["pki/sa.key"] = files["pki/ca.key"]
+	files["admin.conf"] = []byte(strings.Join([]string{
+		"apiVersion: v1", "kind: Config", "clusters:", "- cluster:",
+		"    certificate-authority-data: " + base64.StdEncoding.EncodeToString(files["pki/ca.crt"]),
+		"    server: https://10.0.0.10:6443", "  name: demo", ""}, "\n"))
+	files["manifests/etcd.yaml"] = []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n  namespace: kube-system\n")
+	files["manifests/kube-apiserver.yaml"] = []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\n  namespace: kube-system\n")
+	for rel, data := range files {
+		p := filepath.Join(k8s, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		mode := os.FileMode(0o644)
+		if strings.HasSuffix(rel, ".key") || strings.HasSuffix(rel, ".conf") {
+			mode = 0o600
+		}
+		if err := os.WriteFile(p, data, mode); err != nil {
+			return err
+		}
+	}
+	haproxy := filepath.Join(root, "etc/haproxy/haproxy.cfg")
+	if err := os.MkdirAll(filepath.Dir(haproxy), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(haproxy, []byte("frontend kube-apiserver\n  bind 10.0.0.10:6443\n  default_backend cp\nbackend cp\n  server cp1 10.0.0.11:6443 check\n"), 0o644)
+}
+
+func newCert(parent *x509.Certificate, parentKey *ecdsa.PrivateKey, cn string, isCA bool, ips []net.IP) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(1, 0, 0),
+		IsCA: isCA, BasicConstraintsValid: true, IPAddresses: ips,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	return cert, key, err
+}
+
+func pemCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+func pemKey(k *ecdsa.PrivateKey) []byte {
+	der, _ := x509.MarshalECPrivateKey(k)
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+}

@@ -1,0 +1,94 @@
+package testenv
+
+import (
+	"bufio"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// modulePath is the module whose bin directory holds the tools.
+const modulePath = "github.com/kdr-io/kdr"
+
+// Binary returns the path of a tool built by `make tools`: from
+// $KDR_BIN_DIR, else <module root>/bin, else PATH. A missing tool fails the
+// test rather than skipping it, so a test never passes by testing nothing.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	var dirs []string
+	if d := os.Getenv("KDR_BIN_DIR"); d != "" {
+		dirs = append(dirs, d)
+	}
+	if root, ok := moduleRoot(); ok {
+		dirs = append(dirs, filepath.Join(root, "bin"))
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if isExecutable(p) {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	t.Fatalf("%s not found: run `make tools` (looked in $KDR_BIN_DIR, the module's bin directory and PATH)", name)
+	return ""
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
+// moduleRoot walks up from the working directory to the go.mod of this
+// module. Tests run in their package's directory, so it is always found
+// inside the repository.
+func moduleRoot() (string, bool) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", false
+	}
+	for {
+		if goModModule(filepath.Join(dir, "go.mod")) == modulePath {
+			return dir, true
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", false
+		}
+		dir = parent
+	}
+}
+
+// goModModule returns the module path declared in a go.mod file, or "".
+func goModModule(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if rest, ok := strings.CutPrefix(line, "module"); ok && rest != "" && (rest[0] == ' ' || rest[0] == '\t') {
+			return strings.Trim(strings.TrimSpace(rest), `"`)
+		}
+	}
+	return ""
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago. Another
+// process can take it before the caller binds it; callers that start servers
+// retry on "address already in use".
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

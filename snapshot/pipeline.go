@@ -1,0 +1,386 @@
+package snapshot
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/kdr-io/kdr/catalog"
+	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/crypto"
+	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/storage"
+)
+
+// ErrPartial means the set is complete on some targets and not on others.
+var ErrPartial = errors.New("backup incomplete on some targets")
+
+// ErrSource marks a failure reading etcd, as opposed to writing a target;
+// only those are retried on another member.
+var ErrSource = errors.New("etcd source failed")
+
+// Options is everything one backup of one cluster needs.
+type Options struct {
+	Cluster   string
+	Etcd      EtcdOptions
+	State     []config.FileSet
+	Inventory config.Inventory
+	// Root is where state paths are resolved; "/" unless testing or drilling.
+	Root       string
+	Recipients []crypto.Recipient
+	Targets    []storage.Target
+	// Node names the host whose files are captured (default: hostname).
+	Node       string
+	KdrVersion string
+	Logger     *slog.Logger
+	// Progress, if set, is told the etcd bytes read so far.
+	Progress func(read int64)
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Result is what a backup did: the manifest it wrote and, per target,
+// why the set is not complete there.
+type Result struct {
+	Manifest *manifest.Manifest
+	// Complete names the targets that hold the whole set.
+	Complete []string
+	// Failed maps target names to the reason the set is not complete there.
+	Failed map[string]error
+}
+
+// Backup takes one backup of one cluster to every target. It returns an
+// error wrapping ErrPartial when some targets failed, and a plain error
+// when none holds a complete set.
+func Backup(ctx context.Context, o Options) (*Result, error) {
+	b, err := newBackup(o)
+	if err != nil {
+		return nil, err
+	}
+	return b.run(ctx)
+}
+
+type backup struct {
+	o    Options
+	log  *slog.Logger
+	m    *manifest.Manifest
+	live []storage.Target
+	// prev is each target's newest manifest link before this backup.
+	prev   map[string]*manifest.Link
+	failed map[string]error
+}
+
+func newBackup(o Options) (*backup, error) {
+	if len(o.Targets) == 0 {
+		return nil, errors.New("backup: no targets")
+	}
+	if len(o.Recipients) == 0 {
+		return nil, errors.New("backup: no recipients: backups are always encrypted")
+	}
+	if !manifest.ValidCluster(o.Cluster) {
+		return nil, fmt.Errorf("backup: cluster name %q cannot name objects", o.Cluster)
+	}
+	if o.Root == "" {
+		o.Root = "/"
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Node == "" {
+		o.Node, _ = os.Hostname()
+	}
+	var random [3]byte
+	if _, err := rand.Read(random[:]); err != nil {
+		return nil, fmt.Errorf("backup id: %w", err)
+	}
+	now := o.Now().UTC()
+	fps := make([]string, len(o.Recipients))
+	for i, r := range o.Recipients {
+		fps[i] = r.Fingerprint
+	}
+	id := manifest.NewID(now, random)
+	return &backup{
+		o:   o,
+		log: o.Logger.With("cluster", o.Cluster, "backup", id),
+		m: &manifest.Manifest{
+			FormatVersion: manifest.FormatVersion,
+			KdrVersion:    o.KdrVersion,
+			ID:            id,
+			Cluster:       o.Cluster,
+			Created:       now,
+			Node:          o.Node,
+			Recipients:    fps,
+			Inventory:     o.Inventory,
+		},
+		live:   append([]storage.Target(nil), o.Targets...),
+		prev:   map[string]*manifest.Link{},
+		failed: map[string]error{},
+	}, nil
+}
+
+func (b *backup) run(ctx context.Context) (*Result, error) {
+	plan, err := planState(b.o.Root, b.o.State)
+	if err != nil {
+		return nil, err
+	}
+	b.m.Warnings = append(b.m.Warnings, plan.warnings...)
+	info, err := inspect(ctx, b.o.Etcd, b.log)
+	if err != nil {
+		return nil, err
+	}
+	b.m.Etcd.ClusterID = strconv.FormatUint(info.id, 16)
+	b.m.Etcd.Members = info.members
+	b.readPrevious(ctx)
+
+	if err := b.putEtcd(ctx, info.candidates); err != nil {
+		return nil, err
+	}
+	if err := b.putState(ctx, plan); err != nil {
+		return nil, err
+	}
+	b.m.Completed = b.o.Now().UTC()
+	return b.putManifests(ctx)
+}
+
+// readPrevious finds each target's newest complete manifest for the chain.
+// A target that cannot be read now will fail the upload too; an unreadable
+// previous manifest is recorded, not fatal: a backup must still happen.
+func (b *backup) readPrevious(ctx context.Context) {
+	for _, t := range b.live {
+		m, sum, err := catalog.Latest(ctx, t, b.o.Cluster)
+		switch {
+		case err == nil:
+			b.prev[t.Name()] = &manifest.Link{ID: m.ID, SHA256: sum}
+		case errors.Is(err, catalog.ErrNoBackup):
+		default:
+			b.log.Warn("previous manifest unreadable", "target", t.Name(), "err", err)
+		}
+	}
+}
+
+// maxEtcdAttempts: the first member, then once more on another.
+const maxEtcdAttempts = 2
+
+func (b *backup) putEtcd(ctx context.Context, candidates []member) error {
+	var errs []error
+	for i, m := range candidates {
+		if i == maxEtcdAttempts {
+			break
+		}
+		err := b.putEtcdFrom(ctx, m)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+		if !errors.Is(err, ErrSource) || ctx.Err() != nil {
+			break
+		}
+		b.log.Warn("snapshot failed, trying another member", "member", m.name, "endpoint", m.endpoint, "err", err)
+	}
+	return errors.Join(errs...)
+}
+
+func (b *backup) putEtcdFrom(ctx context.Context, m member) error {
+	b.log.Info("streaming etcd snapshot", "member", m.name, "endpoint", m.endpoint, "leader", m.leader)
+	snap, err := openSnapshot(ctx, b.o.Etcd, m)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrSource, err)
+	}
+	defer snap.Close()
+	var read int64
+	obj, err := b.putObject(ctx, manifest.EtcdObject, manifest.KindEtcdSnapshot, func(w io.Writer) error {
+		buf := make([]byte, 1<<20)
+		for {
+			n, rerr := snap.reader.Read(buf)
+			if n > 0 {
+				if _, err := w.Write(buf[:n]); err != nil {
+					return err
+				}
+				read += int64(n)
+				if b.o.Progress != nil {
+					b.o.Progress(read)
+				}
+			}
+			if rerr == io.EOF {
+				return nil
+			}
+			if rerr != nil {
+				return fmt.Errorf("%w: member %s (%s): %w", ErrSource, m.name, m.endpoint, rerr)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	e := &b.m.Etcd
+	e.SnapshotMember = m.name
+	e.ServerVersion = m.version
+	e.StorageVersion = snap.storageVersion
+	e.Revision = snap.revision
+	e.DBSize = snap.reader.DBSize()
+	select {
+	case h := <-snap.hashKV:
+		if h.err != nil {
+			e.HashKVError = h.err.Error()
+			b.m.Warnings = append(b.m.Warnings, fmt.Sprintf("HashKV at revision %d failed: %v", snap.revision, h.err))
+		} else {
+			e.HashKV, e.CompactRevision = h.hash, h.compactRevision
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	b.m.Objects = append(b.m.Objects, obj)
+	return nil
+}
+
+func (b *backup) putState(ctx context.Context, plan *statePlan) error {
+	var capture *stateCapture
+	obj, err := b.putObject(ctx, manifest.StateObject, manifest.KindState, func(w io.Writer) error {
+		var err error
+		capture, err = plan.writeState(w, b.o.Node)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	b.m.Objects = append(b.m.Objects, obj)
+	b.m.State.Sets = plan.sets
+	b.m.State.Certificates = capture.certificates
+	return nil
+}
+
+// putObject streams what produce writes through zstd and age to every
+// live target at once, hashing the plaintext and the ciphertext on the way.
+// Targets that fail drop out; the object fails only when none is left or
+// produce fails.
+func (b *backup) putObject(ctx context.Context, name, kind string, produce func(io.Writer) error) (manifest.Object, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fan := newFanout(ctx, b.live, manifest.Key(b.o.Cluster, b.m.ID, name))
+	cipher := newCounter(fan)
+	enc, err := crypto.Encrypt(cipher, b.o.Recipients)
+	if err != nil {
+		fan.abort(err)
+		return manifest.Object{}, fmt.Errorf("encrypt %s: %w", name, err)
+	}
+	zw, err := zstd.NewWriter(enc, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(2))
+	if err != nil {
+		fan.abort(err)
+		return manifest.Object{}, fmt.Errorf("compress %s: %w", name, err)
+	}
+	plain := newCounter(zw)
+	err = produce(plain)
+	if err == nil {
+		err = closeAll(zw, enc)
+	} else {
+		zw.Close()
+	}
+	if err != nil {
+		fan.abort(err)
+		return manifest.Object{}, fmt.Errorf("write %s: %w", name, err)
+	}
+	for target, terr := range fan.finish() {
+		b.dropTarget(target, fmt.Errorf("write %s: %w", name, terr))
+	}
+	if len(b.live) == 0 {
+		return manifest.Object{}, fmt.Errorf("write %s: every target failed: %w", name, b.targetErrors())
+	}
+	return manifest.Object{
+		Name:        name,
+		Kind:        kind,
+		PlainSize:   plain.n,
+		PlainSHA256: plain.sum(),
+		Size:        cipher.n,
+		SHA256:      cipher.sum(),
+	}, nil
+}
+
+func closeAll(cs ...io.Closer) error {
+	for _, c := range cs {
+		if err := c.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *backup) dropTarget(name string, err error) {
+	b.log.Error("target failed", "target", name, "err", err)
+	b.failed[name] = err
+	live := b.live[:0]
+	for _, t := range b.live {
+		if t.Name() != name {
+			live = append(live, t)
+		}
+	}
+	b.live = live
+}
+
+func (b *backup) targetErrors() error {
+	var errs []error
+	for name, err := range b.failed {
+		errs = append(errs, fmt.Errorf("target %s: %w", name, err))
+	}
+	return errors.Join(errs...)
+}
+
+// putManifests writes each live target's manifest, linked to that target's
+// previous one. It goes last: its presence is what makes the set complete.
+func (b *backup) putManifests(ctx context.Context) (*Result, error) {
+	res := &Result{Manifest: b.m, Failed: b.failed}
+	for _, t := range b.live {
+		m := *b.m
+		m.Previous = b.prev[t.Name()]
+		data, err := m.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		key := manifest.Key(b.o.Cluster, b.m.ID, manifest.ManifestObject)
+		if err := t.Put(ctx, key, bytes.NewReader(data), storage.PutOptions{ContentType: "application/json"}); err != nil {
+			b.failed[t.Name()] = fmt.Errorf("write %s: %w", manifest.ManifestObject, err)
+			continue
+		}
+		res.Complete = append(res.Complete, t.Name())
+	}
+	switch {
+	case len(res.Complete) == 0:
+		return nil, fmt.Errorf("backup %s of %s: no target holds a complete set: %w", b.m.ID, b.o.Cluster, b.targetErrors())
+	case len(b.failed) > 0:
+		return res, fmt.Errorf("%w: backup %s of %s: %w", ErrPartial, b.m.ID, b.o.Cluster, b.targetErrors())
+	}
+	b.log.Info("backup complete", "targets", res.Complete, "revision", b.m.Etcd.Revision, "dbSize", b.m.Etcd.DBSize)
+	return res, nil
+}
+
+// counter hashes and counts what passes through to w.
+type counter struct {
+	w io.Writer
+	h hash.Hash
+	n int64
+}
+
+func newCounter(w io.Writer) *counter { return &counter{w: w, h: sha256.New()} }
+
+func (c *counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *counter) sum() string { return hex.EncodeToString(c.h.Sum(nil)) }

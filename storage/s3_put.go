@@ -1,0 +1,274 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+)
+
+// retention decides the lock of a new object: none unless retention is asked
+// for (LockDays or opts.RetainUntil, the later wins) and the bucket has
+// Object Lock.
+func (s *S3) retention(ctx context.Context, opts PutOptions) (minio.RetentionMode, time.Time, error) {
+	now := time.Now()
+	var until time.Time
+	if s.lockDays > 0 {
+		until = now.AddDate(0, 0, s.lockDays)
+	}
+	if opts.RetainUntil.After(until) {
+		until = opts.RetainUntil
+	}
+	if !until.After(now) {
+		return "", time.Time{}, nil
+	}
+	on, err := s.Locking(ctx)
+	if err != nil || !on {
+		return "", time.Time{}, err
+	}
+	s.mu.Lock()
+	mode := s.lockMode
+	if mode == "" {
+		mode = s.lockDflt
+	}
+	s.mu.Unlock()
+	if mode == "" {
+		mode = minio.Governance
+	}
+	// S3 keeps retain-until dates in whole seconds; round up so that the
+	// object is never released before the time asked for.
+	return mode, until.UTC().Truncate(time.Second).Add(time.Second), nil
+}
+
+// ctxReader stops a read loop when ctx ends, for readers that do not watch
+// a context themselves.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// readPart fills buf from r and reports how much it read and whether r is
+// exhausted. A read error is the input's failure, returned and never retried.
+func readPart(r io.Reader, buf []byte) (int, bool, error) {
+	n, err := io.ReadFull(r, buf)
+	switch {
+	case err == nil:
+		return n, false, nil
+	// Only the bare sentinels mean a clean end: a source that fails with an
+	// error wrapping io.ErrUnexpectedEOF (a truncated stream) must not
+	// complete a short object.
+	case err == io.EOF, err == io.ErrUnexpectedEOF:
+		return n, true, nil
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return n, false, err
+	}
+	return n, false, fmt.Errorf("reading input: %w", err)
+}
+
+// Put stores r under key. Input up to one part goes up in a single PUT;
+// longer input goes up as a multipart upload of PartSize parts, read and sent
+// one at a time through one buffer, so memory stays at one part whatever the
+// size. When the upload fails or ctx ends, it is aborted; if even the abort
+// fails (the server went away), CleanupIncomplete of this target retries it.
+func (s *S3) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) error {
+	if err := ValidateKey(key); err != nil {
+		return fmt.Errorf("target %s: %w", s.name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return s.wrap("put", key, err)
+	}
+	mode, until, err := s.retention(ctx, opts)
+	if err != nil {
+		return err
+	}
+	popts := minio.PutObjectOptions{
+		ContentType:          opts.ContentType,
+		StorageClass:         s.class,
+		ServerSideEncryption: s.sse,
+	}
+	// AWS refuses locked objects without a Content-MD5 (or checksum) header.
+	withMD5 := !until.IsZero()
+	if withMD5 {
+		popts.Mode = mode
+		popts.RetainUntilDate = until
+	}
+	bufp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bufp)
+	buf := *bufp
+	in := ctxReader{ctx, r}
+	n, done, err := readPart(in, buf)
+	if err != nil {
+		return s.wrap("put", key, err)
+	}
+	if done {
+		data := buf[:n]
+		return s.call(ctx, "put", key, func(ctx context.Context) error {
+			return sendPart(data, func(r io.Reader) error {
+				_, err := s.core.PutObject(ctx, s.bucket, s.object(key), r, int64(len(data)), md5Of(data, withMD5), "", popts)
+				return err
+			})
+		})
+	}
+	return s.putMultipart(ctx, key, in, buf, popts, withMD5)
+}
+
+// partReader hands one part's bytes to an HTTP request and cuts it off when
+// the request is over. net/http may go on reading a request body after a
+// failed round trip has returned; the buffer behind it is refilled with the
+// next part, and read by the next Put once back in the pool.
+type partReader struct {
+	mu     sync.Mutex
+	r      *bytes.Reader
+	closed bool
+}
+
+func newPartReader(data []byte) *partReader { return &partReader{r: bytes.NewReader(data)} }
+
+func (p *partReader) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0, io.ErrClosedPipe
+	}
+	return p.r.Read(b)
+}
+
+func (p *partReader) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	return nil
+}
+
+// sendPart runs fn with a reader of data that is closed when fn returns.
+func sendPart(data []byte, fn func(io.Reader) error) error {
+	pr := newPartReader(data)
+	defer pr.Close()
+	return fn(pr)
+}
+
+func md5Of(data []byte, want bool) string {
+	if !want {
+		return ""
+	}
+	sum := md5.Sum(data)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// putMultipart uploads buf, which is full, and the rest of r.
+func (s *S3) putMultipart(ctx context.Context, key string, r io.Reader, buf []byte, popts minio.PutObjectOptions, withMD5 bool) (err error) {
+	object := s.object(key)
+	var uploadID string
+	err = s.call(ctx, "put", key, func(ctx context.Context) error {
+		var err error
+		uploadID, err = s.core.NewMultipartUpload(ctx, s.bucket, object, popts)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	s.mu.Lock()
+	s.inflight[uploadID] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.inflight, uploadID)
+		s.mu.Unlock()
+		if err != nil {
+			err = s.abort(ctx, key, object, uploadID, started, err)
+		}
+	}()
+
+	var parts []minio.CompletePart
+	data := buf
+	for num := 1; ; num++ {
+		if num > maxParts {
+			return s.wrap("put", key, mark(ErrPermanent, nil, fmt.Sprintf("object larger than %d parts of %d bytes; raise the part size", maxParts, s.partSize)))
+		}
+		var part minio.ObjectPart
+		err := s.call(ctx, "put", fmt.Sprintf("%s part %d", key, num), func(ctx context.Context) error {
+			return sendPart(data, func(r io.Reader) error {
+				var err error
+				part, err = s.core.PutObjectPart(ctx, s.bucket, object, uploadID, num, r, int64(len(data)),
+					minio.PutObjectPartOptions{Md5Base64: md5Of(data, withMD5)})
+				return err
+			})
+		})
+		if err != nil {
+			return err
+		}
+		parts = append(parts, minio.CompletePart{
+			PartNumber:     num,
+			ETag:           part.ETag,
+			ChecksumCRC32:  part.ChecksumCRC32,
+			ChecksumCRC32C: part.ChecksumCRC32C,
+			ChecksumSHA1:   part.ChecksumSHA1,
+			ChecksumSHA256: part.ChecksumSHA256,
+		})
+		if len(data) < len(buf) {
+			break
+		}
+		n, done, err := readPart(r, buf)
+		if err != nil {
+			return s.wrap("put", key, err)
+		}
+		if n == 0 && done {
+			break
+		}
+		data = buf[:n]
+	}
+	return s.call(ctx, "put", key, func(ctx context.Context) error {
+		_, err := s.core.CompleteMultipartUpload(ctx, s.bucket, object, uploadID, parts, minio.PutObjectOptions{})
+		return err
+	})
+}
+
+// abort ends a failed multipart upload so that its parts do not linger.
+// It runs even when ctx has ended, which is the usual reason to abort.
+func (s *S3) abort(ctx context.Context, key, object, uploadID string, started time.Time, cause error) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+	defer cancel()
+	err := s.abortRaw(actx, object, uploadID)
+	if err == nil {
+		return cause
+	}
+	s.mu.Lock()
+	s.leftovers[uploadID] = leftoverUpload{object: object, started: started}
+	s.mu.Unlock()
+	return fmt.Errorf("%w; aborting the upload failed too (CleanupIncomplete will retry): %v", cause, err)
+}
+
+// abortUpload aborts one multipart upload; one that is gone already counts
+// as aborted.
+func (s *S3) abortUpload(ctx context.Context, object, uploadID string) error {
+	if err := s.abortRaw(ctx, object, uploadID); err != nil {
+		return s.wrap("abort upload of", strings.TrimPrefix(object, s.prefix), err)
+	}
+	return nil
+}
+
+func (s *S3) abortRaw(ctx context.Context, object, uploadID string) error {
+	return s.retry.do(ctx, func(ctx context.Context) error {
+		err := s.core.AbortMultipartUpload(ctx, s.bucket, object, uploadID)
+		if s3Code(err) == "NoSuchUpload" {
+			return nil
+		}
+		return classify(err)
+	})
+}
