@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -257,6 +258,68 @@ func TestCheckStateTar(t *testing.T) {
 	}
 }
 
+// ustarBlock is one raw tar header block, for entries tar.Writer refuses
+// to write.
+func ustarBlock(name string, typ byte, size int) []byte {
+	b := make([]byte, 512)
+	copy(b[0:], name)
+	copy(b[100:], "0000600\x00")
+	copy(b[108:], "0000000\x00")
+	copy(b[116:], "0000000\x00")
+	copy(b[124:], fmt.Sprintf("%011o\x00", size))
+	copy(b[136:], "00000000000\x00")
+	b[156] = typ
+	copy(b[257:], "ustar\x0000")
+	copy(b[148:], "        ")
+	sum := 0
+	for _, c := range b {
+		sum += int(c)
+	}
+	copy(b[148:], fmt.Sprintf("%06o\x00 ", sum))
+	return b
+}
+
+func padBlock(b []byte) []byte {
+	if r := len(b) % 512; r != 0 {
+		b = append(b, make([]byte, 512-r)...)
+	}
+	return b
+}
+
+// sparseTar is a PAX sparse entry of a few blocks that archive/tar would
+// expand into 1 TiB of zeros.
+func sparseTar() []byte {
+	record := func(k, v string) string {
+		line := " " + k + "=" + v + "\n"
+		size := len(line)
+		for len(fmt.Sprint(size))+len(line) != size {
+			size = len(fmt.Sprint(size)) + len(line)
+		}
+		return fmt.Sprint(size) + line
+	}
+	pax := record("GNU.sparse.major", "1") + record("GNU.sparse.minor", "0") +
+		record("GNU.sparse.name", "etc/huge") + record("GNU.sparse.realsize", "1099511627776")
+	sparseMap := padBlock([]byte("1\n1099511627775\n1\n"))
+	var data []byte
+	data = append(data, ustarBlock("PaxHeaders/huge", 'x', len(pax))...)
+	data = append(data, padBlock([]byte(pax))...)
+	data = append(data, ustarBlock("huge", '0', len(sparseMap)+512)...)
+	data = append(data, sparseMap...)
+	data = append(data, padBlock([]byte("x"))...)
+	return append(data, make([]byte, 1024)...)
+}
+
+// TestCheckStateTarSparse: a sparse entry is refused, not read.
+func TestCheckStateTarSparse(t *testing.T) {
+	res, err := checkStateTar(context.Background(), bytes.NewReader(sparseTar()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Problems) == 0 || !strings.Contains(res.Problems[0], "etc/huge: sparse file entry") {
+		t.Fatalf("problems %q, want the sparse entry refused", res.Problems)
+	}
+}
+
 // TestCheckStateTarStreamError: a failing stream is an error, not a
 // problem with the tar.
 func TestCheckStateTarStreamError(t *testing.T) {
@@ -327,6 +390,7 @@ func FuzzStateTar(f *testing.F) {
 	f.Add(buildStateTar(f, files, nil))
 	f.Add(buildStateTar(f, files, func(idx *manifest.StateIndex) { idx.Entries = idx.Entries[:2] }))
 	f.Add(buildStateTar(f, files[:1], nil))
+	f.Add(sparseTar())
 	f.Add(rawTar(f, []rawEntry{{hdr: tar.Header{Name: manifest.StateIndexPath, Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte(`{"node":"x","entries":[]}`)}}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		res, err := checkStateTar(context.Background(), bytes.NewReader(data))

@@ -6,7 +6,7 @@ import "time"
 const (
 	DefaultPrefer          = "follower"
 	DefaultDialTimeout     = 5 * time.Second
-	DefaultPartSizeMiB     = 16
+	DefaultPartSizeMiB     = 8
 	DefaultRegion          = "us-east-1"
 	DefaultObjectLockMode  = "GOVERNANCE"
 	DefaultIncompleteGrace = 24 * time.Hour

@@ -122,26 +122,41 @@ func parseYAML(name string, data []byte) (*yaml.Node, error) {
 // syntaxError reports a YAML syntax error at the line of the mistake.
 // yaml.v3 gives the line where the enclosing block starts, which can be far
 // above it ("line 2: did not find expected key" for a bad indent on line
-// 40), so the line is found again as the first one at which the text stops
-// parsing with the same error.
+// 40). Text cut before the mistake parses, or fails differently; text cut
+// after it fails the same way: a binary search finds the first line that
+// makes it fail the same way.
 func syntaxError(name string, data []byte, err error) error {
 	e := rewriteYAMLError(name, err)
 	var ye *Error
 	if !errors.As(e, &ye) {
 		return e
 	}
-	const maxLines = 1000 // each step parses the text so far
-	var prefix []byte
-	for i, line := range bytes.SplitAfter(data, []byte("\n")) {
-		if i == maxLines {
-			break
-		}
-		prefix = append(prefix, line...)
-		if perr := parseAll(prefix); perr != nil && perr.Error() == err.Error() {
-			ye.Line = i + 1
-			break
+	var ends []int // ends[i] is the offset just past line i+1
+	for i, c := range data {
+		if c == '\n' {
+			ends = append(ends, i+1)
 		}
 	}
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data))
+	}
+	failsSame := func(lines int) bool {
+		perr := parseAll(data[:ends[lines-1]])
+		return perr != nil && perr.Error() == err.Error()
+	}
+	lo, hi := max(ye.Line, 1), len(ends) // the mistake is not above yaml's line
+	if lo > hi || !failsSame(hi) {
+		return ye
+	}
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if failsSame(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	ye.Line = lo
 	return ye
 }
 

@@ -16,8 +16,11 @@ type Config struct {
 // config may hold several (the main etcd, an events etcd, a CNI's etcd);
 // each is backed up on its own.
 type Cluster struct {
-	Name      string    `yaml:"name"`
-	Etcd      Etcd      `yaml:"etcd"`
+	Name string `yaml:"name"`
+	Etcd Etcd   `yaml:"etcd"`
+	// State is the off-etcd state captured with each snapshot. Left out
+	// (nil), it is DefaultState(), a kubeadm node's; "state: []" captures
+	// nothing.
 	State     []FileSet `yaml:"state"`
 	Inventory Inventory `yaml:"inventory"`
 }

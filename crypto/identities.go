@@ -55,9 +55,10 @@ func GenerateIdentity() (identity, recipient string, err error) {
 // default (2^18, about a second). Only tests change it.
 var scryptLogN = 0
 
-// ProtectIdentity encrypts an identity file with a passphrase, as
-// "age -p -a" does: the result is armored text that LoadIdentities, and age
-// itself, open with the passphrase. The identity file must parse.
+// ProtectIdentity encrypts an age identity file (AGE-SECRET-KEY-1...
+// lines) with a passphrase, as "age -p -a" does: the result is armored
+// text that LoadIdentities, and age itself, open with the passphrase. It is
+// for `kdr keys generate`, so an identity need never be written in clear.
 func ProtectIdentity(identityFile, passphrase []byte) ([]byte, error) {
 	if len(passphrase) == 0 {
 		return nil, errors.New("protecting identity: empty passphrase")

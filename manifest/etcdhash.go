@@ -3,6 +3,7 @@ package manifest
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -26,6 +27,8 @@ type SnapshotReader struct {
 	n    int   // bytes held in tail
 	size int64 // database bytes hashed so far
 	err  error
+	// whole is set when the stream ended with a matching hash.
+	whole bool
 }
 
 // NewSnapshotReader checks the etcd snapshot read through it.
@@ -73,7 +76,20 @@ func (r *SnapshotReader) finish() error {
 	if !bytes.Equal(r.h.Sum(nil), r.tail[:]) {
 		return fmt.Errorf("%w (%d bytes)", ErrTrailingHash, r.size)
 	}
+	// Sum leaves the state as it was: adding the tail now gives the hash of
+	// the whole stream without hashing the database a second time.
+	r.h.Write(r.tail[:])
+	r.whole = true
 	return io.EOF
+}
+
+// SHA256 is the hex sha256 of every byte read, trailing hash included; it
+// is valid once Read has returned io.EOF.
+func (r *SnapshotReader) SHA256() string {
+	if !r.whole {
+		return ""
+	}
+	return hex.EncodeToString(r.h.Sum(nil))
 }
 
 // DBSize is the number of database bytes seen, without the trailing hash.

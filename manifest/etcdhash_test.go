@@ -50,6 +50,12 @@ func TestSnapshotReader(t *testing.T) {
 			if !bytes.Equal(out, tt.in) {
 				t.Errorf("%s: output differs from input: the stored object must keep every byte", tt.name)
 			}
+			if tt.wantErr == nil && r.SHA256() != Sum(tt.in) {
+				t.Errorf("%s: SHA256 = %q, want the hash of every byte read", tt.name, r.SHA256())
+			}
+			if tt.wantErr != nil && r.SHA256() != "" {
+				t.Errorf("%s: SHA256 of a damaged stream = %q, want empty", tt.name, r.SHA256())
+			}
 			if r.DBSize() != tt.dbSize {
 				t.Errorf("%s: DBSize = %d, want %d", tt.name, r.DBSize(), tt.dbSize)
 			}

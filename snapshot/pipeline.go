@@ -203,13 +203,13 @@ func (b *backup) putEtcdFrom(ctx context.Context, m member) error {
 	}
 	defer snap.Close()
 	var read int64
-	obj, err := b.putObject(ctx, manifest.EtcdObject, manifest.KindEtcdSnapshot, func(w io.Writer) error {
+	obj, err := b.putObject(ctx, manifest.EtcdObject, manifest.KindEtcdSnapshot, func(w io.Writer) (string, error) {
 		buf := make([]byte, 1<<20)
 		for {
 			n, rerr := snap.reader.Read(buf)
 			if n > 0 {
 				if _, err := w.Write(buf[:n]); err != nil {
-					return err
+					return "", err
 				}
 				read += int64(n)
 				if b.o.Progress != nil {
@@ -217,10 +217,10 @@ func (b *backup) putEtcdFrom(ctx context.Context, m member) error {
 				}
 			}
 			if rerr == io.EOF {
-				return nil
+				return snap.reader.SHA256(), nil
 			}
 			if rerr != nil {
-				return fmt.Errorf("%w: member %s (%s): %w", ErrSource, m.name, m.endpoint, rerr)
+				return "", fmt.Errorf("%w: member %s (%s): %w", ErrSource, m.name, m.endpoint, rerr)
 			}
 		}
 	})
@@ -250,10 +250,11 @@ func (b *backup) putEtcdFrom(ctx context.Context, m member) error {
 
 func (b *backup) putState(ctx context.Context, plan *statePlan) error {
 	var capture *stateCapture
-	obj, err := b.putObject(ctx, manifest.StateObject, manifest.KindState, func(w io.Writer) error {
+	obj, err := b.putObject(ctx, manifest.StateObject, manifest.KindState, func(w io.Writer) (string, error) {
+		h := newCounter(w)
 		var err error
-		capture, err = plan.writeState(w, b.o.Node)
-		return err
+		capture, err = plan.writeState(h, b.o.Node)
+		return h.sum(), err
 	})
 	if err != nil {
 		return err
@@ -265,10 +266,11 @@ func (b *backup) putState(ctx context.Context, plan *statePlan) error {
 }
 
 // putObject streams what produce writes through zstd and age to every
-// live target at once, hashing the plaintext and the ciphertext on the way.
+// live target at once, hashing the ciphertext on the way; produce returns
+// the sha256 of what it wrote (the etcd stream has it already computed).
 // Targets that fail drop out; the object fails only when none is left or
 // produce fails.
-func (b *backup) putObject(ctx context.Context, name, kind string, produce func(io.Writer) error) (manifest.Object, error) {
+func (b *backup) putObject(ctx context.Context, name, kind string, produce func(io.Writer) (string, error)) (manifest.Object, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	fan := newFanout(ctx, b.live, manifest.Key(b.o.Cluster, b.m.ID, name))
@@ -278,13 +280,16 @@ func (b *backup) putObject(ctx context.Context, name, kind string, produce func(
 		fan.abort(err)
 		return manifest.Object{}, fmt.Errorf("encrypt %s: %w", name, err)
 	}
-	zw, err := zstd.NewWriter(enc, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(2))
+	// A 4 MiB window and the encoder's low-memory mode keep the compressor's
+	// share of memory small; the ratio on etcd pages barely changes.
+	zw, err := zstd.NewWriter(enc, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(2),
+		zstd.WithWindowSize(4<<20), zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		fan.abort(err)
 		return manifest.Object{}, fmt.Errorf("compress %s: %w", name, err)
 	}
-	plain := newCounter(zw)
-	err = produce(plain)
+	plain := &sizer{w: zw}
+	plainSum, err := produce(plain)
 	if err == nil {
 		err = closeAll(zw, enc)
 	} else {
@@ -304,7 +309,7 @@ func (b *backup) putObject(ctx context.Context, name, kind string, produce func(
 		Name:        name,
 		Kind:        kind,
 		PlainSize:   plain.n,
-		PlainSHA256: plain.sum(),
+		PlainSHA256: plainSum,
 		Size:        cipher.n,
 		SHA256:      cipher.sum(),
 	}, nil
@@ -384,3 +389,15 @@ func (c *counter) Write(p []byte) (int, error) {
 }
 
 func (c *counter) sum() string { return hex.EncodeToString(c.h.Sum(nil)) }
+
+// sizer counts what passes through to w.
+type sizer struct {
+	w io.Writer
+	n int64
+}
+
+func (s *sizer) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	s.n += int64(n)
+	return n, err
+}

@@ -24,7 +24,7 @@ const (
 	// DefaultPartSize is the multipart part size when S3Options.PartSize is
 	// zero. One Put holds one part in memory; 10,000 parts of 16 MiB allow
 	// objects up to 156 GiB.
-	DefaultPartSize = 16 << 20
+	DefaultPartSize = 8 << 20
 	// MinPartSize is S3's smallest part size (every part but the last).
 	MinPartSize = 5 << 20
 	maxPartSize = 5 << 30

@@ -81,9 +81,8 @@ func readPart(r io.Reader, buf []byte) (int, bool, error) {
 }
 
 // Put stores r under key. Input up to one part goes up in a single PUT;
-// longer input goes up as a multipart upload of PartSize parts, read and sent
-// one at a time through one buffer, so memory stays at one part whatever the
-// size. When the upload fails or ctx ends, it is aborted; if even the abort
+// longer input goes up as a multipart upload of PartSize parts through two
+// buffers, so memory stays at two parts whatever the size. When the upload fails or ctx ends, it is aborted; if even the abort
 // fails (the server went away), CleanupIncomplete of this target retries it.
 func (s *S3) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) error {
 	if err := ValidateKey(key); err != nil {
@@ -195,43 +194,67 @@ func (s *S3) putMultipart(ctx context.Context, key string, r io.Reader, buf []by
 		}
 	}()
 
+	// Two buffers: the next part is read from the input while the previous
+	// one uploads, so the producer and the network work at the same time.
+	// Memory stays at two parts whatever the size.
+	nextp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(nextp)
+	bufs := [2][]byte{buf, *nextp}
+	type sent struct {
+		part minio.ObjectPart
+		err  error
+	}
+	upload := func(num int, data []byte) <-chan sent {
+		ch := make(chan sent, 1)
+		go func() {
+			var part minio.ObjectPart
+			err := s.call(ctx, "put", fmt.Sprintf("%s part %d", key, num), func(ctx context.Context) error {
+				return sendPart(data, func(r io.Reader) error {
+					var err error
+					part, err = s.core.PutObjectPart(ctx, s.bucket, object, uploadID, num, r, int64(len(data)),
+						minio.PutObjectPartOptions{Md5Base64: md5Of(data, withMD5), DisableContentSha256: !withMD5})
+					return err
+				})
+			})
+			ch <- sent{part, err}
+		}()
+		return ch
+	}
+
 	var parts []minio.CompletePart
-	data := buf
+	cur, data := 0, buf
 	for num := 1; ; num++ {
 		if num > maxParts {
 			return s.wrap("put", key, mark(ErrPermanent, nil, fmt.Sprintf("object larger than %d parts of %d bytes; raise the part size", maxParts, s.partSize)))
 		}
-		var part minio.ObjectPart
-		err := s.call(ctx, "put", fmt.Sprintf("%s part %d", key, num), func(ctx context.Context) error {
-			return sendPart(data, func(r io.Reader) error {
-				var err error
-				part, err = s.core.PutObjectPart(ctx, s.bucket, object, uploadID, num, r, int64(len(data)),
-					minio.PutObjectPartOptions{Md5Base64: md5Of(data, withMD5)})
-				return err
-			})
-		})
-		if err != nil {
-			return err
+		inflight := upload(num, data)
+		last := len(data) < len(buf)
+		var n int
+		var done bool
+		var readErr error
+		if !last {
+			n, done, readErr = readPart(r, bufs[1-cur])
+		}
+		res := <-inflight
+		if res.err != nil {
+			return res.err
 		}
 		parts = append(parts, minio.CompletePart{
 			PartNumber:     num,
-			ETag:           part.ETag,
-			ChecksumCRC32:  part.ChecksumCRC32,
-			ChecksumCRC32C: part.ChecksumCRC32C,
-			ChecksumSHA1:   part.ChecksumSHA1,
-			ChecksumSHA256: part.ChecksumSHA256,
+			ETag:           res.part.ETag,
+			ChecksumCRC32:  res.part.ChecksumCRC32,
+			ChecksumCRC32C: res.part.ChecksumCRC32C,
+			ChecksumSHA1:   res.part.ChecksumSHA1,
+			ChecksumSHA256: res.part.ChecksumSHA256,
 		})
-		if len(data) < len(buf) {
+		if readErr != nil {
+			return s.wrap("put", key, readErr)
+		}
+		if last || (n == 0 && done) {
 			break
 		}
-		n, done, err := readPart(r, buf)
-		if err != nil {
-			return s.wrap("put", key, err)
-		}
-		if n == 0 && done {
-			break
-		}
-		data = buf[:n]
+		cur = 1 - cur
+		data = bufs[cur][:n]
 	}
 	return s.call(ctx, "put", key, func(ctx context.Context) error {
 		_, err := s.core.CompleteMultipartUpload(ctx, s.bucket, object, uploadID, parts, minio.PutObjectOptions{})

@@ -13,6 +13,7 @@ import (
 
 type backupFlags struct {
 	cluster string
+	target  string
 	root    string
 }
 
@@ -30,6 +31,7 @@ new backup ID; exits 0 only when the set is complete on every target.`,
 		},
 	}
 	cmd.Flags().StringVar(&f.cluster, "cluster", "", "back up only this cluster")
+	cmd.Flags().StringVar(&f.target, "target", "", "write only to this target")
 	cmd.Flags().StringVar(&f.root, "root", "/", "resolve state file paths under this directory")
 	cmd.Flags().MarkHidden("root")
 	return cmd
@@ -53,7 +55,7 @@ func runBackup(cmd *cobra.Command, g *globals, f *backupFlags) error {
 	if err != nil {
 		return err
 	}
-	targets, err := openTargets(ctx, cfg, "")
+	targets, err := openTargets(ctx, cfg, f.target)
 	if err != nil {
 		return err
 	}

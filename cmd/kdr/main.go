@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -25,5 +26,16 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, "kdr:", oneLine(err))
 		os.Exit(1)
+	}
+}
+
+// defaultMemoryLimit is the Go heap's soft limit unless GOMEMLIMIT says
+// otherwise: a backup's live memory is a few buffers, and the limit keeps
+// garbage from the snapshot stream from growing the heap past them.
+const defaultMemoryLimit = 96 << 20
+
+func init() {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
 }

@@ -1,0 +1,320 @@
+// Command bench compares kdr with the standard tools on the same generated
+// etcd database, in one run, and prints wall times, ratios and kdr's peak
+// RSS. `make bench` runs it; the figures go in the README.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/kdr-io/kdr/internal/kubedata"
+)
+
+func main() {
+	sizes := flag.String("size-mib", "1024", "comma-separated database sizes in MiB")
+	cache := flag.String("cache", "bin/bench-cache", "where generated etcd data dirs are kept between runs")
+	reps := flag.Int("reps", 3, "runs of each measurement; the median is reported")
+	flag.Parse()
+	b, err := newBench(*cache)
+	b.reps = *reps
+	if err != nil {
+		fail(err)
+	}
+	defer b.close()
+	for _, s := range strings.Split(*sizes, ",") {
+		mib, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			fail(fmt.Errorf("-size-mib %q: %w", s, err))
+		}
+		if err := b.run(int64(mib) << 20); err != nil {
+			fail(err)
+		}
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+type bench struct {
+	bin, work, cache string
+	minio            *process
+	s3               string
+	client           *minio.Client
+	reps             int
+}
+
+const (
+	accessKey = "kdrbench"
+	secretKey = "kdrbench-secret"
+	bucket    = "bench"
+)
+
+func newBench(cache string) (*bench, error) {
+	bin, err := filepath.Abs("bin")
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "kdr-bench-")
+	if err != nil {
+		return nil, err
+	}
+	b := &bench{bin: bin, work: work, cache: cache}
+	port := freePort()
+	b.s3 = fmt.Sprintf("127.0.0.1:%d", port)
+	b.minio, err = start(filepath.Join(work, "minio.log"), []string{"MINIO_ROOT_USER=" + accessKey, "MINIO_ROOT_PASSWORD=" + secretKey},
+		filepath.Join(bin, "minio"), "server", "--quiet", "--address", b.s3, "--console-address", fmt.Sprintf("127.0.0.1:%d", freePort()), filepath.Join(work, "minio-data"))
+	if err != nil {
+		return nil, err
+	}
+	b.client, err = minio.New(b.s3, &minio.Options{Creds: credentials.NewStaticV4(accessKey, secretKey, "")})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		if err = b.client.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("minio did not start: %w", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return b, nil
+}
+
+func (b *bench) close() {
+	b.minio.stop()
+	os.RemoveAll(b.work)
+}
+
+type result struct {
+	name   string
+	wall   time.Duration
+	cpu    time.Duration // user+sys of the measured process
+	maxRSS int64         // KiB
+}
+
+// median runs f b.reps times and keeps the run with the median wall time:
+// the machines this runs on are shared and noisy.
+func (b *bench) median(f func() (result, error)) (result, error) {
+	var rs []result
+	for range max(b.reps, 1) {
+		r, err := f()
+		if err != nil {
+			return result{}, err
+		}
+		rs = append(rs, r)
+	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i].wall < rs[j].wall })
+	return rs[len(rs)/2], nil
+}
+
+func (b *bench) run(size int64) error {
+	fmt.Printf("\n== database of %d MiB (Kubernetes-like objects)\n", size>>20)
+	etcd, endpoint, dbSize, err := b.etcd(size)
+	if err != nil {
+		return err
+	}
+	defer etcd.stop()
+	fmt.Printf("etcd db size: %d MiB\n", dbSize>>20)
+	dir := filepath.Join(b.work, fmt.Sprint(size>>20))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	keyFile := filepath.Join(dir, "key.txt")
+	if err := runQuiet(filepath.Join(b.bin, "kdr"), "keys", "generate", "--out", keyFile); err != nil {
+		return err
+	}
+	recipient, err := recipientOf(keyFile)
+	if err != nil {
+		return err
+	}
+	var results []result
+	snap := filepath.Join(dir, "snap.db")
+
+	// The floor: etcdctl writing the snapshot to local disk, nothing else.
+	r, err := b.median(func() (result, error) {
+		defer os.Remove(snap)
+		return timed("etcdctl snapshot save (floor)", filepath.Join(b.bin, "etcdctl"), "--endpoints", endpoint, "snapshot", "save", snap)
+	})
+	if err != nil {
+		return err
+	}
+	results = append(results, r)
+
+	// The naive pipeline, one tool after another, as a shell script would.
+	steps := [][]string{
+		{filepath.Join(b.bin, "etcdctl"), "--endpoints", endpoint, "snapshot", "save", snap},
+		{"zstd", "-q", "-f", snap, "-o", snap + ".zst"},
+		{"age", "-r", recipient, "-o", snap + ".zst.age", snap + ".zst"},
+	}
+	r, err = b.median(func() (result, error) {
+		defer func() {
+			for _, f := range []string{snap, snap + ".zst", snap + ".zst.age"} {
+				os.Remove(f)
+			}
+		}()
+		naive := result{name: "etcdctl save + zstd + age + S3 upload (naive)"}
+		for _, s := range steps {
+			r, err := timed(s[0], s[0], s[1:]...)
+			if err != nil {
+				return result{}, err
+			}
+			naive.wall += r.wall
+			naive.cpu += r.cpu
+		}
+		start := time.Now()
+		if _, err := b.client.FPutObject(context.Background(), bucket, fmt.Sprintf("naive/%d.db.zst.age", size>>20), snap+".zst.age", minio.PutObjectOptions{}); err != nil {
+			return result{}, fmt.Errorf("naive upload: %w", err)
+		}
+		naive.wall += time.Since(start)
+		return naive, nil
+	})
+	if err != nil {
+		return err
+	}
+	results = append(results, r)
+
+	cfg := filepath.Join(dir, "kdr.yaml")
+	usb := filepath.Join(dir, "usb")
+	if err := os.MkdirAll(usb, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`clusters:
+  - name: bench
+    etcd: {endpoints: [%s], insecure: true}
+    state: []
+encryption: {recipients: [%s]}
+targets:
+  - name: s3
+    s3: {endpoint: %q, bucket: %s, prefix: kdr, accessKey: %s, secretKey: %s, insecure: true, pathStyle: true}
+  - name: usb
+    local: {path: %s}
+`, endpoint, recipient, b.s3, bucket, accessKey, secretKey, usb)), 0o600); err != nil {
+		return err
+	}
+	for _, target := range []string{"s3", "usb"} {
+		r, err = b.median(func() (result, error) {
+			return timed("kdr backup to "+target, filepath.Join(b.bin, "kdr"), "--config", cfg, "--log-level", "warn", "backup", "--target", target)
+		})
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+	}
+
+	floor := results[0].wall
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "what (median of %d)\twall\tx floor\tCPU\tpeak RSS\t\n", b.reps)
+	for _, r := range results {
+		rss := "-"
+		if r.maxRSS > 0 {
+			rss = fmt.Sprintf("%d MiB", r.maxRSS>>10)
+		}
+		fmt.Fprintf(tw, "%s\t%.2fs\t%.2f\t%.1fs\t%s\t\n", r.name, r.wall.Seconds(), float64(r.wall)/float64(floor), r.cpu.Seconds(), rss)
+	}
+	tw.Flush()
+	return nil
+}
+
+// etcd starts a single-member etcd on a data dir generated once per size
+// and cached, so repeated runs measure the same database.
+func (b *bench) etcd(size int64) (*process, string, int64, error) {
+	dataDir, err := filepath.Abs(filepath.Join(b.cache, fmt.Sprintf("etcd-%dMiB", size>>20)))
+	if err != nil {
+		return nil, "", 0, err
+	}
+	_, statErr := os.Stat(filepath.Join(dataDir, "complete"))
+	fresh := statErr != nil
+	if fresh {
+		os.RemoveAll(dataDir)
+	}
+	client := fmt.Sprintf("http://127.0.0.1:%d", freePort())
+	peer := fmt.Sprintf("http://127.0.0.1:%d", freePort())
+	p, err := start(filepath.Join(b.work, "etcd.log"), nil, filepath.Join(b.bin, "etcd"),
+		"--name", "bench", "--data-dir", dataDir, "--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "bench="+peer,
+		"--force-new-cluster", "--quota-backend-bytes", fmt.Sprint(3*size+(1<<30)), "--log-level", "warn")
+	if err != nil {
+		return nil, "", 0, err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 30 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		p.stop()
+		return nil, "", 0, err
+	}
+	defer cli.Close()
+	ctx := context.Background()
+	if fresh {
+		fmt.Printf("generating %d MiB of Kubernetes-like objects (cached in %s)...\n", size>>20, dataDir)
+		if _, err := kubedata.Fill(ctx, cli, kubedata.Options{Bytes: size, Namespaces: 50, Seed: 7}); err != nil {
+			p.stop()
+			return nil, "", 0, err
+		}
+		if err := os.WriteFile(filepath.Join(dataDir, "complete"), nil, 0o644); err != nil {
+			p.stop()
+			return nil, "", 0, err
+		}
+	}
+	st, err := cli.Status(ctx, client)
+	if err != nil {
+		p.stop()
+		return nil, "", 0, err
+	}
+	return p, client, st.DbSize, nil
+}
+
+func timed(name, cmd string, args ...string) (result, error) {
+	c := exec.Command(cmd, args...)
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	start := time.Now()
+	if err := c.Run(); err != nil {
+		return result{}, fmt.Errorf("%s: %w: %s", name, err, stderr.String())
+	}
+	r := result{name: name, wall: time.Since(start), cpu: c.ProcessState.UserTime() + c.ProcessState.SystemTime()}
+	if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.maxRSS = ru.Maxrss
+	}
+	return r, nil
+}
+
+func runQuiet(cmd string, args ...string) error {
+	out, err := exec.Command(cmd, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", cmd, err, out)
+	}
+	return nil
+}
+
+func recipientOf(keyFile string) (string, error) {
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if r, ok := strings.CutPrefix(line, "# public key: "); ok {
+			return r, nil
+		}
+	}
+	return "", fmt.Errorf("%s has no public key comment", keyFile)
+}
