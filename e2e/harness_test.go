@@ -224,11 +224,8 @@ func newHost(t *testing.T, etcdPKI *testenv.PKI) *host {
 	if err := os.Symlink("ca.crt", filepath.Join(pki, "etcd/ca-bundle.crt")); err != nil {
 		t.Fatal(err)
 	}
-	clientKey := readFile(t, kube.ClientKey)
-	writeFile(t, filepath.Join(root, "etc/kubernetes/admin.conf"), []byte(
-		"apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: "+b64(readFile(t, kube.CA))+
-			"\n    server: https://10.0.0.10:6443\n  name: kubernetes\nusers:\n- name: kubernetes-admin\n  user:\n"+
-			"    client-certificate-data: "+b64(readFile(t, kube.ClientCert))+"\n    client-key-data: "+b64(clientKey)+"\n"), 0o600)
+	writeFile(t, filepath.Join(root, "etc/kubernetes/admin.conf"), []byte(fmt.Sprintf(adminConf,
+		b64(readFile(t, kube.CA)), b64(readFile(t, kube.ClientCert)), b64(readFile(t, kube.ClientKey)))), 0o600)
 	writeFile(t, filepath.Join(root, "etc/kubernetes/manifests/etcd.yaml"), []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n"), 0o600)
 	writeFile(t, filepath.Join(root, "etc/kubernetes/manifests/kube-apiserver.yaml"), []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\n"), 0o600)
 	lb := filepath.Join(root, "etc/haproxy/haproxy.cfg")
@@ -241,6 +238,22 @@ func newHost(t *testing.T, etcdPKI *testenv.PKI) *host {
 	}
 	return h
 }
+
+// adminConf is a kubeadm admin.conf; like the real one it carries a
+// private key, base64-encoded, for the secret scans to look for.
+const adminConf = `apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority-data: %s
+    server: https://10.0.0.10:6443
+  name: kubernetes
+users:
+- name: kubernetes-admin
+  user:
+    client-certificate-data: %s
+    client-key-data: %s
+`
 
 // keyFiles lists the private key files of the host.
 func (h *host) keyFiles(t *testing.T) []string {
@@ -304,8 +317,12 @@ func (w *world) generateKey(t *testing.T, name string) (identity, recipient stri
 	if !strings.HasPrefix(recipient, "age1") || strings.Contains(recipient, "\n") {
 		t.Fatalf("keys generate printed %q, want one age1... recipient\n%s", recipient, r)
 	}
-	if fi, err := os.Stat(identity); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("identity file %s: %v, %v; want mode 0600", identity, fi.Mode(), err)
+	fi, err := os.Stat(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("identity file %s has mode %v, want 0600", identity, fi.Mode().Perm())
 	}
 	return identity, recipient
 }
@@ -318,8 +335,6 @@ type configSpec struct {
 	s3Endpoint      string // no s3 target when empty
 	usb             string // no local target when empty
 	incompleteGrace string
-	// extra is YAML added at the end, at the top level.
-	extra string
 }
 
 // spec is the config of the world as it is: both targets where there
@@ -389,12 +404,11 @@ targets:
 		fmt.Fprintf(&b, "  - name: usb\n    local:\n      path: %q\n", c.usb)
 	}
 	fmt.Fprintf(&b, "retention:\n  keepLast: 10\n  incompleteGrace: %s\n", c.incompleteGrace)
-	b.WriteString(c.extra)
 	return b.String()
 }
 
 // writeConfig writes the config to a new file and returns its path.
-func (w *world) writeConfig(t *testing.T, c configSpec) string {
+func writeConfig(t *testing.T, c configSpec) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "kdr.yaml")
 	writeFile(t, path, []byte(c.render()), 0o600)
@@ -491,6 +505,10 @@ type manifestDoc struct {
 		Size        int64  `json:"size"`
 		SHA256      string `json:"sha256"`
 	} `json:"objects"`
+	Previous *struct {
+		ID     string `json:"id"`
+		SHA256 string `json:"sha256"`
+	} `json:"previous"`
 }
 
 func parseManifest(t *testing.T, raw []byte) manifestDoc {
@@ -576,7 +594,7 @@ func tool(t *testing.T, name string, args ...string) []byte {
 // zstd alone, as the break-glass path does.
 func decrypt(t *testing.T, identity, src, dst string) {
 	t.Helper()
-	tool(t, "age", "--decrypt", "-i", identity, "-o", dst+".zst", src)
+	tool(t, "age", "-d", "-i", identity, "-o", dst+".zst", src)
 	tool(t, "zstd", "-d", "-q", "-o", dst, dst+".zst")
 }
 

@@ -72,7 +72,7 @@ func (o EtcdOptions) client(endpoints []string) (*clientv3.Client, error) {
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 10 * time.Second,
 		Logger:               zap.NewNop(),
-		DialOptions:          []grpc.DialOption{grpc.WithBlock()}, //nolint:staticcheck // fail fast on a dead endpoint
+		DialOptions:          append([]grpc.DialOption{grpc.WithBlock()}, snapshotDialOptions...), //nolint:staticcheck // fail fast on a dead endpoint
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", endpoints, err)

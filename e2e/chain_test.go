@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestVerifySwappedManifest swaps the manifests of two backups on the USB
+// target, as someone hiding a backup might. Each swapped set must fail
+// verify, and so must the next backup, whose hash chain link names the
+// manifest that is no longer there.
+func TestVerifySwappedManifest(t *testing.T) {
+	w := newWorld(t, worldOptions{})
+	cfg := writeConfig(t, w.spec())
+	var ids []string
+	for range 3 {
+		nextSecond()
+		ids = append(ids, w.backup(t, cfg))
+	}
+	// Whole before the swap, so what fails below fails because of it.
+	for _, id := range ids {
+		wantExit(t, w.kdr(t, cfg, "verify", id), 0)
+	}
+	first, second := w.usbPath(ids[0], "manifest.json"), w.usbPath(ids[1], "manifest.json")
+	a, b := readFile(t, first), readFile(t, second)
+	for _, p := range []string{first, second} {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, first, b, 0o444)
+	writeFile(t, second, a, 0o444)
+
+	tests := []struct {
+		name string
+		id   string
+		want []string
+	}{
+		{name: "first set holding the second's manifest", id: ids[0], want: []string{"manifest.json", ids[1]}},
+		{name: "second set holding the first's manifest", id: ids[1], want: []string{"manifest.json", ids[0]}},
+		{name: "next set, linked to the second", id: ids[2], want: []string{"manifest.json", "hash chain", ids[1]}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := w.kdr(t, cfg, "verify", tt.id)
+			wantExit(t, r, 1)
+			failureLine(t, r)
+			found := false
+			for _, line := range strings.Split(r.stdout, "\n") {
+				if strings.HasPrefix(line, "FAILED") {
+					found = true
+					mustContain(t, "the FAILED line", line, "target usb:", tt.id)
+					mustContain(t, "the FAILED line", line, tt.want...)
+				}
+			}
+			if !found {
+				t.Errorf("verify reports no problem line\n%s", r)
+			}
+		})
+	}
+}
+
+// TestChainOfBackupsInOneSecond takes backups back to back until two of
+// them start in the same second and the later one's ID sorts first (IDs
+// name the second and end in random hex). Each manifest must still link
+// to the backup taken just before it, and every set must verify: a backup
+// run twice in a row is not a broken chain.
+func TestChainOfBackupsInOneSecond(t *testing.T) {
+	w := newWorld(t, worldOptions{})
+	cfg := writeConfig(t, w.spec())
+	const maxBackups = 20
+	const secondLen = len("20060102T150405Z")
+	var ids []string
+	provoked := false
+	for len(ids) < maxBackups && !provoked {
+		id := w.backup(t, cfg)
+		if n := len(ids); n > 0 && id[:secondLen] == ids[n-1][:secondLen] && id < ids[n-1] {
+			provoked = true
+		}
+		ids = append(ids, id)
+	}
+	if !provoked {
+		t.Fatalf("%d backups without two in one second where the later ID sorts first: the test proves nothing", len(ids))
+	}
+	for i, id := range ids[1:] {
+		m := parseManifest(t, readFile(t, w.usbPath(id, "manifest.json")))
+		if m.Previous == nil || m.Previous.ID != ids[i] {
+			t.Errorf("backup %s links to %+v, want the one taken just before it, %s", id, m.Previous, ids[i])
+		}
+	}
+	for _, id := range ids {
+		if r := w.kdr(t, cfg, "verify", id); r.code != 0 {
+			t.Errorf("verify of a backup nobody touched failed\n%s", r)
+		}
+	}
+}
