@@ -136,7 +136,7 @@ type S3Target struct {
 	// ObjectLock sets a retention period on every object when the bucket
 	// has Object Lock enabled.
 	ObjectLock *ObjectLock `yaml:"objectLock"`
-	// PartSize of multipart uploads (default 16MiB); memory use is a few parts.
+	// PartSizeMiB of multipart uploads (default 8); an upload holds two parts in memory.
 	PartSizeMiB int `yaml:"partSizeMiB"`
 }
 

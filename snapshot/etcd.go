@@ -14,7 +14,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/kdr-io/kdr/manifest"
 )
@@ -72,7 +71,7 @@ func (o EtcdOptions) client(endpoints []string) (*clientv3.Client, error) {
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 10 * time.Second,
 		Logger:               zap.NewNop(),
-		DialOptions:          append([]grpc.DialOption{grpc.WithBlock()}, snapshotDialOptions...), //nolint:staticcheck // fail fast on a dead endpoint
+		DialOptions:          snapshotDialOptions,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", endpoints, err)

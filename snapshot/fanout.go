@@ -48,15 +48,14 @@ func newFanout(ctx context.Context, targets []storage.Target, key string) *fanou
 
 // Write hands p to every target still going; it fails only when none is.
 func (f *fanout) Write(p []byte) (int, error) {
-	var errs []error
 	alive := 0
 	for _, s := range f.sinks {
 		if s.failed {
 			continue
 		}
 		if _, err := s.pw.Write(p); err != nil {
+			// The Put's own error, collected in finish, says why.
 			s.failed = true
-			errs = append(errs, err)
 			continue
 		}
 		alive++

@@ -168,7 +168,10 @@ func (b *backup) readPrevious(ctx context.Context) {
 			b.prev[t.Name()] = &manifest.Link{ID: m.ID, SHA256: sum}
 		case errors.Is(err, catalog.ErrNoBackup):
 		default:
+			// Said in the manifest, so a verifier can tell a chain restarted
+			// for this reason from one cut by a deleted backup.
 			b.log.Warn("previous manifest unreadable", "target", t.Name(), "err", err)
+			b.m.Warnings = append(b.m.Warnings, fmt.Sprintf("target %s: previous manifest unreadable, chain restarts here: %v", t.Name(), err))
 		}
 	}
 }

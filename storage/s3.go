@@ -22,8 +22,9 @@ import (
 
 const (
 	// DefaultPartSize is the multipart part size when S3Options.PartSize is
-	// zero. One Put holds one part in memory; 10,000 parts of 16 MiB allow
-	// objects up to 156 GiB.
+	// zero. One Put holds two parts in memory (one reading, one sending);
+	// 10,000 parts of 8 MiB allow objects up to 78 GiB, far above etcd's
+	// largest supported database.
 	DefaultPartSize = 8 << 20
 	// MinPartSize is S3's smallest part size (every part but the last).
 	MinPartSize = 5 << 20
