@@ -127,7 +127,7 @@ func TestVerifyChain(t *testing.T) {
 }
 
 func TestParseTombstone(t *testing.T) {
-	id := "20240101T000000Z-abcdef"
+	id := "20240101T000000.000Z-abcdef"
 	sum := strings.Repeat("ab", 32)
 	cases := []struct {
 		name string
@@ -135,7 +135,7 @@ func TestParseTombstone(t *testing.T) {
 		ok   bool
 	}{
 		{"valid", `{"id":"` + id + `","sha256":"` + sum + `","pruned":"2024-02-01T00:00:00Z"}`, true},
-		{"another set's", `{"id":"20240101T000000Z-000000","sha256":"` + sum + `","pruned":"2024-02-01T00:00:00Z"}`, false},
+		{"another set's", `{"id":"20240101T000000.000Z-000000","sha256":"` + sum + `","pruned":"2024-02-01T00:00:00Z"}`, false},
 		{"short sha256", `{"id":"` + id + `","sha256":"abc","pruned":"2024-02-01T00:00:00Z"}`, false},
 		{"uppercase sha256", `{"id":"` + id + `","sha256":"` + strings.ToUpper(sum) + `","pruned":"2024-02-01T00:00:00Z"}`, false},
 		{"unknown field", `{"id":"` + id + `","sha256":"` + sum + `","pruned":"2024-02-01T00:00:00Z","why":"x"}`, false},
@@ -157,7 +157,7 @@ func TestParseTombstone(t *testing.T) {
 // TestTombstoneFormat pins the stored form other tools may read.
 func TestTombstoneFormat(t *testing.T) {
 	usb := newLocal(t, "usb")
-	id := "20240101T000000Z-abcdef"
+	id := "20240101T000000.000Z-abcdef"
 	ts := Tombstone{ID: id, SHA256: strings.Repeat("0", 64), Pruned: time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC)}
 	if err := writeTombstone(context.Background(), usb, testCluster, ts); err != nil {
 		t.Fatal(err)

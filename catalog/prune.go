@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"slices"
 	"context"
 	"errors"
 	"fmt"
@@ -177,7 +178,7 @@ func Prune(ctx context.Context, t storage.Target, cluster string, p Policy, o Pr
 		case o.DryRun:
 			rep.IncompleteRemoved = append(rep.IncompleteRemoved, s.ID)
 		default:
-			locked, errs := deleteObjects(ctx, t, s.Objects)
+			locked, errs := deleteObjects(ctx, t, withLayout(s))
 			rep.Errors = append(rep.Errors, errs...)
 			switch {
 			case locked:
@@ -261,6 +262,21 @@ func removeComplete(ctx context.Context, t storage.Target, s Set, now time.Time,
 
 // deleteObjects deletes every object, going on past failures. Objects
 // under retention are not errors; locked says whether there were any.
+// withLayout adds the set's object names that the listing did not show:
+// an upload cut off mid-way is not listed, and deleting its key is what
+// makes a target drop the unfinished upload (S3 lists those reliably only
+// by exact key).
+func withLayout(s Set) []storage.ObjectInfo {
+	objs := append([]storage.ObjectInfo(nil), s.Objects...)
+	for _, name := range []string{manifest.StateObject, manifest.EtcdObject} {
+		key := manifest.Key(s.Cluster, s.ID, name)
+		if !slices.ContainsFunc(objs, func(o storage.ObjectInfo) bool { return o.Key == key }) {
+			objs = append(objs, storage.ObjectInfo{Key: key})
+		}
+	}
+	return objs
+}
+
 func deleteObjects(ctx context.Context, t storage.Target, objs []storage.ObjectInfo) (locked bool, errs []error) {
 	for _, o := range objs {
 		if err := ctx.Err(); err != nil {

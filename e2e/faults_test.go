@@ -164,12 +164,11 @@ func TestVerifyFindsDamage(t *testing.T) {
 			failing: []string{"usb"}, reason: "truncated"},
 		{name: "state object truncated, with identity", damage: truncateHalf, object: "state.tar.zst.age",
 			identity: w.identity, failing: []string{"usb"}, reason: "truncated"},
-		{name: "wrong identity", object: "etcd.db.zst.age", identity: other,
+		{name: "wrong identity", object: "state.tar.zst.age", identity: other,
 			failing: []string{"s3", "usb"}, reason: "no identity matches"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			nextSecond()
 			id := w.backup(t, cfg)
 			if tt.damage != nil {
 				tt.damage(t, w.usbPath(id, tt.object))

@@ -598,13 +598,6 @@ func decrypt(t *testing.T, identity, src, dst string) {
 	tool(t, "zstd", "-d", "-q", "-o", dst, dst+".zst")
 }
 
-// nextSecond waits for the next second of the wall clock. Backup IDs
-// name the second a backup started, and a set's chain link must name an
-// older ID, so tests that take backups back to back keep them apart.
-func nextSecond() {
-	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
-}
-
 func mkdir(t *testing.T, dir string, mode fs.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(dir, mode); err != nil {

@@ -197,7 +197,7 @@ func Parse(r io.Reader) (*Manifest, error) {
 }
 
 var (
-	idPattern      = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$`)
+	idPattern      = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{6}$`)
 	clusterPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
 	sha256Pattern  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
@@ -248,10 +248,15 @@ func ValidID(s string) bool { return idPattern.MatchString(s) }
 // ValidCluster reports whether s can name a cluster in object keys.
 func ValidCluster(s string) bool { return clusterPattern.MatchString(s) }
 
-// NewID makes a backup ID: the UTC time, so IDs sort by age, and random
-// hex so two backups in the same second cannot collide.
+// idTimeLayout keeps milliseconds: IDs must sort in the order backups
+// started, also for two backups in the same second, or the hash chain
+// would link them the wrong way round.
+const idTimeLayout = "20060102T150405.000Z"
+
+// NewID makes a backup ID: the UTC start time, so IDs sort by age, and
+// random hex so two backups in the same millisecond cannot collide.
 func NewID(t time.Time, random [3]byte) string {
-	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(random[:])
+	return t.UTC().Format(idTimeLayout) + "-" + hex.EncodeToString(random[:])
 }
 
 // IDTime returns the time encoded in a backup ID.
@@ -259,7 +264,7 @@ func IDTime(id string) (time.Time, error) {
 	if !ValidID(id) {
 		return time.Time{}, fmt.Errorf("%q is not a backup ID", id)
 	}
-	return time.Parse("20060102T150405Z", id[:16])
+	return time.Parse(idTimeLayout, id[:len(idTimeLayout)])
 }
 
 // Sum is the hex sha256 used for every hash in the format.

@@ -21,7 +21,7 @@ func validManifest() *Manifest {
 			{Name: EtcdObject, Kind: KindEtcdSnapshot, PlainSize: 10, PlainSHA256: sum, Size: 20, SHA256: sum},
 			{Name: StateObject, Kind: KindState, PlainSize: 10, PlainSHA256: sum, Size: 20, SHA256: sum},
 		},
-		Previous: &Link{ID: "20261124T190000Z-000000", SHA256: sum},
+		Previous: &Link{ID: "20261124T190000.000Z-000000", SHA256: sum},
 	}
 }
 
@@ -93,7 +93,7 @@ func TestParseRejects(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	id := NewID(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), [3]byte{0xaa, 0xbb, 0xcc})
-	if id != "20260102T030405Z-aabbcc" {
+	if id != "20260102T030405.000Z-aabbcc" {
 		t.Fatalf("NewID = %q", id)
 	}
 	when, err := IDTime(id)

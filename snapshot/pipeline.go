@@ -147,10 +147,13 @@ func (b *backup) run(ctx context.Context) (*Result, error) {
 	b.m.Etcd.Members = info.members
 	b.readPrevious(ctx)
 
-	if err := b.putEtcd(ctx, info.candidates); err != nil {
+	// The small state object goes first: if the etcd upload is then cut
+	// off, the set is visible as incomplete and prune can find and remove
+	// the unfinished upload by its key.
+	if err := b.putState(ctx, plan); err != nil {
 		return nil, err
 	}
-	if err := b.putState(ctx, plan); err != nil {
+	if err := b.putEtcd(ctx, info.candidates); err != nil {
 		return nil, err
 	}
 	b.m.Completed = b.o.Now().UTC()

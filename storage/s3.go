@@ -472,6 +472,49 @@ func (s *S3) Delete(ctx context.Context, key string) error {
 	if err := ValidateKey(key); err != nil {
 		return fmt.Errorf("target %s: %w", s.name, err)
 	}
+	if err := s.deleteObject(ctx, key); err != nil {
+		return err
+	}
+	return s.abortUploadsOf(ctx, key)
+}
+
+// abortUploadsOf aborts unfinished multipart uploads to exactly this key,
+// except a Put of this process still running. Asking by the whole object
+// name is the one listing every server answers, also after a restart.
+func (s *S3) abortUploadsOf(ctx context.Context, key string) error {
+	object := s.object(key)
+	var ids []string
+	err := s.call(ctx, "list incomplete uploads of", key, func(ctx context.Context) error {
+		res, err := s.core.ListMultipartUploads(ctx, s.bucket, object, "", "", "", 1000)
+		if err != nil {
+			return err
+		}
+		ids = ids[:0]
+		for _, u := range res.Uploads {
+			if u.Key == object {
+				ids = append(ids, u.UploadID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		s.mu.Lock()
+		live := s.inflight[id]
+		s.mu.Unlock()
+		if live {
+			continue
+		}
+		if err := s.abortUpload(ctx, object, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *S3) deleteObject(ctx context.Context, key string) error {
 	locking, err := s.Locking(ctx)
 	if err != nil {
 		return err

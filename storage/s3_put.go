@@ -274,7 +274,7 @@ func (s *S3) abort(ctx context.Context, key, object, uploadID string, started ti
 	s.mu.Lock()
 	s.leftovers[uploadID] = leftoverUpload{object: object, started: started}
 	s.mu.Unlock()
-	return fmt.Errorf("%w; aborting the upload failed too (CleanupIncomplete will retry): %v", cause, err)
+	return fmt.Errorf("%w; the unfinished upload could not be aborted (kdr prune --apply removes it later): %v", cause, err)
 }
 
 // abortUpload aborts one multipart upload; one that is gone already counts

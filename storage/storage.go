@@ -56,8 +56,9 @@ type Target interface {
 	// List calls fn for every object whose key starts with prefix, in
 	// lexical key order. An error from fn stops the listing and is returned.
 	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
-	// Delete removes the object. Deleting a missing object is not an error;
-	// an object under retention gives an error wrapping ErrLocked.
+	// Delete removes the object, and what an interrupted Put to the same key
+	// left behind. Deleting a missing object is not an error; an object
+	// under retention gives an error wrapping ErrLocked.
 	Delete(ctx context.Context, key string) error
 	// CleanupIncomplete removes what interrupted Puts left behind that is
 	// older than the given age (temp files, incomplete multipart uploads),

@@ -76,6 +76,12 @@ func runPrune(cmd *cobra.Command, g *globals, f *pruneFlags) error {
 			for _, id := range rep.IncompleteRemoved {
 				fmt.Fprintf(out, "%-13s %s %s on %s (incomplete)\n", verb, c.Name, id, t.Name())
 			}
+			for _, id := range rep.IncompleteKept {
+				fmt.Fprintf(out, "keep          %s %s on %s (incomplete, younger than the grace period: may be in progress)\n", c.Name, id, t.Name())
+			}
+			if rep.CleanedUp > 0 {
+				fmt.Fprintf(out, "removed       %d leftover(s) of interrupted uploads on %s\n", rep.CleanedUp, t.Name())
+			}
 			for _, id := range rep.Locked {
 				fmt.Fprintf(out, "locked        %s %s on %s (Object Lock retention; kept)\n", c.Name, id, t.Name())
 			}
