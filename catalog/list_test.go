@@ -229,3 +229,42 @@ func TestBefore(t *testing.T) {
 		})
 	}
 }
+
+func TestResolveIn(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	s3, usb := newLocal(t, "s3"), newLocal(t, "usb")
+	day := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
+	old := f.write(setSpec{created: day}, s3, usb)
+	// The newest set is only on one target: latest across targets is it.
+	newest := f.write(setSpec{created: day.Add(time.Hour)}, usb)
+	cases := []struct {
+		name    string
+		targets []storage.Target
+		ref     string
+		want    string
+		is      error
+	}{
+		{"latest anywhere", []storage.Target{s3, usb}, LatestRef, newest.id, nil},
+		{"latest on one", []storage.Target{s3}, LatestRef, old.id, nil},
+		{"prefix", []storage.Target{s3, usb}, old.id[:13], old.id, nil},
+		{"ambiguous", []storage.Target{s3, usb}, "2024", "", ErrAmbiguous},
+		{"unknown", []storage.Target{s3, usb}, "2099", "", ErrUnknownBackup},
+		{"nothing anywhere", []storage.Target{newLocal(t, "empty")}, LatestRef, "", ErrNoBackup},
+		{"unlistable target", []storage.Target{s3, missingLocal(t, "usb2")}, LatestRef, "", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ResolveIn(ctx, tc.targets, testCluster, tc.ref)
+			if tc.want != "" {
+				if err != nil || got != tc.want {
+					t.Fatalf("ResolveIn(%q) = %q, %v; want %q", tc.ref, got, err, tc.want)
+				}
+				return
+			}
+			if err == nil || (tc.is != nil && !errors.Is(err, tc.is)) {
+				t.Fatalf("ResolveIn(%q) = %q, %v; want an error matching %v", tc.ref, got, err, tc.is)
+			}
+		})
+	}
+}

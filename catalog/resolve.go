@@ -39,6 +39,41 @@ func Resolve(ctx context.Context, t storage.Target, cluster, ref string) (string
 	if len(complete) == 0 {
 		return "", fmt.Errorf("%w of cluster %s on target %s", ErrNoBackup, cluster, t.Name())
 	}
+	id, err := pick(complete, ref, fmt.Sprintf("cluster %s on target %s", cluster, t.Name()))
+	if errors.Is(err, ErrUnknownBackup) && incomplete[ref] {
+		return "", fmt.Errorf("%w: %s of cluster %s on target %s is incomplete (no %s): an interrupted or running backup",
+			ErrUnknownBackup, ref, cluster, t.Name(), manifest.ManifestObject)
+	}
+	return id, err
+}
+
+// ResolveIn is Resolve over several targets: "latest" is the newest
+// complete set on any of them. A target that cannot be listed is an error:
+// the newest backup may be on it.
+func ResolveIn(ctx context.Context, targets []storage.Target, cluster, ref string) (string, error) {
+	if ref == "" {
+		return "", errors.New("empty backup reference: give an ID, an ID prefix or " + LatestRef)
+	}
+	backups, failed, err := List(ctx, targets, cluster)
+	if err != nil {
+		return "", err
+	}
+	for name, err := range failed {
+		return "", fmt.Errorf("target %s: %w", name, err)
+	}
+	if len(backups) == 0 {
+		return "", fmt.Errorf("%w of cluster %s on any target", ErrNoBackup, cluster)
+	}
+	complete := make([]string, len(backups))
+	for i, b := range backups {
+		complete[len(backups)-1-i] = b.ID // List is newest first
+	}
+	return pick(complete, ref, "cluster "+cluster)
+}
+
+// pick finds ref among complete IDs sorted oldest first; where names them
+// in errors.
+func pick(complete []string, ref, where string) (string, error) {
 	if ref == LatestRef {
 		return complete[len(complete)-1], nil
 	}
@@ -55,11 +90,7 @@ func Resolve(ctx context.Context, t storage.Target, cluster, ref string) (string
 	case 1:
 		return found[0], nil
 	case 0:
-		if incomplete[ref] {
-			return "", fmt.Errorf("%w: %s of cluster %s on target %s is incomplete (no %s): an interrupted or running backup",
-				ErrUnknownBackup, ref, cluster, t.Name(), manifest.ManifestObject)
-		}
-		return "", fmt.Errorf("%w: no complete backup of cluster %s on target %s matches %q", ErrUnknownBackup, cluster, t.Name(), ref)
+		return "", fmt.Errorf("%w: no complete backup of %s matches %q", ErrUnknownBackup, where, ref)
 	}
 	const shown = 3
 	names := found
@@ -68,16 +99,16 @@ func Resolve(ctx context.Context, t storage.Target, cluster, ref string) (string
 		names = names[len(names)-shown:]
 		more = fmt.Sprintf(" and %d more", len(found)-shown)
 	}
-	return "", fmt.Errorf("%w: %q matches %d backups of cluster %s on target %s (%s%s): give more of the ID",
-		ErrAmbiguous, ref, len(found), cluster, t.Name(), strings.Join(names, ", "), more)
+	return "", fmt.Errorf("%w: %q matches %d backups of %s (%s%s): give more of the ID",
+		ErrAmbiguous, ref, len(found), where, strings.Join(names, ", "), more)
 }
 
 // Before returns the ID of the newest complete set of the cluster on t
 // whose manifest was created strictly before the given time, or an error
 // wrapping ErrNoBackup when there is none.
 //
-// A backup ID is its creation time truncated to the second, so only the
-// sets of the boundary second need their manifests read.
+// A backup ID is its creation time truncated to the millisecond, so only
+// the sets of the boundary millisecond need their manifests read.
 func Before(ctx context.Context, t storage.Target, cluster string, before time.Time) (string, error) {
 	complete, _, err := completeIDs(ctx, t, cluster)
 	if err != nil {
@@ -92,7 +123,7 @@ func Before(ctx context.Context, t storage.Target, cluster string, before time.T
 		if !idTime.Before(before) {
 			continue
 		}
-		if !idTime.Add(time.Second).After(before) {
+		if !idTime.Add(time.Millisecond).After(before) {
 			return id, nil
 		}
 		m, _, err := LoadManifest(ctx, t, cluster, id)

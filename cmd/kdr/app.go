@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
-	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/snapshot"
@@ -153,32 +151,4 @@ func clientTLS(t config.TLS) (*tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	return tc, nil
-}
-
-// resolveAcross turns "latest", an ID or a unique ID prefix into a backup
-// ID, looking at every target: the newest complete set anywhere is latest.
-func resolveAcross(ctx context.Context, targets []storage.Target, cluster, ref string) (string, error) {
-	backups, _, err := catalog.List(ctx, targets, cluster)
-	if err != nil {
-		return "", err
-	}
-	if len(backups) == 0 {
-		return "", fmt.Errorf("%w of cluster %s on any target", catalog.ErrNoBackup, cluster)
-	}
-	if ref == "latest" {
-		return backups[0].ID, nil
-	}
-	var found []string
-	for _, b := range backups {
-		if strings.HasPrefix(b.ID, ref) {
-			found = append(found, b.ID)
-		}
-	}
-	switch len(found) {
-	case 0:
-		return "", fmt.Errorf("no complete backup %q of cluster %s (kdr list shows them)", ref, cluster)
-	case 1:
-		return found[0], nil
-	}
-	return "", fmt.Errorf("%q matches %d backups of cluster %s: give more of the ID", ref, len(found), cluster)
 }

@@ -67,7 +67,7 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, ref string) error
 	out := cmd.OutOrStdout()
 	bad := 0
 	for _, c := range clusters {
-		id, err := resolveAcross(ctx, targets, c.Name, ref)
+		id, err := catalog.ResolveIn(ctx, targets, c.Name, ref)
 		if err != nil {
 			return err
 		}
