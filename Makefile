@@ -77,8 +77,9 @@ demo: build $(ETCD_BINS)
 
 # bench: kdr against the standard tools on the same generated database.
 BENCH_SIZE_MIB ?= 1024
+BENCH_REPS ?= 3
 bench: build tools
-	$(GO) run ./hack/bench -size-mib $(BENCH_SIZE_MIB)
+	$(GO) run ./hack/bench -size-mib $(BENCH_SIZE_MIB) -reps $(BENCH_REPS)
 
 clean:
 	rm -rf $(BIN)
