@@ -251,7 +251,9 @@ func TestResolveIn(t *testing.T) {
 		{"ambiguous", []storage.Target{s3, usb}, "2024", "", ErrAmbiguous},
 		{"unknown", []storage.Target{s3, usb}, "2099", "", ErrUnknownBackup},
 		{"nothing anywhere", []storage.Target{newLocal(t, "empty")}, LatestRef, "", ErrNoBackup},
-		{"unlistable target", []storage.Target{s3, missingLocal(t, "usb2")}, LatestRef, "", nil},
+		{"unlistable target passed over", []storage.Target{s3, missingLocal(t, "usb2")}, LatestRef, old.id, nil},
+		{"nothing listable", []storage.Target{missingLocal(t, "usb2")}, LatestRef, "", ErrNoBackup},
+		{"full id of a set nowhere", []storage.Target{s3}, "20990101T000000.000Z-abcdef", "20990101T000000.000Z-abcdef", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

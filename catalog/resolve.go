@@ -48,21 +48,27 @@ func Resolve(ctx context.Context, t storage.Target, cluster, ref string) (string
 }
 
 // ResolveIn is Resolve over several targets: "latest" is the newest
-// complete set on any of them. A target that cannot be listed is an error:
-// the newest backup may be on it.
+// complete set on any of them. A full ID is returned as it is, so that a
+// damaged set can still be named and checked. Targets that cannot be
+// listed are passed over while the others resolve the reference; when
+// none does, their errors are returned.
 func ResolveIn(ctx context.Context, targets []storage.Target, cluster, ref string) (string, error) {
 	if ref == "" {
 		return "", errors.New("empty backup reference: give an ID, an ID prefix or " + LatestRef)
+	}
+	if manifest.ValidID(ref) {
+		return ref, nil
 	}
 	backups, failed, err := List(ctx, targets, cluster)
 	if err != nil {
 		return "", err
 	}
-	for name, err := range failed {
-		return "", fmt.Errorf("target %s: %w", name, err)
-	}
 	if len(backups) == 0 {
-		return "", fmt.Errorf("%w of cluster %s on any target", ErrNoBackup, cluster)
+		var errs []error
+		for name, err := range failed {
+			errs = append(errs, fmt.Errorf("target %s: %w", name, err))
+		}
+		return "", fmt.Errorf("%w of cluster %s on any target: %w", ErrNoBackup, cluster, errors.Join(errs...))
 	}
 	complete := make([]string, len(backups))
 	for i, b := range backups {

@@ -33,7 +33,7 @@ func TestDefaults(t *testing.T) {
 		{"etcd.prefer", c.Etcd.Prefer, "follower"},
 		{"etcd.dialTimeout", c.Etcd.DialTimeout, 5 * time.Second},
 		{"state", c.State, config.DefaultState()},
-		{"s3.partSizeMiB", s3.PartSizeMiB, 16},
+		{"s3.partSizeMiB", s3.PartSizeMiB, 8},
 		{"s3.region", s3.Region, "us-east-1"},
 		{"s3.objectLock.mode", s3.ObjectLock.Mode, "GOVERNANCE"},
 		{"schedule.backup", cfg.Schedule.Backup, "*/30 * * * *"},
