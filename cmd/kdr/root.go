@@ -39,6 +39,7 @@ control plane from them.`,
 		newListCommand(g),
 		newVerifyCommand(g),
 		newPruneCommand(g),
+		newRestoreCommand(g),
 		newKeysCommand(),
 		newVersionCommand(),
 	)

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kdr-io/kdr/catalog"
+	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/crypto"
+	"github.com/kdr-io/kdr/restore"
+	"github.com/kdr-io/kdr/storage"
+)
+
+// restoreFlags pick the backup and shape the plan; plan and apply share them.
+type restoreFlags struct {
+	cluster    string
+	target     string
+	backup     string
+	before     string
+	topology   string
+	nodes      []string
+	token      string
+	bump       uint64
+	dataDir    string
+	kubeDir    string
+	stagingDir string
+}
+
+func (f *restoreFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.cluster, "cluster", "", "cluster to restore (default: the only one in the config)")
+	fl.StringVar(&f.target, "target", "", "target to fetch from (default: the first in the config)")
+	fl.StringVar(&f.backup, "backup", "latest", "backup to restore: latest, an ID or a unique ID prefix")
+	fl.StringVar(&f.before, "before", "", "restore the newest backup created before this time (RFC 3339)")
+	fl.StringVar(&f.topology, "topology", restore.TopologyKubeadm, "kubeadm (stacked etcd, static pods) or systemd (external etcd)")
+	fl.StringSliceVar(&f.nodes, "node-ip", nil, "control-plane nodes as NAME=IP[,PEER_URL,CLIENT_URL], first member first (default: the backup's inventory)")
+	fl.StringVar(&f.token, "token", "", "new etcd cluster token (default: kdr-<backup ID>)")
+	fl.Uint64Var(&f.bump, "bump-revision", restore.DefaultRevisionBump, "added to the restored etcd revision")
+	fl.StringVar(&f.dataDir, "data-dir", "/var/lib/etcd", "etcd data dir on every node")
+	fl.StringVar(&f.kubeDir, "kubernetes-dir", "/etc/kubernetes", "Kubernetes config dir on every node")
+	fl.StringVar(&f.stagingDir, "staging-dir", "/var/lib/kdr/restore", "where fetched objects and journals go")
+}
+
+func newRestoreCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "restore",
+		Short: "Rebuild a control plane from a backup",
+		Long: `kdr restore plan prints the steps of a restore, node by node; kdr restore apply
+--node NAME runs one node's steps with a journal, so an interrupted restore
+resumes where it stopped. Run apply on every node of the plan.`,
+	}
+	cmd.AddCommand(newRestorePlanCommand(g), newRestoreApplyCommand(g))
+	return cmd
+}
+
+func newRestorePlanCommand(g *globals) *cobra.Command {
+	f := &restoreFlags{}
+	var output string
+	cmd := &cobra.Command{
+		Use:   "plan",
+		Short: "Print the restore plan: every step of every node, in order",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			plan, _, err := buildRestorePlan(cmd, g, f)
+			if err != nil {
+				return err
+			}
+			return printPlan(cmd, plan, output)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func newRestoreApplyCommand(g *globals) *cobra.Command {
+	f := &restoreFlags{}
+	var node, identity, root, fromStep string
+	var reset, dryRun bool
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "apply --node NAME --identity FILE",
+		Short: "Run one node's restore steps, resuming from its journal",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if node == "" {
+				return fmt.Errorf("--node is required: the name of this node in the plan")
+			}
+			plan, target, err := buildRestorePlan(cmd, g, f)
+			if err != nil {
+				return err
+			}
+			env := &restore.Env{Plan: plan, Root: root, Target: target, WaitTimeout: wait}
+			if env.Log, err = g.logger(cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			if !dryRun {
+				if identity == "" {
+					return fmt.Errorf("--identity is required: the age identity file that decrypts the backup")
+				}
+				if env.Identities, err = crypto.LoadIdentities(identity, passphrase); err != nil {
+					return err
+				}
+			}
+			out := cmd.OutOrStdout()
+			return restore.Apply(cmd.Context(), env, node, restore.ApplyOptions{
+				FromStep: fromStep, Reset: reset, DryRun: dryRun,
+				Progress: func(s restore.Step, state string, err error) {
+					if err != nil {
+						fmt.Fprintf(out, "%-13s %s: %s: %v\n", state, s.ID, s.Title, err)
+						return
+					}
+					fmt.Fprintf(out, "%-13s %s: %s\n", state, s.ID, s.Title)
+				},
+			})
+		},
+	}
+	f.register(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&node, "node", "", "this node's name in the plan")
+	fl.StringVarP(&identity, "identity", "i", "", "age identity file (passphrase from KDR_IDENTITY_PASSPHRASE or the terminal)")
+	fl.StringVar(&root, "root", "/", "treat this directory as the filesystem root (drills and tests)")
+	fl.StringVar(&fromStep, "from-step", "", "start again at this step, forgetting the journal from it on")
+	fl.BoolVar(&reset, "reset", false, "forget the journal and start over (nothing already moved aside is lost)")
+	fl.BoolVar(&dryRun, "dry-run", false, "print the steps that would run and change nothing")
+	fl.DurationVar(&wait, "wait", 5*time.Minute, "how long a check waits for etcd or the API server")
+	return cmd
+}
+
+// buildRestorePlan resolves the backup on the target and builds the plan.
+func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore.Plan, storage.Target, error) {
+	ctx := cmd.Context()
+	cfg, err := loadConfig(g.configPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	cluster, err := onlyCluster(cfg, f.cluster)
+	if err != nil {
+		return nil, nil, err
+	}
+	tcfg, err := pickTarget(cfg, f.target)
+	if err != nil {
+		return nil, nil, err
+	}
+	target, err := openTarget(ctx, tcfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	var id string
+	if f.before != "" {
+		t, perr := time.Parse(time.RFC3339, f.before)
+		if perr != nil {
+			return nil, nil, fmt.Errorf("--before %q: want a time like 2026-11-24T20:00:00Z", f.before)
+		}
+		id, err = catalog.Before(ctx, target, cluster, t)
+	} else {
+		id, err = catalog.Resolve(ctx, target, cluster, f.backup)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	m, _, err := catalog.LoadManifest(ctx, target, cluster, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	nodes, err := parseNodes(f.nodes)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := restore.BuildPlan(m, sourceOf(tcfg), restore.Options{
+		Target: tcfg.Name, Topology: f.topology, Nodes: nodes, Token: f.token, RevisionBump: f.bump,
+		EtcdDataDir: f.dataDir, KubernetesDir: f.kubeDir, StagingDir: f.stagingDir, ConfigFile: g.configPath,
+	})
+	return plan, target, err
+}
+
+func onlyCluster(cfg *config.Config, name string) (string, error) {
+	if name != "" {
+		_, err := selectClusters(cfg, name)
+		return name, err
+	}
+	if len(cfg.Clusters) != 1 {
+		return "", fmt.Errorf("the config has %d clusters: name one with --cluster", len(cfg.Clusters))
+	}
+	return cfg.Clusters[0].Name, nil
+}
+
+func pickTarget(cfg *config.Config, name string) (config.Target, error) {
+	for _, t := range cfg.Targets {
+		if name == "" || t.Name == name {
+			return t, nil
+		}
+	}
+	return config.Target{}, fmt.Errorf("no target %q in the config", name)
+}
+
+func sourceOf(t config.Target) restore.Source {
+	if t.S3 != nil {
+		return restore.Source{Kind: "s3", Endpoint: t.S3.Endpoint, Bucket: t.S3.Bucket, Prefix: t.S3.Prefix, Insecure: t.S3.Insecure}
+	}
+	return restore.Source{Kind: "local", Path: t.Local.Path}
+}
+
+// parseNodes reads NAME=IP[,PEER_URL,CLIENT_URL].
+func parseNodes(specs []string) ([]restore.Node, error) {
+	var nodes []restore.Node
+	for _, s := range specs {
+		name, rest, ok := strings.Cut(s, "=")
+		if !ok {
+			return nil, fmt.Errorf("--node-ip %q: want NAME=IP or NAME=IP,PEER_URL,CLIENT_URL", s)
+		}
+		parts := strings.Split(rest, ",")
+		n := restore.Node{Name: name, IP: parts[0]}
+		switch len(parts) {
+		case 1:
+		case 3:
+			n.PeerURL, n.ClientURL = parts[1], parts[2]
+		default:
+			return nil, fmt.Errorf("--node-ip %q: want NAME=IP or NAME=IP,PEER_URL,CLIENT_URL", s)
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, nil
+}
+
+func printPlan(cmd *cobra.Command, p *restore.Plan, output string) error {
+	out := cmd.OutOrStdout()
+	switch output {
+	case "json":
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(p)
+	case "text":
+	default:
+		return fmt.Errorf("-o %q: want text or json", output)
+	}
+	fmt.Fprintf(out, "Restore of %s from backup %s (%s), revision %d, onto %s\n",
+		p.Cluster, p.BackupID, p.Created.Format(time.RFC3339), p.Revision, strings.Join(p.NodeNames(), ", "))
+	for i, s := range p.Steps {
+		mark := ""
+		if s.Destructive {
+			mark = " [changes the host]"
+		}
+		fmt.Fprintf(out, "\n%2d. %s on %s: %s%s\n", i+1, s.ID, s.Node, s.Title, mark)
+		for _, c := range s.Commands {
+			fmt.Fprintf(out, "      $ %s\n", c)
+		}
+		fmt.Fprintf(out, "      expect: %s\n", s.Expect)
+	}
+	return nil
+}

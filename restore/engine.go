@@ -1,0 +1,204 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/kdr-io/kdr/storage"
+)
+
+// Env is what a step's action and check work with on one node.
+type Env struct {
+	Plan *Plan
+	Node Node
+	// Root is prefixed to every host path ("/" on a real host; a temp
+	// directory in tests and drills).
+	Root string
+	// Target holds the backup set.
+	Target storage.Target
+	// Identities decrypt the set.
+	Identities []age.Identity
+	// Runner stops and starts etcd and the control plane.
+	Runner Runner
+	Log    *slog.Logger
+	// WaitTimeout bounds how long a check waits for etcd or the API
+	// server to come up (default 5 minutes).
+	WaitTimeout time.Duration
+	// APIServer is the URL of this node's API server (default
+	// https://<node IP>:6443).
+	APIServer string
+
+	journal *Journal
+	step    string
+}
+
+// path maps a host path into Root.
+func (e *Env) path(p string) string { return filepath.Join(e.Root, filepath.FromSlash(p)) }
+
+// staging is this restore's work directory on the host.
+func (e *Env) staging() string { return e.path(e.Plan.staging()) }
+
+// note records a value for the running step in the journal.
+func (e *Env) note(key, value string) error {
+	e.journal.entry(e.step).Notes[key] = value
+	return e.journal.save()
+}
+
+// noteOf reads a value a step recorded.
+func (e *Env) noteOf(step, key string) string {
+	if s := e.journal.Steps[step]; s != nil {
+		return s.Notes[key]
+	}
+	return ""
+}
+
+// ApplyOptions change how Apply runs a node's steps.
+type ApplyOptions struct {
+	// FromStep restarts at this step, forgetting the journal of it and
+	// every later step; for an operator who knows better.
+	FromStep string
+	// Reset forgets the whole journal first.
+	Reset bool
+	// DryRun prints what would run and changes nothing.
+	DryRun bool
+	// Progress, if set, hears about every step as it starts and ends.
+	Progress func(s Step, state string, err error)
+}
+
+// journalPath is where a node's journal lives.
+func (e *Env) journalPath() string {
+	return filepath.Join(e.staging(), "journal-"+e.Node.Name+".json")
+}
+
+// Apply runs node's steps of the plan, resuming from its journal. A step
+// already done is skipped. An interrupted step whose check passes is
+// recorded as done without running again; otherwise it runs again, and
+// every destructive action is written to pick up its own partial work
+// (moves check what was moved, the etcd restore builds in a scratch
+// directory renamed into place at the end), so nothing is done twice.
+func Apply(ctx context.Context, e *Env, node string, o ApplyOptions) error {
+	n, err := e.Plan.node(node)
+	if err != nil {
+		return err
+	}
+	steps, err := e.Plan.NodeSteps(node)
+	if err != nil {
+		return err
+	}
+	e.Node = n
+	if e.Root == "" {
+		e.Root = "/"
+	}
+	if e.Log == nil {
+		e.Log = slog.New(slog.DiscardHandler)
+	}
+	if e.Runner == nil {
+		e.Runner = HostRunner{}
+	}
+	if e.WaitTimeout == 0 {
+		e.WaitTimeout = 5 * time.Minute
+	}
+	if o.DryRun {
+		for _, s := range steps {
+			if o.Progress != nil {
+				o.Progress(s, "would run", nil)
+			}
+		}
+		return nil
+	}
+	if o.Reset {
+		if err := os.Remove(e.journalPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("reset journal: %w", err)
+		}
+	}
+	if e.journal, err = openJournal(e.journalPath(), e.Plan.BackupID, node); err != nil {
+		return err
+	}
+	if o.FromStep != "" {
+		found := false
+		for _, s := range steps {
+			found = found || s.ID == o.FromStep
+			if found {
+				delete(e.journal.Steps, s.ID)
+			}
+		}
+		if !found {
+			return fmt.Errorf("--from-step %q: node %s has no such step", o.FromStep, node)
+		}
+		if err := e.journal.save(); err != nil {
+			return err
+		}
+	}
+	for _, s := range steps {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := e.run(ctx, s, o); err != nil {
+			return fmt.Errorf("step %s on %s: %w", s.ID, node, err)
+		}
+	}
+	return nil
+}
+
+func (e *Env) run(ctx context.Context, s Step, o ApplyOptions) error {
+	report := func(state string, err error) {
+		if o.Progress != nil {
+			o.Progress(s, state, err)
+		}
+	}
+	e.step = s.ID
+	entry := e.journal.entry(s.ID)
+	switch entry.State {
+	case StateDone:
+		report("done already", nil)
+		return nil
+	case StateStarted:
+		if s.Destructive {
+			// Finished but not recorded? The check says.
+			if err := s.check(ctx, e); err == nil {
+				return e.finish(s, entry, report)
+			}
+			e.Log.Warn("resuming an interrupted step", "step", s.ID)
+		}
+	}
+	entry.State, entry.Started, entry.Error = StateStarted, time.Now().UTC(), ""
+	if err := e.journal.save(); err != nil {
+		return err
+	}
+	report("running", nil)
+	e.Log.Info("step", "step", s.ID, "title", s.Title)
+	if err := s.action(ctx, e); err != nil {
+		entry.Error = err.Error()
+		if serr := e.journal.save(); serr != nil {
+			return errors.Join(err, serr)
+		}
+		report("failed", err)
+		return err
+	}
+	if err := s.check(ctx, e); err != nil {
+		err = fmt.Errorf("check failed after the step ran: %w", err)
+		entry.Error = err.Error()
+		if serr := e.journal.save(); serr != nil {
+			return errors.Join(err, serr)
+		}
+		report("failed", err)
+		return err
+	}
+	return e.finish(s, entry, report)
+}
+
+func (e *Env) finish(s Step, entry *JournalEntry, report func(string, error)) error {
+	entry.State, entry.Finished = StateDone, time.Now().UTC()
+	if err := e.journal.save(); err != nil {
+		return err
+	}
+	report("done", nil)
+	return nil
+}

@@ -1,0 +1,241 @@
+package restore
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+)
+
+// waitFor polls f until it succeeds, the timeout passes or ctx ends.
+func waitFor(ctx context.Context, timeout time.Duration, f func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("still failing after %s: %w", timeout, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// etcdTLS is the client TLS for the restored etcd: kubeadm's
+// apiserver-etcd-client certificate and etcd CA, from the restored PKI.
+func (e *Env) etcdTLS() (*tls.Config, error) {
+	if !strings.HasPrefix(e.Node.ClientURL, "https://") {
+		return nil, nil
+	}
+	pki := hostPath(e.Plan.Options.KubernetesDir, "pki")
+	cert, err := tls.LoadX509KeyPair(e.path(hostPath(pki, "apiserver-etcd-client.crt")), e.path(hostPath(pki, "apiserver-etcd-client.key")))
+	if err != nil {
+		return nil, fmt.Errorf("etcd client certificate from the restored PKI: %w", err)
+	}
+	ca, err := os.ReadFile(e.path(hostPath(pki, "etcd", "ca.crt")))
+	if err != nil {
+		return nil, fmt.Errorf("etcd CA from the restored PKI: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+func (e *Env) etcdClient() (*clientv3.Client, error) {
+	tc, err := e.etcdTLS()
+	if err != nil {
+		return nil, err
+	}
+	eps := make([]string, len(e.Plan.Options.Nodes))
+	for i, n := range e.Plan.Options.Nodes {
+		eps[i] = n.ClientURL
+	}
+	return clientv3.New(clientv3.Config{Endpoints: eps, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+}
+
+// checkEtcdHealthy waits until this node's member answers with a leader:
+// the cluster has quorum.
+func checkEtcdHealthy(ctx context.Context, e *Env) error {
+	cli, err := e.etcdClient()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	return waitFor(ctx, e.WaitTimeout, func() error {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		st, err := cli.Status(sctx, e.Node.ClientURL)
+		if err != nil {
+			return fmt.Errorf("etcd at %s: %w", e.Node.ClientURL, err)
+		}
+		if st.Leader == 0 {
+			return fmt.Errorf("etcd at %s has no leader yet: start etcd on the other nodes", e.Node.ClientURL)
+		}
+		return nil
+	})
+}
+
+// checkEtcd proves the restored cluster: the planned members and no
+// others, and a revision above everything the old cluster handed out.
+func checkEtcd(ctx context.Context, e *Env) error {
+	cli, err := e.etcdClient()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	return waitFor(ctx, e.WaitTimeout, func() error {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		ml, err := cli.MemberList(sctx)
+		if err != nil {
+			return fmt.Errorf("member list: %w", err)
+		}
+		var got []string
+		for _, m := range ml.Members {
+			got = append(got, m.Name)
+		}
+		want := e.Plan.NodeNames()
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("members %v, the plan has %v", got, want)
+		}
+		floor := e.Plan.Revision + int64(e.Plan.Options.RevisionBump)
+		for _, n := range e.Plan.Options.Nodes {
+			st, err := cli.Status(sctx, n.ClientURL)
+			if err != nil {
+				return fmt.Errorf("status of %s: %w", n.Name, err)
+			}
+			if st.Header.Revision < floor {
+				return fmt.Errorf("%s is at revision %d, below the backup's %d plus the bump", n.Name, st.Header.Revision, e.Plan.Revision)
+			}
+		}
+		return nil
+	})
+}
+
+// kubeconfig is the part of a kubeconfig the API check reads.
+type kubeconfig struct {
+	Clusters []struct {
+		Cluster struct {
+			Server string `yaml:"server"`
+			CA     string `yaml:"certificate-authority-data"`
+		} `yaml:"cluster"`
+	} `yaml:"clusters"`
+	Users []struct {
+		User struct {
+			Cert string `yaml:"client-certificate-data"`
+			Key  string `yaml:"client-key-data"`
+		} `yaml:"user"`
+	} `yaml:"users"`
+}
+
+// checkAPIServer waits for /readyz of this node's API server, trusting
+// the restored CA and authenticating with the restored admin kubeconfig.
+func checkAPIServer(ctx context.Context, e *Env) error {
+	raw, err := os.ReadFile(e.path(hostPath(e.Plan.Options.KubernetesDir, "admin.conf")))
+	if err != nil {
+		return fmt.Errorf("restored admin kubeconfig: %w", err)
+	}
+	var kc kubeconfig
+	if err := yaml.Unmarshal(raw, &kc); err != nil || len(kc.Clusters) == 0 || len(kc.Users) == 0 {
+		return fmt.Errorf("restored admin.conf is not a kubeconfig with a cluster and a user: %v", err)
+	}
+	decode := func(s string) []byte { b, _ := base64.StdEncoding.DecodeString(s); return b }
+	cert, err := tls.X509KeyPair(decode(kc.Users[0].User.Cert), decode(kc.Users[0].User.Key))
+	if err != nil {
+		return fmt.Errorf("admin.conf client certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(decode(kc.Clusters[0].Cluster.CA)) {
+		return errors.New("admin.conf has no CA")
+	}
+	url := e.APIServer
+	if url == "" {
+		url = "https://" + hostPort(e.Node.IP, "6443")
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12,
+	}}}
+	return waitFor(ctx, e.WaitTimeout, func() error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/readyz", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("API server %s: %w", url, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("API server %s/readyz: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+		}
+		return nil
+	})
+}
+
+// etcdFlag matches one "- --flag=value" line of a static pod manifest.
+var etcdFlag = regexp.MustCompile(`(?m)^(\s*- --)([a-z-]+)=(.*)$`)
+
+// configureEtcdManifest points the restored etcd static pod manifest at
+// this node: its name and URLs, which differ when the backup came from
+// another node or the node has a new address.
+func configureEtcdManifest(e *Env) error {
+	if e.Plan.Options.Topology != TopologyKubeadm {
+		return nil
+	}
+	p := e.stagedManifest("etcd.yaml")
+	raw, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	n := e.Node
+	local := strings.Replace(n.ClientURL, hostOf(n.ClientURL), "127.0.0.1", 1)
+	set := map[string]string{
+		"name":                        n.Name,
+		"initial-advertise-peer-urls": n.PeerURL,
+		"listen-peer-urls":            n.PeerURL,
+		"advertise-client-urls":       n.ClientURL,
+		"listen-client-urls":          local + "," + n.ClientURL,
+		"initial-cluster":             e.Plan.InitialCluster,
+		"initial-cluster-token":       e.Plan.Options.Token,
+		"data-dir":                    e.Plan.Options.EtcdDataDir,
+	}
+	out := etcdFlag.ReplaceAllStringFunc(string(raw), func(line string) string {
+		m := etcdFlag.FindStringSubmatch(line)
+		if v, ok := set[m[2]]; ok {
+			return m[1] + m[2] + "=" + v
+		}
+		return line
+	})
+	return writeFileAtomic(p, []byte(out), 0o600)
+}
+
+func (e *Env) stagedManifest(name string) string {
+	return e.path(hostPath(e.Plan.staging(), "manifests", hostPath(e.Plan.Options.KubernetesDir, "manifests", name)))
+}
+
+func hostOf(rawURL string) string {
+	s := strings.TrimPrefix(strings.TrimPrefix(rawURL, "https://"), "http://")
+	if i := strings.LastIndex(s, ":"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}

@@ -1,0 +1,108 @@
+package restore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Step states in the journal.
+const (
+	StateStarted = "started"
+	StateDone    = "done"
+)
+
+// Journal is one node's record of a restore: which steps started and
+// finished, and what they recorded. It is written before and after every
+// step, atomically, so a restore killed at any point knows where it was.
+type Journal struct {
+	path string
+	// BackupID ties the journal to one backup: a journal of another
+	// restore is never resumed by mistake.
+	BackupID string                   `json:"backupID"`
+	Node     string                   `json:"node"`
+	Steps    map[string]*JournalEntry `json:"steps"`
+}
+
+// JournalEntry is one step's record.
+type JournalEntry struct {
+	State    string            `json:"state"`
+	Started  time.Time         `json:"started"`
+	Finished time.Time         `json:"finished,omitempty"`
+	Error    string            `json:"error,omitempty"`
+	Notes    map[string]string `json:"notes,omitempty"`
+}
+
+// openJournal loads the node's journal or starts a new one.
+func openJournal(path, backupID, node string) (*Journal, error) {
+	j := &Journal{path: path, BackupID: backupID, Node: node, Steps: map[string]*JournalEntry{}}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return j, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read journal: %w", err)
+	}
+	if err := json.Unmarshal(data, j); err != nil {
+		return nil, fmt.Errorf("journal %s is damaged (%v): move it away to start over", path, err)
+	}
+	if j.BackupID != backupID || j.Node != node {
+		return nil, fmt.Errorf("journal %s belongs to the restore of %s on %s, not %s on %s: finish that one, or --reset",
+			path, j.BackupID, j.Node, backupID, node)
+	}
+	if j.Steps == nil {
+		j.Steps = map[string]*JournalEntry{}
+	}
+	return j, nil
+}
+
+// save writes the journal to a temp file, syncs it and renames it over
+// the old one: a crash leaves the old journal or the new, never half.
+func (j *Journal) save() error {
+	data, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	tmp := j.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	_, werr := f.Write(data)
+	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	if err := os.Rename(tmp, j.path); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	return syncDir(filepath.Dir(j.path))
+}
+
+// entry returns the step's entry, creating it.
+func (j *Journal) entry(id string) *JournalEntry {
+	e := j.Steps[id]
+	if e == nil {
+		e = &JournalEntry{Notes: map[string]string{}}
+		j.Steps[id] = e
+	}
+	if e.Notes == nil {
+		e.Notes = map[string]string{}
+	}
+	return e
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,216 @@
+package restore
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/kdr-io/kdr/catalog"
+	"github.com/kdr-io/kdr/crypto"
+	"github.com/kdr-io/kdr/internal/kubedata"
+	"github.com/kdr-io/kdr/internal/testenv"
+	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/snapshot"
+	"github.com/kdr-io/kdr/storage"
+)
+
+// processRunner starts restored etcd members as real processes, as a
+// kubelet or systemd would on a real host.
+type processRunner struct {
+	HostRunner
+	t    *testing.T
+	mu   sync.Mutex
+	cmds map[string]*exec.Cmd
+}
+
+func (r *processRunner) StopControlPlane(context.Context, *Env) error { return nil }
+
+func (r *processRunner) StartEtcd(_ context.Context, e *Env) error {
+	n := e.Node
+	cmd := exec.Command(testenv.Binary(r.t, "etcd"),
+		"--name", n.Name, "--data-dir", e.path(e.Plan.Options.EtcdDataDir),
+		"--listen-client-urls", n.ClientURL, "--advertise-client-urls", n.ClientURL,
+		"--listen-peer-urls", n.PeerURL, "--initial-advertise-peer-urls", n.PeerURL,
+		"--log-level", "warn")
+	log, err := os.Create(filepath.Join(e.Root, "etcd.log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.cmds[n.Name] = cmd
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *processRunner) stopAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.cmds {
+		c.Process.Kill()
+		c.Wait()
+	}
+}
+
+func keyPair(t *testing.T) ([]crypto.Recipient, []age.Identity) {
+	t.Helper()
+	identity, recipient, err := crypto.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := crypto.ParseRecipients([]string{recipient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := age.ParseX25519Identity(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs, []age.Identity{id}
+}
+
+func allKeys(t *testing.T, cli *clientv3.Client) map[string]string {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), "", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]string, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out[string(kv.Key)] = string(kv.Value)
+	}
+	return out
+}
+
+// TestRestoreThreeMembers backs up a 3-member cluster, destroys it, and
+// restores it onto three nodes, one of them a replacement with a new name
+// and address: quorum, every key, and a revision above the old one.
+func TestRestoreThreeMembers(t *testing.T) {
+	src := testenv.StartEtcd(t, testenv.EtcdOptions{Members: 3})
+	ctx := context.Background()
+	if _, err := kubedata.Fill(ctx, src.Client(), kubedata.Options{Bytes: 2 << 20, Seed: 3}); err != nil {
+		t.Fatal(err)
+	}
+	before := allKeys(t, src.Client())
+	rs, ids := keyPair(t)
+	dir := filepath.Join(t.TempDir(), "usb")
+	os.Mkdir(dir, 0o755)
+	usb, err := storage.NewLocal("usb", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := snapshot.Backup(ctx, snapshot.Options{
+		Cluster: "prod", Etcd: snapshot.EtcdOptions{Endpoints: src.Endpoints()}, Root: t.TempDir(),
+		Recipients: rs, Targets: []storage.Target{usb},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range src.Members {
+		src.Kill(i)
+		os.RemoveAll(src.Members[i].DataDir)
+	}
+
+	m, _, err := catalog.LoadManifest(ctx, usb, "prod", res.Manifest.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []Node
+	for i, ip := range []string{"127.0.0.1", "127.0.0.1", "127.0.0.2"} {
+		name := fmt.Sprintf("m%d", i+1)
+		if i == 2 {
+			name = "cp-new" // replacement hardware
+		}
+		nodes = append(nodes, Node{Name: name, IP: ip,
+			PeerURL:   fmt.Sprintf("http://%s:%d", ip, testenv.FreePort(t)),
+			ClientURL: fmt.Sprintf("http://%s:%d", ip, testenv.FreePort(t))})
+	}
+	plan, err := BuildPlan(m, Source{Kind: "local", Path: dir}, Options{Topology: TopologySystemd, Nodes: nodes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runner := &processRunner{t: t, cmds: map[string]*exec.Cmd{}}
+	t.Cleanup(runner.stopAll)
+	var wg sync.WaitGroup
+	errs := make([]error, len(nodes))
+	roots := make([]string, len(nodes))
+	for i, n := range nodes {
+		roots[i] = t.TempDir()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			env := &Env{Plan: plan, Root: roots[i], Target: usb, Identities: ids, Runner: runner, WaitTimeout: time.Minute}
+			errs[i] = Apply(ctx, env, n.Name, ApplyOptions{})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %s: %v", nodes[i].Name, err)
+		}
+	}
+
+	// HashKV of the snapshot the restore used equals the manifest's: the
+	// data restored is exactly what was backed up.
+	snapPath := filepath.Join(roots[0], plan.staging(), snapshotFile)
+	raw, err := os.ReadFile(snapPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(t.TempDir(), "db")
+	os.WriteFile(db, raw[:len(raw)-32], 0o600)
+	out, err := exec.Command(testenv.Binary(t, "etcdutl"), "hashkv", db, "--rev", fmt.Sprint(m.Etcd.Revision), "-w", "simple").CombinedOutput()
+	if err != nil {
+		t.Fatalf("etcdutl hashkv: %v: %s", err, out)
+	}
+	var hash uint32
+	fmt.Sscanf(string(out), "%d", &hash)
+	if hash != m.Etcd.HashKV {
+		t.Errorf("HashKV of the restored snapshot %d, manifest %d (%s)", hash, m.Etcd.HashKV, out)
+	}
+
+	eps := make([]string, len(nodes))
+	for i, n := range nodes {
+		eps[i] = n.ClientURL
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	after := allKeys(t, cli)
+	if len(after) != len(before) {
+		t.Errorf("restored %d keys, the cluster had %d", len(after), len(before))
+	}
+	for k, v := range before {
+		if after[k] != v {
+			t.Fatalf("key %s differs after the restore", k)
+		}
+	}
+	for _, n := range nodes {
+		st, err := cli.Status(ctx, n.ClientURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Header.Revision < m.Etcd.Revision+DefaultRevisionBump {
+			t.Errorf("%s at revision %d: the bump did not happen", n.Name, st.Header.Revision)
+		}
+	}
+	if _, ok := m.Object(manifest.EtcdObject); !ok {
+		t.Fatal("manifest lost its etcd object")
+	}
+}
