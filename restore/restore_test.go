@@ -96,38 +96,55 @@ func allKeys(t *testing.T, cli *clientv3.Client) map[string]string {
 	return out
 }
 
-// TestRestoreThreeMembers backs up a 3-member cluster, destroys it, and
-// restores it onto three nodes, one of them a replacement with a new name
-// and address: quorum, every key, and a revision above the old one.
-func TestRestoreThreeMembers(t *testing.T) {
-	src := testenv.StartEtcd(t, testenv.EtcdOptions{Members: 3})
+// fixture is a real backup of a real cluster on a local target.
+type fixture struct {
+	src    *testenv.EtcdCluster
+	usb    *storage.Local
+	dir    string
+	m      *manifest.Manifest
+	ids    []age.Identity
+	before map[string]string
+}
+
+func newFixture(t *testing.T, members int) *fixture {
+	t.Helper()
 	ctx := context.Background()
-	if _, err := kubedata.Fill(ctx, src.Client(), kubedata.Options{Bytes: 2 << 20, Seed: 3}); err != nil {
+	f := &fixture{src: testenv.StartEtcd(t, testenv.EtcdOptions{Members: members})}
+	if _, err := kubedata.Fill(ctx, f.src.Client(), kubedata.Options{Bytes: 2 << 20, Seed: 3}); err != nil {
 		t.Fatal(err)
 	}
-	before := allKeys(t, src.Client())
-	rs, ids := keyPair(t)
-	dir := filepath.Join(t.TempDir(), "usb")
-	os.Mkdir(dir, 0o755)
-	usb, err := storage.NewLocal("usb", dir)
-	if err != nil {
+	f.before = allKeys(t, f.src.Client())
+	var rs []crypto.Recipient
+	rs, f.ids = keyPair(t)
+	f.dir = filepath.Join(t.TempDir(), "usb")
+	os.Mkdir(f.dir, 0o755)
+	var err error
+	if f.usb, err = storage.NewLocal("usb", f.dir); err != nil {
 		t.Fatal(err)
 	}
 	res, err := snapshot.Backup(ctx, snapshot.Options{
-		Cluster: "prod", Etcd: snapshot.EtcdOptions{Endpoints: src.Endpoints()}, Root: t.TempDir(),
-		Recipients: rs, Targets: []storage.Target{usb},
+		Cluster: "prod", Etcd: snapshot.EtcdOptions{Endpoints: f.src.Endpoints()}, Root: t.TempDir(),
+		Recipients: rs, Targets: []storage.Target{f.usb},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if f.m, _, err = catalog.LoadManifest(ctx, f.usb, "prod", res.Manifest.ID); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestRestoreThreeMembers backs up a 3-member cluster, destroys it, and
+// restores it onto three nodes, one of them a replacement with a new name
+// and address: quorum, every key, and a revision above the old one.
+func TestRestoreThreeMembers(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 3)
+	src, usb, dir, m, ids, before := f.src, f.usb, f.dir, f.m, f.ids, f.before
 	for i := range src.Members {
 		src.Kill(i)
 		os.RemoveAll(src.Members[i].DataDir)
-	}
-
-	m, _, err := catalog.LoadManifest(ctx, usb, "prod", res.Manifest.ID)
-	if err != nil {
-		t.Fatal(err)
 	}
 	var nodes []Node
 	for i, ip := range []string{"127.0.0.1", "127.0.0.1", "127.0.0.2"} {

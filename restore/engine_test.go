@@ -1,0 +1,172 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/kdr-io/kdr/catalog"
+	"github.com/kdr-io/kdr/crypto"
+	"github.com/kdr-io/kdr/internal/testenv"
+	"github.com/kdr-io/kdr/manifest"
+)
+
+// oneNodePlan plans a restore of the fixture onto one loopback node.
+func oneNodePlan(t *testing.T, f *fixture) *Plan {
+	t.Helper()
+	n := Node{Name: "m1", IP: "127.0.0.1",
+		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)),
+		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))}
+	p, err := BuildPlan(f.m, Source{Kind: "local", Path: f.dir}, Options{Topology: TopologySystemd, Nodes: []Node{n}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// untouched says whether a root still holds only what the test put there.
+func untouched(t *testing.T, root string, plan *Plan) {
+	t.Helper()
+	old := filepath.Join(root, filepath.FromSlash(plan.Options.EtcdDataDir), "member", "old")
+	if _, err := os.Stat(old); err != nil {
+		t.Errorf("the old etcd data was touched: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(plan.Options.EtcdDataDir)+plan.asideSuffix())); err == nil {
+		t.Error("the old etcd data was moved aside before the restore proved it could finish")
+	}
+}
+
+// oldData puts an existing etcd data dir on the node, the thing a failed
+// restore must never touch.
+func oldData(t *testing.T, root string, plan *Plan) {
+	t.Helper()
+	d := filepath.Join(root, filepath.FromSlash(plan.Options.EtcdDataDir), "member")
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, "old"), []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestApplyRefusesBeforeTouching: a wrong identity, a tampered backup and
+// a node missing from the plan fail before anything on the host changes.
+func TestApplyRefusesBeforeTouching(t *testing.T) {
+	f := newFixture(t, 1)
+	plan := oneNodePlan(t, f)
+	_, wrong := keyPair(t)
+	tamper := func(t *testing.T) {
+		p := filepath.Join(f.dir, filepath.FromSlash(manifest.Key(f.m.Cluster, f.m.ID, manifest.EtcdObject)))
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[len(data)/2] ^= 0x40
+		os.Chmod(p, 0o644)
+		if err := os.WriteFile(p, data, 0o444); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			data[len(data)/2] ^= 0x40
+			os.Chmod(p, 0o644)
+			os.WriteFile(p, data, 0o444)
+		})
+	}
+	tests := []struct {
+		name    string
+		ids     []age.Identity
+		node    string
+		prepare func(t *testing.T)
+		want    error
+		msg     string
+	}{
+		{name: "wrong identity", ids: wrong, node: "m1", want: crypto.ErrWrongIdentity, msg: "no identity matches"},
+		{name: "tampered backup", ids: f.ids, node: "m1", prepare: tamper, want: catalog.ErrDamaged, msg: "etcd.db.zst.age"},
+		{name: "node not in the plan", ids: f.ids, node: "cp9", want: ErrNoNode, msg: "m1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.prepare != nil {
+				tt.prepare(t)
+			}
+			root := t.TempDir()
+			oldData(t, root, plan)
+			env := &Env{Plan: plan, Root: root, Target: f.usb, Identities: tt.ids, Runner: &processRunner{t: t}, WaitTimeout: 10 * time.Second}
+			err := Apply(context.Background(), env, tt.node, ApplyOptions{})
+			if err == nil || !strings.Contains(err.Error(), tt.msg) {
+				t.Fatalf("err = %v, want it to mention %q", err, tt.msg)
+			}
+			if tt.want == crypto.ErrWrongIdentity || tt.want == ErrNoNode {
+				if !errors.Is(err, tt.want) && !strings.Contains(err.Error(), tt.msg) {
+					t.Errorf("err = %v, want %v", err, tt.want)
+				}
+			}
+			untouched(t, root, plan)
+		})
+	}
+}
+
+func TestNeedSpace(t *testing.T) {
+	if err := needSpace(t.TempDir(), 1<<62); !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "need") {
+		t.Fatalf("needSpace(4 EiB) = %v, want ErrNoSpace saying how much is needed", err)
+	}
+	if err := needSpace(filepath.Join(t.TempDir(), "not", "yet"), 1<<10); err != nil {
+		t.Fatalf("needSpace under a missing dir: %v", err)
+	}
+}
+
+// TestApplyResumes interrupts a restore after each step in turn (the
+// context is cancelled as the step finishes) and resumes it: the restored
+// cluster is whole every time and no destructive step ran twice.
+func TestApplyResumes(t *testing.T) {
+	f := newFixture(t, 1)
+	plan := oneNodePlan(t, f)
+	steps, err := plan.NodeSteps("m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stop := range steps {
+		t.Run(stop.ID, func(t *testing.T) {
+			root := t.TempDir()
+			oldData(t, root, plan)
+			runner := &processRunner{t: t, cmds: map[string]*exec.Cmd{}}
+			t.Cleanup(runner.stopAll)
+			env := &Env{Plan: plan, Root: root, Target: f.usb, Identities: f.ids, Runner: runner, WaitTimeout: time.Minute}
+			ctx, cancel := context.WithCancel(context.Background())
+			ran := map[string]int{}
+			progress := func(s Step, state string, _ error) {
+				if state == "running" {
+					ran[s.ID]++
+				}
+				if s.ID == stop.ID && state == "done" {
+					cancel()
+				}
+			}
+			err := Apply(ctx, env, "m1", ApplyOptions{Progress: progress})
+			if stop.ID != steps[len(steps)-1].ID && !errors.Is(err, context.Canceled) {
+				t.Fatalf("first run: %v, want it cancelled after %s", err, stop.ID)
+			}
+			env2 := &Env{Plan: plan, Root: root, Target: f.usb, Identities: f.ids, Runner: runner, WaitTimeout: time.Minute}
+			if err := Apply(context.Background(), env2, "m1", ApplyOptions{Progress: progress}); err != nil {
+				t.Fatalf("resume: %v", err)
+			}
+			for _, s := range steps {
+				if s.Destructive && ran[s.ID] != 1 {
+					t.Errorf("destructive step %s ran %d times", s.ID, ran[s.ID])
+				}
+			}
+			aside := filepath.Join(root, filepath.FromSlash(plan.Options.EtcdDataDir)+plan.asideSuffix(), "member", "old")
+			if data, err := os.ReadFile(aside); err != nil || string(data) != "precious" {
+				t.Errorf("old data not kept aside: %v", err)
+			}
+		})
+	}
+}
