@@ -11,7 +11,17 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/kdr-io/kdr/internal/version.Version=$(VERSION)
 
 ETCD_BINS := $(BIN)/etcd $(BIN)/etcdctl $(BIN)/etcdutl
-TOOLS := $(ETCD_BINS) $(BIN)/minio $(BIN)/staticcheck
+# kube-apiserver, kubeadm and kubectl for the kubeadm host tests
+# (internal/testenv/kube.go). The version is stamped as Kubernetes' own build
+# does (hack/lib/version.sh); unstamped binaries say v0.0.0-master and kubeadm
+# cannot name the version it deploys.
+KUBE_BINS := $(BIN)/kube-apiserver $(BIN)/kubeadm $(BIN)/kubectl
+KUBE_VERSION := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" { print $$3 }' hack/tools/kube/go.mod)
+KUBE_VERSION_PARTS := $(subst ., ,$(patsubst v%,%,$(KUBE_VERSION)))
+KUBE_LDFLAGS := $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
+  -X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=$(word 1,$(KUBE_VERSION_PARTS)) \
+  -X $(p).gitMinor=$(word 2,$(KUBE_VERSION_PARTS)) -X $(p).gitTreeState=clean)
+TOOLS := $(ETCD_BINS) $(BIN)/minio $(BIN)/staticcheck $(KUBE_BINS)
 DEBIAN_PKGS := age zstd poppler-utils
 
 .PHONY: all build tools debian-tools test lint unit fuzz bench demo clean
@@ -20,7 +30,7 @@ all: build
 
 build: $(BIN)/kdr
 
-$(BIN)/kdr: $(shell find . -name '*.go' -not -path './hack/*' -not -path './bin/*') go.mod go.sum
+$(BIN)/kdr: $(shell find . -name '*.go' -not -path './hack/*' -not -path './bin/*') config/example.yaml go.mod go.sum
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/kdr
 
 tools: $(TOOLS) debian-tools
@@ -29,6 +39,11 @@ $(ETCD_BINS) &: hack/tools/etcd/go.mod hack/tools/etcd/go.sum hack/tools/etcd/cm
 	cd hack/tools/etcd && $(GO) build -o $(BIN)/etcd ./cmd/etcd \
 	  && $(GO) build -o $(BIN)/etcdctl go.etcd.io/etcd/etcdctl/v3 \
 	  && $(GO) build -o $(BIN)/etcdutl go.etcd.io/etcd/etcdutl/v3
+
+$(KUBE_BINS) &: hack/tools/kube/go.mod hack/tools/kube/go.sum
+	cd hack/tools/kube && $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $(BIN)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver \
+	  && $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $(BIN)/kubeadm k8s.io/kubernetes/cmd/kubeadm \
+	  && $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $(BIN)/kubectl k8s.io/kubernetes/cmd/kubectl
 
 $(BIN)/minio: hack/tools/minio/go.mod hack/tools/minio/go.sum
 	cd hack/tools/minio && $(GO) build -o $@ github.com/minio/minio
@@ -58,9 +73,11 @@ lint: $(BIN)/staticcheck
 	$(BIN)/staticcheck ./...
 
 # test: everything CI runs: lint, then every package's tests (unit, package
-# and e2e tests against real etcd processes and a real MinIO).
+# and e2e tests against real etcd processes and a real MinIO), then the demo,
+# so the README's first command is proven too.
 test: tools lint
 	$(GO) test $(GO_TEST_FLAGS) ./...
+	hack/demo.sh > /dev/null
 
 # fuzz: a short run of every fuzz target (go test -fuzz takes one at a time).
 FUZZTIME ?= 20s
@@ -71,7 +88,7 @@ fuzz:
 	  done; done
 
 # demo: a throwaway etcd with Kubernetes-like data, a local directory
-# target, then backup, list and verify with the real kdr binary.
+# target, then backup, list, verify and prune with the real kdr binary.
 demo: build $(ETCD_BINS)
 	hack/demo.sh
 

@@ -132,7 +132,7 @@ func Prune(ctx context.Context, t storage.Target, cluster string, p Policy, o Pr
 
 	times := make([]time.Time, len(complete))
 	for i, s := range complete {
-		// The ID is the creation time to the second in UTC: the same
+		// The ID is the creation time to the millisecond in UTC: the same
 		// hour, day, week, month and year as the manifest's Created,
 		// without reading every manifest.
 		times[i], _ = manifest.IDTime(s.ID)
@@ -151,7 +151,7 @@ func Prune(ctx context.Context, t storage.Target, cluster string, p Policy, o Pr
 		if err := ctx.Err(); err != nil {
 			return rep, fmt.Errorf("prune: %w", err)
 		}
-		s := drop[i]
+		s := withRetention(ctx, t, drop[i])
 		switch {
 		case isLocked(s, now):
 			rep.Locked = append(rep.Locked, s.ID)
@@ -200,6 +200,23 @@ func Prune(ctx context.Context, t storage.Target, cluster string, p Policy, o Pr
 		return rep, fmt.Errorf("prune: %w", err)
 	}
 	return rep, nil
+}
+
+// withRetention fills in the retention of the set's objects where the
+// listing did not say it (S3 listings never do; asking costs a request per
+// object, so only sets about to be removed are asked about).
+func withRetention(ctx context.Context, t storage.Target, s Set) Set {
+	objs := make([]storage.ObjectInfo, len(s.Objects))
+	for i, o := range s.Objects {
+		objs[i] = o
+		if o.RetainUntil.IsZero() {
+			if info, err := t.Stat(ctx, o.Key); err == nil {
+				objs[i].RetainUntil = info.RetainUntil
+			}
+		}
+	}
+	s.Objects = objs
+	return s
 }
 
 // isLocked reports whether any object of the set is under retention now,

@@ -37,7 +37,7 @@ var (
 )
 
 // maxZstdWindow bounds the memory a zstd frame may demand while it is
-// decoded. kdr writes 8 MiB windows; a frame asking for more than this is
+// decoded. kdr writes 4 MiB windows; a frame asking for more than this is
 // damage or an attack.
 const maxZstdWindow = 64 << 20
 

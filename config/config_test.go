@@ -83,6 +83,10 @@ func TestInvalidFixtures(t *testing.T) {
 					t.Errorf("error lacks %q; got:\n%v", w, err)
 				}
 			}
+			// A key pasted in the wrong place must not be echoed back.
+			if strings.Contains(err.Error(), "SECRET-KEY-1Q") {
+				t.Errorf("error repeats secret key material: %v", err)
+			}
 			var ce *config.Error
 			if !errors.As(err, &ce) || ce.File != file {
 				t.Errorf("error is not a *config.Error naming %s: %#v", file, err)

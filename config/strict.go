@@ -77,12 +77,12 @@ func (d *decoder) walk(n *yaml.Node, t reflect.Type, path string) {
 		d.str(n, path)
 	case t.Kind() == reflect.Bool:
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
-			d.errorAt(n.Line, "%s: want true or false, got %s", pathOr(path), describe(n))
+			d.errorAt(n.Line, "%s: want true or false, got %s", pathOr(path), describeValue(n))
 		}
 	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Int64:
 		v := reflect.New(t)
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(v.Interface()) != nil {
-			d.errorAt(n.Line, "%s: want a whole number, got %s", pathOr(path), describe(n))
+			d.errorAt(n.Line, "%s: want a whole number, got %s", pathOr(path), describeValue(n))
 		}
 	default:
 		d.errorAt(n.Line, "%s: values of type %s are not supported", pathOr(path), t)
@@ -222,7 +222,7 @@ func (d *decoder) duration(n *yaml.Node, path string) {
 			return
 		}
 	}
-	d.errorAt(n.Line, "%s: want a duration like 30s, 5m or 1h30m, got %s", pathOr(path), describe(n))
+	d.errorAt(n.Line, "%s: want a duration like 30s, 5m or 1h30m, got %s", pathOr(path), describeValue(n))
 }
 
 // yamlFields maps the yaml key of each field of t to the field.
@@ -282,9 +282,18 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// describe says what a node is, for "want X, got Y" messages. Scalars are
-// quoted only for non-string fields, which never hold secrets.
+// describe says what a node is, for "want X, got Y" messages, without its
+// value: a scalar where a list or mapping belongs may be a pasted secret.
 func describe(n *yaml.Node) string {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() != "!!null" {
+		return "a single value"
+	}
+	return describeValue(n)
+}
+
+// describeValue is describe quoting scalars, for fields that hold numbers,
+// booleans or durations, never secrets.
+func describeValue(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
 		return "a mapping"

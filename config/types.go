@@ -66,11 +66,14 @@ type FileSet struct {
 // Inventory describes the cluster's hosts and network for the runbooks. It
 // is stored in every manifest in plain text: no secrets belong here.
 type Inventory struct {
-	APIEndpoint string            `yaml:"apiEndpoint" json:"apiEndpoint,omitempty"`
-	Hosts       []Host            `yaml:"hosts" json:"hosts,omitempty"`
-	DNS         []DNSRecord       `yaml:"dns" json:"dns,omitempty"`
-	Subnets     map[string]string `yaml:"subnets" json:"subnets,omitempty"`
-	Contacts    []Contact         `yaml:"contacts" json:"contacts,omitempty"`
+	APIEndpoint string `yaml:"apiEndpoint" json:"apiEndpoint,omitempty"`
+	// VIP is the virtual IP the API endpoint answers on (keepalived,
+	// kube-vip), if any.
+	VIP      string            `yaml:"vip" json:"vip,omitempty"`
+	Hosts    []Host            `yaml:"hosts" json:"hosts,omitempty"`
+	DNS      []DNSRecord       `yaml:"dns" json:"dns,omitempty"`
+	Subnets  map[string]string `yaml:"subnets" json:"subnets,omitempty"`
+	Contacts []Contact         `yaml:"contacts" json:"contacts,omitempty"`
 }
 
 // Host is one machine of the control plane.

@@ -166,6 +166,11 @@ func (d *decoder) inventory(p string, inv *Inventory) {
 			d.errorf(p+".apiEndpoint", "%q is not a URL (want https://host:port)", inv.APIEndpoint)
 		}
 	}
+	if inv.VIP != "" {
+		if _, err := netip.ParseAddr(inv.VIP); err != nil {
+			d.errorf(p+".vip", "%q is not an IP address", inv.VIP)
+		}
+	}
 	hosts := map[string]string{}
 	for i, h := range inv.Hosts {
 		hp := fmt.Sprintf("%s.hosts[%d]", p, i)

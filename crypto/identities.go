@@ -58,7 +58,8 @@ var scryptLogN = 0
 // ProtectIdentity encrypts an age identity file (AGE-SECRET-KEY-1...
 // lines) with a passphrase, as "age -p -a" does: the result is armored
 // text that LoadIdentities, and age itself, open with the passphrase. It is
-// for `kdr keys generate`, so an identity need never be written in clear.
+// for `kdr keys generate --protect`, so an identity need never be written
+// in clear.
 func ProtectIdentity(identityFile, passphrase []byte) ([]byte, error) {
 	if len(passphrase) == 0 {
 		return nil, errors.New("protecting identity: empty passphrase")

@@ -178,3 +178,29 @@ func TestKeysGenerateRefusesToOverwrite(t *testing.T) {
 		t.Errorf("the existing identity changed to %q", got)
 	}
 }
+
+// TestProtectedIdentity: an identity written with --protect opens only
+// with its passphrase, and the file holds no key in clear.
+func TestProtectedIdentity(t *testing.T) {
+	w := newWorld(t, worldOptions{})
+	key := filepath.Join(w.dir, "protected.key")
+	env := append(w.env(), "KDR_IDENTITY_PASSPHRASE=correct horse")
+	r := runKdr(t, env, "keys", "generate", "--protect", "--out", key)
+	wantExit(t, r, 0)
+	recipient := strings.TrimSpace(r.stdout)
+	if data := readFile(t, key); strings.Contains(string(data), "AGE-SECRET-KEY") {
+		t.Fatal("the protected identity file holds the key in clear")
+	}
+	spec := w.spec()
+	spec.recipients = []string{recipient}
+	cfg := writeConfig(t, spec)
+	id := w.backup(t, cfg)
+	r = runKdr(t, env, "--config", cfg, "verify", "--identity", key, id)
+	wantExit(t, r, 0)
+	wrong := append(w.env(), "KDR_IDENTITY_PASSPHRASE=wrong")
+	r = runKdr(t, wrong, "--config", cfg, "verify", "--identity", key, id)
+	if r.code == 0 {
+		t.Fatalf("verify with a wrong passphrase succeeded\n%s", r)
+	}
+	mustContain(t, "the error", failureLine(t, r), "passphrase")
+}

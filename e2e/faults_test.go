@@ -353,3 +353,27 @@ func readOnly(t *testing.T, dir string) {
 		t.Fatalf("%s is still writable: the test would prove nothing", dir)
 	}
 }
+
+// TestPruneKeepsLockedBackups: with S3 Object Lock, prune reports the
+// backups still under retention and deletes nothing of them, in a dry run
+// and with --apply.
+func TestPruneKeepsLockedBackups(t *testing.T) {
+	w := newWorld(t, worldOptions{s3: true})
+	w.minio.CreateBucket(t, "locked", true)
+	spec := w.spec()
+	spec.usb, spec.bucket, spec.objectLockDays, spec.keepLast = "", "locked", 1, 1
+	cfg := writeConfig(t, spec)
+	first := w.backup(t, cfg)
+	w.backup(t, cfg)
+	for _, args := range [][]string{{"prune"}, {"prune", "--apply"}} {
+		r := w.kdr(t, cfg, args...)
+		wantExit(t, r, 0)
+		mustContain(t, strings.Join(args, " "), r.stdout, "locked", first)
+		if strings.Contains(r.stdout, "remove") && strings.Contains(r.stdout, first+" on s3\n") {
+			t.Errorf("%s would remove a locked backup:\n%s", strings.Join(args, " "), r.stdout)
+		}
+	}
+	if got := len(w.list(t, cfg)); got != 2 {
+		t.Errorf("%d backups listed after prune, want both (one locked, one kept)", got)
+	}
+}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -335,6 +336,9 @@ type configSpec struct {
 	s3Endpoint      string // no s3 target when empty
 	usb             string // no local target when empty
 	incompleteGrace string
+	bucket          string // default the world's bucket
+	objectLockDays  int    // Object Lock retention on the S3 target when > 0
+	keepLast        int    // default 10
 }
 
 // spec is the config of the world as it is: both targets where there
@@ -398,12 +402,15 @@ targets:
       insecure: true
       pathStyle: true
       partSizeMiB: 5
-`, c.s3Endpoint, bucket, s3Prefix)
+`, c.s3Endpoint, cmp.Or(c.bucket, bucket), s3Prefix)
+		if c.objectLockDays > 0 {
+			fmt.Fprintf(&b, "      objectLock: {mode: GOVERNANCE, days: %d}\n", c.objectLockDays)
+		}
 	}
 	if c.usb != "" {
 		fmt.Fprintf(&b, "  - name: usb\n    local:\n      path: %q\n", c.usb)
 	}
-	fmt.Fprintf(&b, "retention:\n  keepLast: 10\n  incompleteGrace: %s\n", c.incompleteGrace)
+	fmt.Fprintf(&b, "retention:\n  keepLast: %d\n  incompleteGrace: %s\n", cmp.Or(c.keepLast, 10), c.incompleteGrace)
 	return b.String()
 }
 

@@ -21,7 +21,9 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 echo "== a throwaway etcd on 127.0.0.1:$CLIENT and a kubeadm-like host under demo/host"
 go run ./hack/demofixture -endpoint "http://127.0.0.1:$CLIENT" -size-mib 16 -root "$DEMO/host"
 
-step "$BIN/kdr" keys generate --out "$DEMO/operator.key" > "$DEMO/recipient.txt"
+printf '\n\033[1m$ %s\033[0m\n' "kdr keys generate --out demo/operator.key"
+"$BIN/kdr" keys generate --out "$DEMO/operator.key" | tee "$DEMO/recipient.txt"
+mkdir -p "$DEMO/usb"
 cat > "$DEMO/kdr.yaml" <<YAML
 # Demo config: plain http etcd on loopback (insecure: true says so out loud).
 clusters:

@@ -46,6 +46,7 @@ type member struct {
 	id       uint64
 	name     string
 	leader   bool
+	learner  bool
 	version  string
 }
 
@@ -112,6 +113,7 @@ func inspect(ctx context.Context, o EtcdOptions, log *slog.Logger) (*clusterInfo
 			}
 			results[i].m.id = st.Header.MemberId
 			results[i].m.leader = st.Leader == st.Header.MemberId
+			results[i].m.learner = st.IsLearner
 			results[i].m.version = st.Version
 			if len(st.Errors) > 0 {
 				results[i].err = fmt.Errorf("member at %s reports errors: %v", ep, st.Errors)
@@ -122,13 +124,21 @@ func inspect(ctx context.Context, o EtcdOptions, log *slog.Logger) (*clusterInfo
 
 	var alive []member
 	var errs []error
+	seen := map[uint64]bool{}
 	for _, r := range results {
-		if r.err != nil {
+		switch {
+		case r.err != nil:
 			log.Warn("etcd member unavailable", "endpoint", r.m.endpoint, "err", r.err)
 			errs = append(errs, r.err)
-			continue
+		case r.m.learner:
+			// A learner may lag and cannot answer HashKV: never the source.
+			log.Info("skipping learner", "endpoint", r.m.endpoint)
+		case seen[r.m.id]:
+			// Two endpoints of one member: a retry must go to another member.
+		default:
+			seen[r.m.id] = true
+			alive = append(alive, r.m)
 		}
-		alive = append(alive, r.m)
 	}
 	if len(alive) == 0 {
 		return nil, fmt.Errorf("%w: %w", ErrNoMember, errors.Join(errs...))

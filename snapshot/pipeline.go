@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -78,8 +79,10 @@ type backup struct {
 	m    *manifest.Manifest
 	live []storage.Target
 	// prev is each target's newest manifest link before this backup.
-	prev   map[string]*manifest.Link
-	failed map[string]error
+	prev map[string]*manifest.Link
+	// chainWarn says, per target, why its chain restarts with this set.
+	chainWarn map[string]string
+	failed    map[string]error
 }
 
 func newBackup(o Options) (*backup, error) {
@@ -127,9 +130,10 @@ func newBackup(o Options) (*backup, error) {
 			Recipients:    fps,
 			Inventory:     o.Inventory,
 		},
-		live:   append([]storage.Target(nil), o.Targets...),
-		prev:   map[string]*manifest.Link{},
-		failed: map[string]error{},
+		live:      append([]storage.Target(nil), o.Targets...),
+		prev:      map[string]*manifest.Link{},
+		chainWarn: map[string]string{},
+		failed:    map[string]error{},
 	}, nil
 }
 
@@ -174,7 +178,7 @@ func (b *backup) readPrevious(ctx context.Context) {
 			// Said in the manifest, so a verifier can tell a chain restarted
 			// for this reason from one cut by a deleted backup.
 			b.log.Warn("previous manifest unreadable", "target", t.Name(), "err", err)
-			b.m.Warnings = append(b.m.Warnings, fmt.Sprintf("target %s: previous manifest unreadable, chain restarts here: %v", t.Name(), err))
+			b.chainWarn[t.Name()] = fmt.Sprintf("previous manifest unreadable, chain restarts here: %v", err)
 		}
 	}
 }
@@ -358,6 +362,9 @@ func (b *backup) putManifests(ctx context.Context) (*Result, error) {
 	for _, t := range b.live {
 		m := *b.m
 		m.Previous = b.prev[t.Name()]
+		if w := b.chainWarn[t.Name()]; w != "" {
+			m.Warnings = append(slices.Clip(m.Warnings), w)
+		}
 		data, err := m.Marshal()
 		if err != nil {
 			return nil, err

@@ -57,7 +57,6 @@ func planState(root string, sets []config.FileSet) (*statePlan, error) {
 	taken := map[string]bool{}
 	for _, set := range sets {
 		sum := manifest.FileSet{Name: set.Name, Required: set.Required}
-		matchedAny := false
 		for _, pattern := range set.Paths {
 			rel := strings.TrimPrefix(path.Clean(pattern), "/")
 			matches, err := doublestar.Glob(fsys, rel, doublestar.WithFailOnIOErrors(), doublestar.WithNoFollow())
@@ -65,10 +64,14 @@ func planState(root string, sets []config.FileSet) (*statePlan, error) {
 				return nil, fmt.Errorf("state set %s: expand %s: %w", set.Name, pattern, err)
 			}
 			if len(matches) == 0 {
+				// Every path of a required set must be there: a backup
+				// without the etcd CA is no backup.
+				if set.Required {
+					return nil, fmt.Errorf("%w: state set %s: %s matched no file under %s", ErrRequiredMissing, set.Name, pattern, root)
+				}
 				sum.Missing = append(sum.Missing, pattern)
 				continue
 			}
-			matchedAny = true
 			for _, m := range matches {
 				if taken[m] {
 					continue
@@ -77,9 +80,6 @@ func planState(root string, sets []config.FileSet) (*statePlan, error) {
 				p.entries = append(p.entries, plannedEntry{rel: m, set: set.Name})
 				sum.Files++
 			}
-		}
-		if !matchedAny && set.Required {
-			return nil, fmt.Errorf("%w: state set %s (%s) under %s", ErrRequiredMissing, set.Name, strings.Join(set.Paths, ", "), root)
 		}
 		for _, miss := range sum.Missing {
 			p.warnings = append(p.warnings, fmt.Sprintf("state set %s: %s matched no file", set.Name, miss))

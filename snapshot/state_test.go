@@ -137,3 +137,15 @@ func TestStateUnreadableFile(t *testing.T) {
 		t.Fatalf("err = %v, want an error naming admin.conf", err)
 	}
 }
+
+// TestStateRequiredEveryPath: one missing path of a required set fails
+// the backup even when its other paths match.
+func TestStateRequiredEveryPath(t *testing.T) {
+	root := t.TempDir()
+	kubeadmTree(t, root)
+	sets := []config.FileSet{{Name: "pki", Required: true, Paths: []string{"/etc/kubernetes/pki/**", "/etc/kubernetes/pki/etcd/ca.crt"}}}
+	_, err := planState(root, sets)
+	if !errors.Is(err, ErrRequiredMissing) || !strings.Contains(err.Error(), "etcd/ca.crt") {
+		t.Fatalf("err = %v, want ErrRequiredMissing naming etcd/ca.crt", err)
+	}
+}

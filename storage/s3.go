@@ -80,7 +80,7 @@ type S3Options struct {
 	// has Object Lock enabled. Zero retains only objects whose PutOptions ask.
 	LockDays int
 	// PartSize of multipart uploads, at least MinPartSize. Default
-	// DefaultPartSize. Memory per Put in progress is one part.
+	// DefaultPartSize. Memory per Put in progress is two parts.
 	PartSize int64
 	// MaxRetries is how many times a request that failed in a way that may
 	// pass is tried again (at most 10). Zero means DefaultMaxRetries; a

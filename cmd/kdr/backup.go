@@ -63,7 +63,10 @@ func runBackup(cmd *cobra.Command, g *globals, f *backupFlags) error {
 	for _, c := range clusters {
 		eo, err := etcdOptions(c)
 		if err != nil {
-			return err
+			// Each cluster is backed up on its own: one bad TLS path must
+			// not cost the others their backup.
+			failures = append(failures, err)
+			continue
 		}
 		progress := newProgress(cmd.ErrOrStderr(), "etcd snapshot "+c.Name)
 		res, err := snapshot.Backup(ctx, snapshot.Options{

@@ -33,6 +33,7 @@ retention are never deleted; they are reported.`,
 	cmd.Flags().StringVar(&f.target, "target", "", "only this target")
 	cmd.Flags().BoolVar(&f.apply, "apply", false, "delete what the policy does not keep (default: only show it)")
 	cmd.Flags().Bool("dry-run", true, "only show what would be removed (the default; --apply deletes)")
+	cmd.MarkFlagsMutuallyExclusive("apply", "dry-run")
 	return cmd
 }
 
@@ -65,7 +66,10 @@ func runPrune(cmd *cobra.Command, g *globals, f *pruneFlags) error {
 		for _, t := range targets {
 			rep, err := catalog.Prune(ctx, t, c.Name, policy, catalog.PruneOptions{DryRun: !f.apply, IncompleteGrace: r.IncompleteGrace})
 			if err != nil {
-				return fmt.Errorf("prune %s on %s: %w", c.Name, t.Name(), err)
+				// An unplugged USB disk must not stop pruning the others.
+				failed++
+				fmt.Fprintf(out, "FAILED        %s on %s: %s\n", c.Name, t.Name(), oneLine(err))
+				continue
 			}
 			for _, k := range rep.Kept {
 				fmt.Fprintf(out, "keep          %s %s on %s (%s)\n", c.Name, k.ID, t.Name(), k.Reason)

@@ -31,10 +31,10 @@ func main() {
 	reps := flag.Int("reps", 3, "runs of each measurement; the median is reported")
 	flag.Parse()
 	b, err := newBench(*cache)
-	b.reps = *reps
 	if err != nil {
 		fail(err)
 	}
+	b.reps = *reps
 	defer b.close()
 	for _, s := range strings.Split(*sizes, ",") {
 		mib, err := strconv.Atoi(strings.TrimSpace(s))
