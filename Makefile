@@ -77,7 +77,7 @@ lint: $(BIN)/staticcheck
 # so the README's first command is proven too.
 test: tools lint
 	$(GO) test $(GO_TEST_FLAGS) ./...
-	hack/demo.sh > /dev/null
+	$(MAKE) --no-print-directory demo > /dev/null
 
 # fuzz: a short run of every fuzz target (go test -fuzz takes one at a time).
 FUZZTIME ?= 20s
