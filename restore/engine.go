@@ -160,13 +160,12 @@ func (e *Env) run(ctx context.Context, s Step, o ApplyOptions) error {
 		report("done already", nil)
 		return nil
 	case StateStarted:
-		if s.Destructive {
-			// Finished but not recorded? The check says.
-			if err := s.check(ctx, e); err == nil {
-				return e.finish(s, entry, report)
-			}
-			e.Log.Warn("resuming an interrupted step", "step", s.ID)
+		// Finished but not recorded, or done by hand after a failure (an
+		// operator who started etcd themselves)? The check says, quickly.
+		if err := e.quickCheck(ctx, s); err == nil {
+			return e.finish(s, entry, report)
 		}
+		e.Log.Warn("resuming an interrupted step", "step", s.ID)
 	}
 	entry.State, entry.Started, entry.Error = StateStarted, time.Now().UTC(), ""
 	if err := e.journal.save(); err != nil {
@@ -192,6 +191,15 @@ func (e *Env) run(ctx context.Context, s Step, o ApplyOptions) error {
 		return err
 	}
 	return e.finish(s, entry, report)
+}
+
+// quickCheck runs a step's check with a short wait: it asks whether the
+// step is done, it does not wait for it to become done.
+func (e *Env) quickCheck(ctx context.Context, s Step) error {
+	saved := e.WaitTimeout
+	e.WaitTimeout = min(saved, 2*time.Second)
+	defer func() { e.WaitTimeout = saved }()
+	return s.check(ctx, e)
 }
 
 func (e *Env) finish(s Step, entry *JournalEntry, report func(string, error)) error {

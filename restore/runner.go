@@ -93,7 +93,7 @@ func installManifests(e *Env, want func(string) bool) error {
 
 func systemctl(ctx context.Context, e *Env, verb, unit string) error {
 	if e.Root != "/" {
-		return fmt.Errorf("systemctl %s %s: the restore root is %s, not this host's: start it yourself or use a runner", verb, unit, e.Root)
+		return fmt.Errorf("systemctl %s %s: the restore root is %s, not this host's: %s it yourself, then run kdr restore apply again (the step's check sees it done)", verb, unit, e.Root, verb)
 	}
 	out, err := exec.CommandContext(ctx, "systemctl", verb, unit).CombinedOutput()
 	if err != nil {

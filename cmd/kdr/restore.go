@@ -79,7 +79,7 @@ func newRestorePlanCommand(g *globals) *cobra.Command {
 
 func newRestoreApplyCommand(g *globals) *cobra.Command {
 	f := &restoreFlags{}
-	var node, identity, root, fromStep string
+	var node, identity, root, fromStep, apiServer string
 	var reset, dryRun bool
 	var wait time.Duration
 	cmd := &cobra.Command{
@@ -94,7 +94,7 @@ func newRestoreApplyCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			env := &restore.Env{Plan: plan, Root: root, Target: target, WaitTimeout: wait}
+			env := &restore.Env{Plan: plan, Root: root, Target: target, WaitTimeout: wait, APIServer: apiServer}
 			if env.Log, err = g.logger(cmd.ErrOrStderr()); err != nil {
 				return err
 			}
@@ -128,6 +128,7 @@ func newRestoreApplyCommand(g *globals) *cobra.Command {
 	fl.BoolVar(&reset, "reset", false, "forget the journal and start over (nothing already moved aside is lost)")
 	fl.BoolVar(&dryRun, "dry-run", false, "print the steps that would run and change nothing")
 	fl.DurationVar(&wait, "wait", 5*time.Minute, "how long a check waits for etcd or the API server")
+	fl.StringVar(&apiServer, "api-server", "", "this node's API server URL for the readiness check (default https://<node IP>:6443)")
 	return cmd
 }
 
