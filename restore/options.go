@@ -36,6 +36,10 @@ type Options struct {
 	// first. Default: the backup inventory's hosts with the etcd role (or
 	// all hosts when none has it).
 	Nodes []Node
+	// APIEndpoint is the restored cluster's API URL, when it differs from
+	// the backup's inventory (a new VIP): kubeconfigs are pointed at it.
+	// Default: unchanged.
+	APIEndpoint string
 	// Token is the new etcd cluster token. Default "kdr-" + the backup ID.
 	Token string
 	// RevisionBump is added to the restored revision. Default

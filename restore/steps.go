@@ -4,7 +4,7 @@ package restore
 // etcd starts anywhere; etcd starts everywhere before the control plane
 // that caches it.
 var phases = [][]stepDef{
-	{stepPreflight, stepFetch, stepDecrypt, stepStopControlPlane, stepMoveAside, stepRestoreFiles, stepRestoreEtcd},
+	{stepPreflight, stepFetch, stepDecrypt, stepStopControlPlane, stepMoveAside, stepRestoreFiles, stepConfigureNode, stepRestoreEtcd},
 	{stepStartEtcd},
 	{stepCheckEtcd},
 	{stepStartControlPlane},
@@ -108,6 +108,25 @@ var stepRestoreFiles = stepDef{
 	destructive: true,
 	action:      restoreFiles,
 	check:       checkFilesRestored,
+}
+
+var stepConfigureNode = stepDef{
+	id:    "configure-node",
+	title: "Issue this node's certificates and point kubeconfigs at the API endpoint",
+	why: "The backup's node certificates name the host they came from. A node with another name or address " +
+		"gets its API server and etcd certificates issued again from the restored CAs (same keys, new names); " +
+		"kubeconfigs follow a new API endpoint. The restored originals are kept in {{.Staging}}/aside.",
+	where:   EveryNode,
+	applies: needsConfigure,
+	commands: []string{
+		"kubeadm init phase certs apiserver --apiserver-advertise-address {{.Node.IP}} --cert-dir {{.KubeDir}}/pki",
+		"kubeadm init phase certs etcd-server --cert-dir {{.KubeDir}}/pki && kubeadm init phase certs etcd-peer --cert-dir {{.KubeDir}}/pki",
+		"openssl x509 -noout -ext subjectAltName -in {{.KubeDir}}/pki/apiserver.crt",
+	},
+	expect:      "The certificates list {{.Node.Name}} and {{.Node.IP}} among their names and verify against the restored CAs.",
+	destructive: true,
+	action:      configureNode,
+	check:       checkConfigured,
 }
 
 var stepRestoreEtcd = stepDef{

@@ -24,6 +24,7 @@ type restoreFlags struct {
 	topology   string
 	nodes      []string
 	token      string
+	apiURL     string
 	bump       uint64
 	dataDir    string
 	kubeDir    string
@@ -39,6 +40,7 @@ func (f *restoreFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.topology, "topology", restore.TopologyKubeadm, "kubeadm (stacked etcd, static pods) or systemd (external etcd)")
 	fl.StringSliceVar(&f.nodes, "node-ip", nil, "control-plane nodes as NAME=IP[,PEER_URL,CLIENT_URL], first member first (default: the backup's inventory)")
 	fl.StringVar(&f.token, "token", "", "new etcd cluster token (default: kdr-<backup ID>)")
+	fl.StringVar(&f.apiURL, "api-endpoint", "", "the restored cluster's API URL when it changes (kubeconfigs are pointed at it)")
 	fl.Uint64Var(&f.bump, "bump-revision", restore.DefaultRevisionBump, "added to the restored etcd revision")
 	fl.StringVar(&f.dataDir, "data-dir", "/var/lib/etcd", "etcd data dir on every node")
 	fl.StringVar(&f.kubeDir, "kubernetes-dir", "/etc/kubernetes", "Kubernetes config dir on every node")
@@ -173,7 +175,7 @@ func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore
 		return nil, nil, err
 	}
 	plan, err := restore.BuildPlan(m, sourceOf(tcfg), restore.Options{
-		Target: tcfg.Name, Topology: f.topology, Nodes: nodes, Token: f.token, RevisionBump: f.bump,
+		Target: tcfg.Name, Topology: f.topology, Nodes: nodes, Token: f.token, APIEndpoint: f.apiURL, RevisionBump: f.bump,
 		EtcdDataDir: f.dataDir, KubernetesDir: f.kubeDir, StagingDir: f.stagingDir, ConfigFile: g.configPath,
 	})
 	return plan, target, err

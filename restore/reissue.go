@@ -1,0 +1,271 @@
+package restore
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"regexp"
+	"slices"
+	"time"
+)
+
+// nodeCert is a node-specific certificate of a kubeadm PKI and the CA
+// that signs it: these carry the node's name and address, so a node with
+// a new name or address needs them issued again from the restored CAs.
+type nodeCert struct {
+	cert, key, ca, caKey string
+}
+
+var nodeCerts = []nodeCert{
+	{"apiserver.crt", "apiserver.key", "ca.crt", "ca.key"},
+	{"etcd/server.crt", "etcd/server.key", "etcd/ca.crt", "etcd/ca.key"},
+	{"etcd/peer.crt", "etcd/peer.key", "etcd/ca.crt", "etcd/ca.key"},
+}
+
+// sourceHost is the inventory host the backup's files came from.
+func (p *Plan) sourceHost() (name, ip string) {
+	name = p.Manifest.Node
+	for _, h := range p.Manifest.Inventory.Hosts {
+		if h.Name == name {
+			return name, h.IP
+		}
+	}
+	return name, ""
+}
+
+// needsConfigure: a node that is not the host the files came from, or the
+// same host with a new address, or a cluster with a new API endpoint.
+func needsConfigure(p *Plan, n Node) bool {
+	if p.Options.Topology != TopologyKubeadm {
+		return false
+	}
+	name, ip := p.sourceHost()
+	return n.Name != name || n.IP != ip || (p.Options.APIEndpoint != "" && p.Options.APIEndpoint != p.Manifest.Inventory.APIEndpoint)
+}
+
+// configureNode issues this node's certificates again from the restored
+// CAs when its name or address differ from the source host's, and points
+// the kubeconfigs at the new API endpoint. The old files are kept aside.
+func configureNode(_ context.Context, e *Env) error {
+	pki := hostPath(e.Plan.Options.KubernetesDir, "pki")
+	oldName, oldIP := e.Plan.sourceHost()
+	for _, c := range nodeCerts {
+		if _, err := os.Stat(e.path(hostPath(pki, c.cert))); errors.Is(err, os.ErrNotExist) {
+			continue // not part of this PKI (external etcd)
+		}
+		if err := e.reissue(pki, c, oldName, oldIP); err != nil {
+			return fmt.Errorf("issue %s again: %w", c.cert, err)
+		}
+	}
+	return e.rewriteKubeconfigs()
+}
+
+func checkConfigured(_ context.Context, e *Env) error {
+	pki := hostPath(e.Plan.Options.KubernetesDir, "pki")
+	for _, c := range nodeCerts {
+		path := e.path(hostPath(pki, c.cert))
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		cert, err := readCert(path)
+		if err != nil {
+			return err
+		}
+		ca, err := readCert(e.path(hostPath(pki, c.ca)))
+		if err != nil {
+			return err
+		}
+		if err := cert.CheckSignatureFrom(ca); err != nil {
+			return fmt.Errorf("%s is not signed by the restored %s: %w", c.cert, c.ca, err)
+		}
+		if !slices.ContainsFunc(cert.IPAddresses, func(ip net.IP) bool { return ip.String() == e.Node.IP }) {
+			return fmt.Errorf("%s does not carry the node's address %s", c.cert, e.Node.IP)
+		}
+	}
+	if want := e.Plan.Options.APIEndpoint; want != "" {
+		for _, conf := range kubeconfigNames {
+			raw, err := os.ReadFile(e.path(hostPath(e.Plan.Options.KubernetesDir, conf)))
+			if err != nil {
+				continue
+			}
+			for _, m := range serverLine.FindAllSubmatch(raw, -1) {
+				if string(m[2]) != want {
+					return fmt.Errorf("%s still points at %s", conf, m[2])
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// reissue signs the node certificate again with the restored CA, keeping
+// its key, subject and usages, with the source host's name and address
+// replaced by this node's.
+func (e *Env) reissue(pki string, c nodeCert, oldName, oldIP string) error {
+	certPath := e.path(hostPath(pki, c.cert))
+	old, err := readCert(certPath)
+	if err != nil {
+		return err
+	}
+	ca, err := readCert(e.path(hostPath(pki, c.ca)))
+	if err != nil {
+		return err
+	}
+	caKey, err := readKey(e.path(hostPath(pki, c.caKey)))
+	if err != nil {
+		return err
+	}
+	key, err := readKey(e.path(hostPath(pki, c.key)))
+	if err != nil {
+		return err
+	}
+	tmpl := *old
+	tmpl.DNSNames = nil
+	for _, d := range old.DNSNames {
+		if d == oldName {
+			d = e.Node.Name
+		}
+		if !slices.Contains(tmpl.DNSNames, d) {
+			tmpl.DNSNames = append(tmpl.DNSNames, d)
+		}
+	}
+	if !slices.Contains(tmpl.DNSNames, e.Node.Name) {
+		tmpl.DNSNames = append(tmpl.DNSNames, e.Node.Name)
+	}
+	tmpl.IPAddresses = nil
+	for _, ip := range old.IPAddresses {
+		if ip.String() != oldIP && ip.String() != e.Node.IP {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		}
+	}
+	tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(e.Node.IP))
+	if old.Subject.CommonName == oldName {
+		tmpl.Subject.CommonName = e.Node.Name
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return err
+	}
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore = time.Now().Add(-5 * time.Minute)
+	tmpl.NotAfter = minTime(time.Now().AddDate(1, 0, 0), ca.NotAfter)
+	tmpl.Raw, tmpl.RawTBSCertificate, tmpl.RawSubject, tmpl.RawIssuer, tmpl.RawSubjectPublicKeyInfo = nil, nil, nil, nil, nil
+	tmpl.SubjectKeyId, tmpl.AuthorityKeyId = nil, nil
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, ca, key.Public(), caKey)
+	if err != nil {
+		return err
+	}
+	if err := e.keepAside(certPath); err != nil {
+		return err
+	}
+	fi, err := os.Stat(certPath)
+	mode := os.FileMode(0o644)
+	if err == nil {
+		mode = fi.Mode().Perm()
+	}
+	return writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), mode)
+}
+
+// keepAside copies a file into the staging aside tree before it is
+// replaced, once: the first copy is the restored original.
+func (e *Env) keepAside(p string) error {
+	rel, err := relTo(e.Root, p)
+	if err != nil {
+		return err
+	}
+	aside := hostPath(e.staging(), "aside", rel)
+	if _, err := os.Stat(aside); err == nil {
+		return nil
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(aside, data, 0o600)
+}
+
+var kubeconfigNames = []string{"admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf"}
+
+// serverLine finds the API server URL of a kubeconfig's clusters.
+var serverLine = regexp.MustCompile(`(?m)^(\s*server:\s*)(\S+)\s*$`)
+
+// rewriteKubeconfigs points every kubeconfig at the plan's API endpoint
+// when it differs from the backup's.
+func (e *Env) rewriteKubeconfigs() error {
+	want := e.Plan.Options.APIEndpoint
+	if want == "" || want == e.Plan.Manifest.Inventory.APIEndpoint {
+		return nil
+	}
+	for _, conf := range kubeconfigNames {
+		p := e.path(hostPath(e.Plan.Options.KubernetesDir, conf))
+		raw, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := e.keepAside(p); err != nil {
+			return err
+		}
+		out := serverLine.ReplaceAll(raw, []byte("${1}"+want))
+		if err := writeFileAtomic(p, out, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readCert(p string) (*x509.Certificate, error) {
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := pem.Decode(raw)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no PEM certificate", p)
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
+
+func readKey(p string) (crypto.Signer, error) {
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := pem.Decode(raw)
+	if b == nil {
+		return nil, fmt.Errorf("%s: no PEM key", p)
+	}
+	var k any
+	switch b.Type {
+	case "RSA PRIVATE KEY":
+		k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+	case "EC PRIVATE KEY":
+		k, err = x509.ParseECPrivateKey(b.Bytes)
+	default:
+		k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%s: not a signing key", p)
+	}
+	return s, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
