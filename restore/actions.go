@@ -239,7 +239,7 @@ func decrypt(ctx context.Context, e *Env) error {
 		// The staging copy has no predecessors: the chain is checked on
 		// the target, not here.
 		if !errors.Is(p.Err, catalog.ErrChain) {
-			return fmt.Errorf("%s: %s", p.Object, p.Reason)
+			return p // names the object and the reason, and unwraps to the sentinel
 		}
 	}
 	for _, f := range []struct{ object, file string }{{manifest.EtcdObject, snapshotFile}, {manifest.StateObject, stateFile}} {
