@@ -53,5 +53,11 @@ step "$BIN/kdr" --config "$DEMO/kdr.yaml" list
 step "$BIN/kdr" --config "$DEMO/kdr.yaml" verify latest
 step "$BIN/kdr" --config "$DEMO/kdr.yaml" verify --identity "$DEMO/operator.key" latest
 step "$BIN/kdr" --config "$DEMO/kdr.yaml" prune
+step "$BIN/kdr" --config "$DEMO/kdr.yaml" restore plan --identity "$DEMO/operator.key" --topology systemd
+step "$BIN/kdr" --config "$DEMO/kdr.yaml" runbook --format md --out "$DEMO/runbook.md" --identity "$DEMO/operator.key" --topology systemd
+step "$BIN/kdr" --config "$DEMO/kdr.yaml" runbook --format pdf --out "$DEMO/runbook.pdf" --identity "$DEMO/operator.key" --topology systemd
+if command -v pdftotext >/dev/null; then pdftotext "$DEMO/runbook.pdf" - | grep -c 'restore-etcd' | sed 's/^/restore-etcd appears on the printed runbook this many times: /'; fi
+
 echo
-echo "== done: the backups are in demo/usb, the identity that opens them is demo/operator.key"
+echo "== done: the backups are in demo/usb, the identity that opens them is demo/operator.key,"
+echo "   the printable runbook is demo/runbook.pdf (and demo/runbook.md)"

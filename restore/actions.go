@@ -315,7 +315,7 @@ func moveAside(_ context.Context, e *Env) error {
 	if err != nil {
 		return err
 	}
-	aside, err := freeName(dir + e.Plan.asideSuffix())
+	aside, err := freeName(dir + e.Plan.AsideSuffix())
 	if err != nil {
 		return err
 	}

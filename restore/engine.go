@@ -43,7 +43,7 @@ type Env struct {
 func (e *Env) path(p string) string { return filepath.Join(e.Root, filepath.FromSlash(p)) }
 
 // staging is this restore's work directory on the host.
-func (e *Env) staging() string { return e.path(e.Plan.staging()) }
+func (e *Env) staging() string { return e.path(e.Plan.Staging()) }
 
 // note records a value for the running step in the journal.
 func (e *Env) note(key, value string) error {

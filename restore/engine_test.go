@@ -39,7 +39,7 @@ func untouched(t *testing.T, root string, plan *Plan) {
 	if _, err := os.Stat(old); err != nil {
 		t.Errorf("the old etcd data was touched: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(plan.Options.EtcdDataDir)+plan.asideSuffix())); err == nil {
+	if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(plan.Options.EtcdDataDir)+plan.AsideSuffix())); err == nil {
 		t.Error("the old etcd data was moved aside before the restore proved it could finish")
 	}
 }
@@ -175,7 +175,7 @@ func TestApplyResumes(t *testing.T) {
 					t.Errorf("destructive step %s ran %d times", s.ID, ran[s.ID])
 				}
 			}
-			aside := filepath.Join(root, filepath.FromSlash(plan.Options.EtcdDataDir)+plan.asideSuffix(), "member", "old")
+			aside := filepath.Join(root, filepath.FromSlash(plan.Options.EtcdDataDir)+plan.AsideSuffix(), "member", "old")
 			if data, err := os.ReadFile(aside); err != nil || string(data) != "precious" {
 				t.Errorf("old data not kept aside: %v", err)
 			}

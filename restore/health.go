@@ -229,7 +229,7 @@ func configureEtcdManifest(e *Env) error {
 }
 
 func (e *Env) stagedManifest(name string) string {
-	return e.path(hostPath(e.Plan.staging(), "manifests", hostPath(e.Plan.Options.KubernetesDir, "manifests", name)))
+	return e.path(hostPath(e.Plan.Staging(), "manifests", hostPath(e.Plan.Options.KubernetesDir, "manifests", name)))
 }
 
 func hostOf(rawURL string) string {

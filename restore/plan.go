@@ -57,7 +57,7 @@ func BuildPlan(m *manifest.Manifest, src Source, o Options) (*Plan, error) {
 	p.InitialCluster = strings.Join(members, ",")
 	// Every node prepares (nothing starts until its data is in place), then
 	// etcd starts everywhere, then the control plane that caches etcd.
-	for _, phase := range phases {
+	for i, phase := range phases {
 		for _, n := range o.Nodes {
 			for _, d := range phase {
 				if d.where == FirstNode && n.Name != o.Nodes[0].Name {
@@ -70,6 +70,7 @@ func BuildPlan(m *manifest.Manifest, src Source, o Options) (*Plan, error) {
 				if err != nil {
 					return nil, err
 				}
+				s.Phase = i + 1
 				p.Steps = append(p.Steps, s)
 			}
 		}
@@ -110,14 +111,15 @@ func (p *Plan) node(name string) (Node, error) {
 	return Node{}, fmt.Errorf("%w: %q (the plan has %s)", ErrNoNode, name, strings.Join(p.NodeNames(), ", "))
 }
 
-// staging is the directory of this backup's fetched objects and journals.
-func (p *Plan) staging() string {
+// Staging is the host directory of this backup's fetched objects and
+// journals.
+func (p *Plan) Staging() string {
 	return path.Join(p.Options.StagingDir, p.Cluster, p.BackupID)
 }
 
-// asideSuffix names what a restore moves out of its way; the backup ID
+// AsideSuffix names what a restore moves out of its way; the backup ID
 // ties it to the restore that moved it.
-func (p *Plan) asideSuffix() string { return ".kdr-aside-" + p.BackupID }
+func (p *Plan) AsideSuffix() string { return ".kdr-aside-" + p.BackupID }
 
 // cmdData is what step command templates see.
 type cmdData struct {
@@ -126,6 +128,10 @@ type cmdData struct {
 	Node                                               Node
 	DataDir, KubeDir, Staging, Identity, Config        string
 	Aside, Fetch, Endpoints, SetKey                    string
+	// MinRevision is the lowest revision the restored etcd may report.
+	MinRevision int64
+	// EtcdctlTLS are etcdctl's certificate flags for https endpoints.
+	EtcdctlTLS string
 }
 
 func newCmdData(p *Plan, n Node) cmdData {
@@ -137,10 +143,12 @@ func newCmdData(p *Plan, n Node) cmdData {
 	return cmdData{
 		Cluster: p.Cluster, BackupID: p.BackupID, Token: o.Token, InitialCluster: p.InitialCluster,
 		Topology: o.Topology, Bump: o.RevisionBump, Node: n,
-		DataDir: o.EtcdDataDir, KubeDir: o.KubernetesDir, Staging: p.staging(),
-		Identity: o.IdentityFile, Config: o.ConfigFile, Aside: p.asideSuffix(),
+		DataDir: o.EtcdDataDir, KubeDir: o.KubernetesDir, Staging: p.Staging(),
+		Identity: o.IdentityFile, Config: o.ConfigFile, Aside: p.AsideSuffix(),
 		Fetch: fetchCommand(p), Endpoints: strings.Join(eps, ","),
-		SetKey: manifest.SetPrefix(p.Cluster, p.BackupID),
+		SetKey:      manifest.SetPrefix(p.Cluster, p.BackupID),
+		MinRevision: p.Revision + int64(o.RevisionBump),
+		EtcdctlTLS:  etcdctlTLS(o),
 	}
 }
 
@@ -154,8 +162,20 @@ func fetchCommand(p *Plan) string {
 			scheme = "http"
 		}
 		key := strings.Trim(path.Join(p.Source.Prefix, set), "/") + "/"
-		return fmt.Sprintf("aws s3 cp --recursive --endpoint-url %s://%s s3://%s/%s %s/", scheme, p.Source.Endpoint, p.Source.Bucket, key, p.staging())
+		return fmt.Sprintf("aws s3 cp --recursive --endpoint-url %s://%s s3://%s/%s %s/", scheme, p.Source.Endpoint, p.Source.Bucket, key, p.Staging())
 	default:
-		return fmt.Sprintf("cp -a %s/. %s/", path.Join(p.Source.Path, set), p.staging())
+		return fmt.Sprintf("cp -a %s/. %s/", path.Join(p.Source.Path, set), p.Staging())
 	}
+}
+
+// etcdctlTLS are the flags etcdctl needs for a TLS cluster, with the
+// restored kubeadm PKI's client certificate.
+func etcdctlTLS(o Options) string {
+	for _, n := range o.Nodes {
+		if strings.HasPrefix(n.ClientURL, "https://") {
+			pki := path.Join(o.KubernetesDir, "pki")
+			return fmt.Sprintf(" --cacert %s/etcd/ca.crt --cert %s/apiserver-etcd-client.crt --key %s/apiserver-etcd-client.key", pki, pki, pki)
+		}
+	}
+	return ""
 }

@@ -113,7 +113,7 @@ func TestConfigureNodeReissuesForANewNode(t *testing.T) {
 	if !strings.Contains(string(raw), "server: https://10.0.0.20:6443") {
 		t.Errorf("admin.conf not pointed at the new endpoint:\n%s", raw)
 	}
-	aside := filepath.Join(root, plan.staging(), "aside", "etc/kubernetes/pki/apiserver.crt")
+	aside := filepath.Join(root, plan.Staging(), "aside", "etc/kubernetes/pki/apiserver.crt")
 	if _, err := os.Stat(aside); err != nil {
 		t.Errorf("the restored original certificate was not kept aside: %v", err)
 	}

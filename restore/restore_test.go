@@ -135,13 +135,34 @@ func newFixture(t *testing.T, members int) *fixture {
 	return f
 }
 
-// TestRestoreThreeMembers backs up a 3-member cluster, destroys it, and
-// restores it onto three nodes, one of them a replacement with a new name
-// and address: quorum, every key, and a revision above the old one.
+// TestRestoreThreeMembers backs up a 3-member cluster to a real MinIO,
+// destroys it, and restores it onto three nodes, one of them a replacement
+// with a new name and address: quorum, every key, HashKV, and a revision
+// above the old one.
 func TestRestoreThreeMembers(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, 3)
-	src, usb, dir, m, ids, before := f.src, f.usb, f.dir, f.m, f.ids, f.before
+	src, m, ids, before := f.src, f.m, f.ids, f.before
+	minio := testenv.StartMinIO(t, testenv.MinIOOptions{})
+	minio.CreateBucket(t, "kdr", false)
+	s3, err := storage.NewS3(ctx, "s3", storage.S3Options{Endpoint: minio.Endpoint(), Bucket: "kdr", Prefix: "backups",
+		AccessKey: minio.AccessKey(), SecretKey: minio.SecretKey(), Insecure: true, PathStyle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The set goes to S3 as a backup would put it there.
+	for _, o := range append(m.Objects, manifest.Object{Name: manifest.ManifestObject}) {
+		key := manifest.Key(m.Cluster, m.ID, o.Name)
+		rc, err := f.usb.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s3.Put(ctx, key, rc, storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		rc.Close()
+	}
+	usb := s3
 	for i := range src.Members {
 		src.Kill(i)
 		os.RemoveAll(src.Members[i].DataDir)
@@ -156,7 +177,7 @@ func TestRestoreThreeMembers(t *testing.T) {
 			PeerURL:   fmt.Sprintf("http://%s:%d", ip, testenv.FreePort(t)),
 			ClientURL: fmt.Sprintf("http://%s:%d", ip, testenv.FreePort(t))})
 	}
-	plan, err := BuildPlan(m, Source{Kind: "local", Path: dir}, Options{Topology: TopologySystemd, Nodes: nodes})
+	plan, err := BuildPlan(m, Source{Kind: "s3", Endpoint: minio.Endpoint(), Bucket: "kdr", Prefix: "backups", Insecure: true}, Options{Topology: TopologySystemd, Nodes: nodes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +204,7 @@ func TestRestoreThreeMembers(t *testing.T) {
 
 	// HashKV of the snapshot the restore used equals the manifest's: the
 	// data restored is exactly what was backed up.
-	snapPath := filepath.Join(roots[0], plan.staging(), snapshotFile)
+	snapPath := filepath.Join(roots[0], plan.Staging(), snapshotFile)
 	raw, err := os.ReadFile(snapPath)
 	if err != nil {
 		t.Fatal(err)

@@ -30,7 +30,7 @@ func (HostRunner) StopControlPlane(ctx context.Context, e *Env) error {
 		return systemctl(ctx, e, "stop", "etcd")
 	}
 	dir := e.path(hostPath(e.Plan.Options.KubernetesDir, "manifests"))
-	aside := dir + e.Plan.asideSuffix()
+	aside := dir + e.Plan.AsideSuffix()
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

@@ -35,6 +35,9 @@ type Step struct {
 	// Destructive steps change the host; the journal makes sure each runs
 	// at most once.
 	Destructive bool `json:"destructive"`
+	// Phase numbers the stages of a restore from 1: every node prepares,
+	// then etcd starts everywhere, then it is proven, then the control plane.
+	Phase int `json:"phase"`
 
 	action func(context.Context, *Env) error
 	check  func(context.Context, *Env) error
@@ -71,6 +74,9 @@ func (d stepDef) instantiate(p *Plan, n Node) (Step, error) {
 	}
 	var err error
 	if s.Expect, err = fill(d.id, d.expect, data); err != nil {
+		return Step{}, err
+	}
+	if s.Why, err = fill(d.id, d.why, data); err != nil {
 		return Step{}, err
 	}
 	return s, nil

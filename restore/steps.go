@@ -100,9 +100,9 @@ var stepRestoreFiles = stepDef{
 		"mode 0600 and their owners.",
 	where: EveryNode,
 	commands: []string{
-		"mkdir -p {{.Staging}}/aside {{.Staging}}/manifests",
-		"tar -x -p -f {{.Staging}}/state.tar -C {{.Staging}}/manifests --wildcards 'etc/kubernetes/manifests/*'",
-		"tar -x -p -f {{.Staging}}/state.tar -C / --exclude 'etc/kubernetes/manifests/*' --exclude .kdr --backup=numbered",
+		"mkdir -p {{.Staging}}/files {{.Staging}}/manifests/etc/kubernetes && tar -x -p -f {{.Staging}}/state.tar -C {{.Staging}}/files --exclude .kdr",
+		"mv {{.Staging}}/files/etc/kubernetes/manifests {{.Staging}}/manifests/etc/kubernetes/",
+		"rsync -a --backup --backup-dir={{.Staging}}/aside {{.Staging}}/files/ /",
 	},
 	expect:      "Every file of the backup's state is in place with the mode and owner it had.",
 	destructive: true,
@@ -155,7 +155,7 @@ var stepStartEtcd = stepDef{
 	where: EveryNode,
 	commands: []string{
 		"{{if eq .Topology \"systemd\"}}systemctl start etcd{{else}}cp {{.Staging}}/manifests/etc/kubernetes/manifests/etcd.yaml {{.KubeDir}}/manifests/{{end}}",
-		"etcdctl --endpoints {{.Endpoints}} endpoint health",
+		"etcdctl --endpoints {{.Endpoints}}{{.EtcdctlTLS}} endpoint health",
 	},
 	expect: "Every endpoint reports healthy.",
 	action: startEtcd,
@@ -169,10 +169,10 @@ var stepCheckEtcd = stepDef{
 		"the lost cluster handed out.",
 	where: FirstNode,
 	commands: []string{
-		"etcdctl --endpoints {{.Endpoints}} member list -w table",
-		"etcdctl --endpoints {{.Endpoints}} endpoint status -w table",
+		"etcdctl --endpoints {{.Endpoints}}{{.EtcdctlTLS}} member list -w table",
+		"etcdctl --endpoints {{.Endpoints}}{{.EtcdctlTLS}} endpoint status -w table",
 	},
-	expect: "The members of the plan, one leader, and revisions above {{.Bump}}.",
+	expect: "The members of the plan, one leader, and revisions of at least {{.MinRevision}}.",
 	action: checkEtcd,
 	check:  checkEtcd,
 }

@@ -29,6 +29,7 @@ type restoreFlags struct {
 	dataDir    string
 	kubeDir    string
 	stagingDir string
+	identity   string
 }
 
 func (f *restoreFlags) register(cmd *cobra.Command) {
@@ -45,6 +46,7 @@ func (f *restoreFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.dataDir, "data-dir", "/var/lib/etcd", "etcd data dir on every node")
 	fl.StringVar(&f.kubeDir, "kubernetes-dir", "/etc/kubernetes", "Kubernetes config dir on every node")
 	fl.StringVar(&f.stagingDir, "staging-dir", "/var/lib/kdr/restore", "where fetched objects and journals go")
+	fl.StringVarP(&f.identity, "identity", "i", "", "age identity file that decrypts the backup (apply reads it; plan and runbook print its path; passphrase from KDR_IDENTITY_PASSPHRASE or the terminal)")
 }
 
 func newRestoreCommand(g *globals) *cobra.Command {
@@ -81,7 +83,7 @@ func newRestorePlanCommand(g *globals) *cobra.Command {
 
 func newRestoreApplyCommand(g *globals) *cobra.Command {
 	f := &restoreFlags{}
-	var node, identity, root, fromStep, apiServer string
+	var node, root, fromStep, apiServer string
 	var reset, dryRun bool
 	var wait time.Duration
 	cmd := &cobra.Command{
@@ -101,10 +103,10 @@ func newRestoreApplyCommand(g *globals) *cobra.Command {
 				return err
 			}
 			if !dryRun {
-				if identity == "" {
+				if f.identity == "" {
 					return fmt.Errorf("--identity is required: the age identity file that decrypts the backup")
 				}
-				if env.Identities, err = crypto.LoadIdentities(identity, passphrase); err != nil {
+				if env.Identities, err = crypto.LoadIdentities(f.identity, passphrase); err != nil {
 					return err
 				}
 			}
@@ -124,7 +126,6 @@ func newRestoreApplyCommand(g *globals) *cobra.Command {
 	f.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&node, "node", "", "this node's name in the plan")
-	fl.StringVarP(&identity, "identity", "i", "", "age identity file (passphrase from KDR_IDENTITY_PASSPHRASE or the terminal)")
 	fl.StringVar(&root, "root", "/", "treat this directory as the filesystem root (drills and tests)")
 	fl.StringVar(&fromStep, "from-step", "", "start again at this step, forgetting the journal from it on")
 	fl.BoolVar(&reset, "reset", false, "forget the journal and start over (nothing already moved aside is lost)")
@@ -177,6 +178,7 @@ func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore
 	plan, err := restore.BuildPlan(m, sourceOf(tcfg), restore.Options{
 		Target: tcfg.Name, Topology: f.topology, Nodes: nodes, Token: f.token, APIEndpoint: f.apiURL, RevisionBump: f.bump,
 		EtcdDataDir: f.dataDir, KubernetesDir: f.kubeDir, StagingDir: f.stagingDir, ConfigFile: g.configPath,
+		IdentityFile: f.identity,
 	})
 	return plan, target, err
 }

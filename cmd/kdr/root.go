@@ -40,6 +40,7 @@ control plane from them.`,
 		newVerifyCommand(g),
 		newPruneCommand(g),
 		newRestoreCommand(g),
+		newRunbookCommand(g),
 		newKeysCommand(),
 		newVersionCommand(),
 	)
