@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"filippo.io/age"
@@ -66,6 +67,9 @@ type ApplyOptions struct {
 	FromStep string
 	// Reset forgets the whole journal first.
 	Reset bool
+	// Until stops after this step, for an operator who does the rest by
+	// hand (or a benchmark of the restore itself).
+	Until string
 	// DryRun prints what would run and changes nothing.
 	DryRun bool
 	// Progress, if set, hears about every step as it starts and ends.
@@ -121,6 +125,9 @@ func Apply(ctx context.Context, e *Env, node string, o ApplyOptions) error {
 	if e.journal, err = openJournal(e.journalPath(), e.Plan.BackupID, node); err != nil {
 		return err
 	}
+	if o.Until != "" && !slices.ContainsFunc(steps, func(s Step) bool { return s.ID == o.Until }) {
+		return fmt.Errorf("--until %q: node %s has no such step", o.Until, node)
+	}
 	if o.FromStep != "" {
 		found := false
 		for _, s := range steps {
@@ -142,6 +149,9 @@ func Apply(ctx context.Context, e *Env, node string, o ApplyOptions) error {
 		}
 		if err := e.run(ctx, s, o); err != nil {
 			return fmt.Errorf("step %s on %s: %w", s.ID, node, err)
+		}
+		if s.ID == o.Until {
+			return nil
 		}
 	}
 	return nil

@@ -83,7 +83,7 @@ func newRestorePlanCommand(g *globals) *cobra.Command {
 
 func newRestoreApplyCommand(g *globals) *cobra.Command {
 	f := &restoreFlags{}
-	var node, root, fromStep, apiServer string
+	var node, root, fromStep, until, apiServer string
 	var reset, dryRun bool
 	var wait time.Duration
 	cmd := &cobra.Command{
@@ -112,7 +112,7 @@ func newRestoreApplyCommand(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			return restore.Apply(cmd.Context(), env, node, restore.ApplyOptions{
-				FromStep: fromStep, Reset: reset, DryRun: dryRun,
+				FromStep: fromStep, Until: until, Reset: reset, DryRun: dryRun,
 				Progress: func(s restore.Step, state string, err error) {
 					if err != nil {
 						fmt.Fprintf(out, "%-13s %s: %s: %v\n", state, s.ID, s.Title, err)
@@ -128,6 +128,7 @@ func newRestoreApplyCommand(g *globals) *cobra.Command {
 	fl.StringVar(&node, "node", "", "this node's name in the plan")
 	fl.StringVar(&root, "root", "/", "treat this directory as the filesystem root (drills and tests)")
 	fl.StringVar(&fromStep, "from-step", "", "start again at this step, forgetting the journal from it on")
+	fl.StringVar(&until, "until", "", "stop after this step (do the rest by hand, or resume later)")
 	fl.BoolVar(&reset, "reset", false, "forget the journal and start over (nothing already moved aside is lost)")
 	fl.BoolVar(&dryRun, "dry-run", false, "print the steps that would run and change nothing")
 	fl.DurationVar(&wait, "wait", 5*time.Minute, "how long a check waits for etcd or the API server")

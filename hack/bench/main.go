@@ -222,9 +222,14 @@ targets:
 		results = append(results, r)
 	}
 
+	printTable(b.reps, results)
+	return b.restoreBench(dir, endpoint, cfg, keyFile)
+}
+
+func printTable(reps int, results []result) {
 	floor := results[0].wall
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "what (median of %d)\twall\tx floor\tCPU\tpeak RSS\t\n", b.reps)
+	fmt.Fprintf(tw, "what (median of %d)\twall\tx floor\tCPU\tpeak RSS\t\n", reps)
 	for _, r := range results {
 		rss := "-"
 		if r.maxRSS > 0 {
@@ -233,6 +238,79 @@ targets:
 		fmt.Fprintf(tw, "%s\t%.2fs\t%.2f\t%.1fs\t%s\t\n", r.name, r.wall.Seconds(), float64(r.wall)/float64(floor), r.cpu.Seconds(), rss)
 	}
 	tw.Flush()
+}
+
+// restoreBench restores the newest backup to three members: one etcdutl
+// restore (the floor), three in a row (the naive way), and kdr restoring
+// each node in parallel, from fetching the set out of S3 to a data dir
+// ready to start.
+func (b *bench) restoreBench(dir, endpoint, cfg, keyFile string) error {
+	fmt.Println("\nrestore to 3 members:")
+	snap := filepath.Join(dir, "restore-snap.db")
+	if err := runQuiet(filepath.Join(b.bin, "etcdctl"), "--endpoints", endpoint, "snapshot", "save", snap); err != nil {
+		return err
+	}
+	defer os.Remove(snap)
+	var peers, nodes []string
+	for i := 1; i <= 3; i++ {
+		peer := fmt.Sprintf("http://127.0.0.1:%d", freePort())
+		peers = append(peers, fmt.Sprintf("m%d=%s", i, peer))
+		nodes = append(nodes, fmt.Sprintf("m%d=127.0.0.1,%s,http://127.0.0.1:%d", i, peer, freePort()))
+	}
+	etcdutl := func(i int, dataDir string) (result, error) {
+		defer os.RemoveAll(dataDir)
+		return timed("etcdutl snapshot restore", filepath.Join(b.bin, "etcdutl"), "snapshot", "restore", snap, "--data-dir", dataDir,
+			"--name", fmt.Sprintf("m%d", i), "--initial-cluster", strings.Join(peers, ","),
+			"--initial-advertise-peer-urls", strings.SplitN(peers[i-1], "=", 2)[1], "--bump-revision", "1000000000", "--mark-compacted")
+	}
+	one, err := b.median(func() (result, error) { return etcdutl(1, filepath.Join(dir, "r1")) })
+	if err != nil {
+		return err
+	}
+	one.name = "etcdutl snapshot restore x1 (floor)"
+	three, err := b.median(func() (result, error) {
+		var sum result
+		for i := 1; i <= 3; i++ {
+			r, err := etcdutl(i, filepath.Join(dir, fmt.Sprintf("r%d", i)))
+			if err != nil {
+				return result{}, err
+			}
+			sum.wall += r.wall
+			sum.cpu += r.cpu
+		}
+		return sum, nil
+	})
+	if err != nil {
+		return err
+	}
+	three.name = "etcdutl snapshot restore x3 in a row (naive)"
+	kdr, err := b.median(func() (result, error) {
+		start := time.Now()
+		errs := make(chan error, 3)
+		for i := 1; i <= 3; i++ {
+			root := filepath.Join(dir, fmt.Sprintf("root%d", i))
+			go func() {
+				defer os.RemoveAll(root)
+				args := []string{"--config", cfg, "--log-level", "warn", "restore", "apply", "--target", "s3", "--topology", "systemd",
+					"--node", fmt.Sprintf("m%d", i), "--root", root, "--identity", keyFile, "--until", "restore-etcd"}
+				for _, n := range nodes {
+					args = append(args, "--node-ip", n)
+				}
+				errs <- runQuiet(filepath.Join(b.bin, "kdr"), args...)
+			}()
+		}
+		for range 3 {
+			if err := <-errs; err != nil {
+				return result{}, err
+			}
+		}
+		return result{wall: time.Since(start)}, nil
+	})
+	if err != nil {
+		return err
+	}
+	kdr.name = "kdr restore apply, 3 nodes at once (fetch+decrypt+restore)"
+	printTable(b.reps, []result{one, three, kdr})
 	return nil
 }
 
