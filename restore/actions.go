@@ -149,8 +149,10 @@ func (e *Env) stagingTarget() (storage.Target, error) {
 	return storage.NewLocal("staging", root)
 }
 
-// fetch copies the set from the target to the staging directory, checking
-// each object's size and sha256 as it arrives.
+// fetch copies the small objects of the set (the state and the manifest)
+// to the staging directory, checking each object's size and sha256 as it
+// arrives. The etcd snapshot is streamed by decrypt straight from the
+// target into place, so its ciphertext never touches the disk.
 func fetch(ctx context.Context, e *Env) error {
 	local, err := e.stagingTarget()
 	if err != nil {
@@ -158,6 +160,9 @@ func fetch(ctx context.Context, e *Env) error {
 	}
 	m := e.Plan.Manifest
 	for _, o := range m.Objects {
+		if o.Name == manifest.EtcdObject {
+			continue
+		}
 		key := manifest.Key(m.Cluster, m.ID, o.Name)
 		if _, err := local.Stat(ctx, key); err == nil && e.noteOf("fetch", o.Name) == o.SHA256 {
 			continue // fetched and checked before an interruption
@@ -214,6 +219,9 @@ func checkFetched(ctx context.Context, e *Env) error {
 	}
 	m := e.Plan.Manifest
 	for _, o := range m.Objects {
+		if o.Name == manifest.EtcdObject {
+			continue
+		}
 		info, err := local.Stat(ctx, manifest.Key(m.Cluster, m.ID, o.Name))
 		if err != nil {
 			return err
@@ -225,60 +233,96 @@ func checkFetched(ctx context.Context, e *Env) error {
 	return nil
 }
 
-// decrypt proves the fetched set whole with the operators' identity (the
-// same check as kdr verify), then writes the plaintext snapshot and state
-// tar, checking their hashes again as they are written.
+// decrypt proves the state whole with the operators' identity (the same
+// check as kdr verify, on the fetched copy), writes the state tar, and
+// streams the etcd snapshot from the target through every check at once:
+// stored size and sha256, age's authentication, plaintext sha256 and
+// etcd's trailing hash. The snapshot file appears only when all pass.
 func decrypt(ctx context.Context, e *Env) error {
 	local, err := e.stagingTarget()
 	if err != nil {
 		return err
 	}
 	m := e.Plan.Manifest
-	rep := catalog.Verify(ctx, local, m.Cluster, m.ID, catalog.VerifyOptions{Identities: e.Identities})
-	for _, p := range rep.Problems {
-		// The staging copy has no predecessors: the chain is checked on
-		// the target, not here.
-		if !errors.Is(p.Err, catalog.ErrChain) {
-			return p // names the object and the reason, and unwraps to the sentinel
+	if st, ok := m.Object(manifest.StateObject); ok {
+		rep := catalog.Verify(ctx, local, m.Cluster, m.ID, catalog.VerifyOptions{Identities: e.Identities, Only: []string{manifest.StateObject}})
+		for _, p := range rep.Problems {
+			// The staging copy has no predecessors: the chain is checked on
+			// the target, not here.
+			if !errors.Is(p.Err, catalog.ErrChain) {
+				return p // names the object and the reason, and unwraps to the sentinel
+			}
 		}
-	}
-	for _, f := range []struct{ object, file string }{{manifest.EtcdObject, snapshotFile}, {manifest.StateObject, stateFile}} {
-		o, ok := m.Object(f.object)
-		if !ok {
-			continue
-		}
-		if err := decryptTo(ctx, e, local, o, filepath.Join(e.staging(), f.file)); err != nil {
+		if err := decryptTo(ctx, e, local, st, filepath.Join(e.staging(), stateFile)); err != nil {
 			return err
 		}
 	}
-	return nil
+	etcd, ok := m.Object(manifest.EtcdObject)
+	if !ok {
+		return fmt.Errorf("%w: the manifest lists no %s", catalog.ErrDamaged, manifest.EtcdObject)
+	}
+	return decryptTo(ctx, e, e.Target, etcd, filepath.Join(e.staging(), snapshotFile))
 }
 
-func decryptTo(ctx context.Context, e *Env, local storage.Target, o manifest.Object, dst string) error {
+// decryptTo streams one object from a target into dst, checking the
+// stored bytes, the plaintext, and for the snapshot etcd's trailing hash.
+func decryptTo(ctx context.Context, e *Env, from storage.Target, o manifest.Object, dst string) error {
 	m := e.Plan.Manifest
-	rc, err := local.Get(ctx, manifest.Key(m.Cluster, m.ID, o.Name))
+	rc, err := from.Get(ctx, manifest.Key(m.Cluster, m.ID, o.Name))
 	if err != nil {
-		return err
+		return fmt.Errorf("fetch %s: %w", o.Name, err)
 	}
 	defer rc.Close()
-	plain, err := crypto.Decrypt(rc, e.Identities)
+	stored := &hashCounter{h: sha256.New()}
+	plain, err := crypto.Decrypt(io.TeeReader(rc, stored), e.Identities)
 	if err != nil {
 		return fmt.Errorf("decrypt %s: %w", o.Name, err)
 	}
-	zr, err := zstd.NewReader(plain)
+	zr, err := zstd.NewReader(plain, zstd.WithDecoderConcurrency(2))
 	if err != nil {
 		return err
 	}
 	defer zr.Close()
+	var src io.Reader = zr
+	var snap *manifest.SnapshotReader
+	if o.Name == manifest.EtcdObject {
+		snap = manifest.NewSnapshotReader(zr)
+		src = snap
+	}
 	h := sha256.New()
-	if err := writeStreamAtomic(dst, io.TeeReader(zr, h), 0o600); err != nil {
+	err = writeStreamChecked(dst, io.TeeReader(src, h), 0o600, func() error {
+		// Drain what age and zstd hold back, so the stored hash covers
+		// every byte of the object.
+		if _, err := io.Copy(io.Discard, rc); err != nil {
+			return err
+		}
+		switch {
+		case stored.n != o.Size || hex.EncodeToString(stored.h.Sum(nil)) != o.SHA256:
+			return fmt.Errorf("%w: %s: stored object is %d bytes with sha256 %s, the manifest says %d bytes with %s",
+				catalog.ErrDamaged, o.Name, stored.n, hex.EncodeToString(stored.h.Sum(nil)), o.Size, o.SHA256)
+		case hex.EncodeToString(h.Sum(nil)) != o.PlainSHA256:
+			return fmt.Errorf("%w: %s: plaintext sha256 does not match the manifest", catalog.ErrDamaged, o.Name)
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("decrypt %s: %w", o.Name, err)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != o.PlainSHA256 {
-		os.Remove(dst)
-		return fmt.Errorf("decrypt %s: %w: plaintext sha256 %s, the manifest says %s", o.Name, catalog.ErrDamaged, got, o.PlainSHA256)
-	}
 	return nil
+}
+
+// hashCounter hashes and counts what is written to it.
+type hashCounter struct {
+	h interface {
+		io.Writer
+		Sum([]byte) []byte
+	}
+	n int64
+}
+
+func (c *hashCounter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return c.h.Write(p)
 }
 
 func checkDecrypted(_ context.Context, e *Env) error {
@@ -589,6 +633,13 @@ func hasControlPlane(p *Plan, _ Node) bool {
 // writeStreamAtomic writes r to a temp file beside dst, syncs it and
 // renames it into place.
 func writeStreamAtomic(dst string, r io.Reader, mode os.FileMode) error {
+	return writeStreamChecked(dst, r, mode, nil)
+}
+
+// writeStreamChecked is writeStreamAtomic with a check run after the
+// stream ends and before the file takes its name: a file that fails the
+// check never appears.
+func writeStreamChecked(dst string, r io.Reader, mode os.FileMode, check func() error) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return err
 	}
@@ -599,6 +650,9 @@ func writeStreamAtomic(dst string, r io.Reader, mode os.FileMode) error {
 	tmp := f.Name()
 	_, werr := io.Copy(f, r)
 	err = errors.Join(werr, f.Chmod(mode), f.Sync(), f.Close())
+	if err == nil && check != nil {
+		err = check()
+	}
 	if err == nil {
 		err = os.Rename(tmp, dst)
 	}

@@ -13,7 +13,6 @@ import (
 
 	"filippo.io/age"
 
-	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/internal/testenv"
 	"github.com/kdr-io/kdr/manifest"
@@ -99,7 +98,7 @@ func TestApplyRefusesBeforeTouching(t *testing.T) {
 	}{
 		{name: "too little disk", ids: f.ids, node: "m1", plan: hugePlan, want: ErrNoSpace, msg: "not enough disk space"},
 		{name: "wrong identity", ids: wrong, node: "m1", want: crypto.ErrWrongIdentity, msg: "no identity matches"},
-		{name: "tampered backup", ids: f.ids, node: "m1", prepare: tamper, want: catalog.ErrDamaged, msg: "etcd.db.zst.age"},
+		{name: "tampered backup", ids: f.ids, node: "m1", prepare: tamper, want: crypto.ErrCorrupt, msg: "etcd.db.zst.age"},
 		{name: "node not in the plan", ids: f.ids, node: "cp9", want: ErrNoNode, msg: "m1"},
 	}
 	for _, tt := range tests {

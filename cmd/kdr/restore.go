@@ -39,7 +39,7 @@ func (f *restoreFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.backup, "backup", "latest", "backup to restore: latest, an ID or a unique ID prefix")
 	fl.StringVar(&f.before, "before", "", "restore the newest backup created before this time (RFC 3339)")
 	fl.StringVar(&f.topology, "topology", restore.TopologyKubeadm, "kubeadm (stacked etcd, static pods) or systemd (external etcd)")
-	fl.StringSliceVar(&f.nodes, "node-ip", nil, "control-plane nodes as NAME=IP[,PEER_URL,CLIENT_URL], first member first (default: the backup's inventory)")
+	fl.StringArrayVar(&f.nodes, "node-ip", nil, "a control-plane node as NAME=IP[,PEER_URL,CLIENT_URL]; repeat it, first member first (default: the backup's inventory)")
 	fl.StringVar(&f.token, "token", "", "new etcd cluster token (default: kdr-<backup ID>)")
 	fl.StringVar(&f.apiURL, "api-endpoint", "", "the restored cluster's API URL when it changes (kubeconfigs are pointed at it)")
 	fl.Uint64Var(&f.bump, "bump-revision", restore.DefaultRevisionBump, "added to the restored etcd revision")

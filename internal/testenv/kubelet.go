@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -239,8 +240,6 @@ func (k *Kubelet) sync() {
 		}
 	}
 	k.mu.Unlock()
-	// Pods whose manifest went away or changed stop together, as the
-	// kubelet stops pods in parallel.
 	k.stopPods(stale)
 
 	k.mu.Lock()
@@ -364,35 +363,34 @@ func (p *kubeletPod) failed() {
 	p.backoff = min(2*p.backoff, kubeletBackoffMax)
 }
 
-// stopPods ends the pods' processes with SIGTERM, then SIGKILL for any
-// still running after kubeStopLimit, all at once, and waits for them.
+// stopPods ends the pods' processes one after another, the latest
+// started first, each with SIGTERM and then SIGKILL if it has not exited
+// within kubeStopLimit. The order is the reverse of how a control plane
+// comes up: kube-apiserver, stopped after the etcd it talks to, spends its
+// whole grace period retrying etcd before it exits.
 func (k *Kubelet) stopPods(pods []*kubeletPod) {
-	var wg sync.WaitGroup
+	k.mu.Lock()
+	var running []*kubeletPod
 	for _, p := range pods {
-		k.mu.Lock()
-		cmd, exited := p.cmd, p.exited
-		running := cmd != nil && cmd.Process != nil && !closed(exited)
-		if running {
+		if p.cmd != nil && p.cmd.Process != nil && !closed(p.exited) {
 			p.stopping = true
+			running = append(running, p)
 		}
-		k.mu.Unlock()
-		if !running {
-			continue
-		}
-		wg.Go(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(kubeStopLimit):
-				cmd.Process.Kill()
-				<-exited
-			}
-			k.mu.Lock()
-			k.logf(p, "stopped (%s)", cmd.ProcessState)
-			k.mu.Unlock()
-		})
 	}
-	wg.Wait()
+	slices.SortFunc(running, func(a, b *kubeletPod) int { return b.startedAt.Compare(a.startedAt) })
+	k.mu.Unlock()
+	for _, p := range running {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(kubeStopLimit):
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+		k.mu.Lock()
+		k.logf(p, "stopped (%s)", p.cmd.ProcessState)
+		k.mu.Unlock()
+	}
 }
 
 // logf adds a kubelet line to a pod's log.
