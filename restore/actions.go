@@ -591,6 +591,9 @@ func restoreEtcd(_ context.Context, e *Env) error {
 		InitialClusterToken: p.Options.Token,
 		RevisionBump:        p.Options.RevisionBump,
 		MarkCompacted:       true,
+		// decrypt checked etcd's trailing hash on these very bytes while
+		// writing them, and synced them: a second full read adds nothing.
+		SkipHashCheck: true,
 	})
 	if err != nil {
 		os.RemoveAll(scratch)
