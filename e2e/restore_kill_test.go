@@ -45,9 +45,7 @@ func TestRestoreKilledAtEachStepResumes(t *testing.T) {
 	// Every case runs on the same ports, one after another, so that the
 	// restored manifests (which carry them) are the same bytes in each.
 	ports := distinctPorts(t)
-	flag, _ := src.nodeIPFlag(t, ports)
-	plan, r := src.plan(t, flag)
-	wantExit(t, r, 0)
+	flag, plan := src.plannedNodeIP(t, ports)
 	var steps []string
 	for _, s := range plan.Steps {
 		if s.Node == kubeNode {
@@ -55,7 +53,7 @@ func TestRestoreKilledAtEachStepResumes(t *testing.T) {
 		}
 	}
 	if len(steps) < 5 {
-		t.Fatalf("the plan has %d steps for %s: %v\n%s", len(steps), kubeNode, steps, r.stdout)
+		t.Fatalf("the plan has %d steps for %s: %v", len(steps), kubeNode, steps)
 	}
 	t.Logf("steps of %s: %s", kubeNode, strings.Join(steps, ", "))
 
@@ -183,12 +181,9 @@ func (c *killCase) killDuring(t *testing.T, step string, args []string, journal 
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	deadline := time.Now().Add(kdrTimeout)
-	seen := ""
-	for seen == "" {
-		if st := readJournal(journal)[step]; st != "" {
-			seen = st
-			break
-		}
+	// The journal is polled every millisecond, to catch even a short step
+	// in its started state.
+	for readJournal(journal)[step] == "" {
 		select {
 		case err := <-exited:
 			t.Fatalf("kdr restore apply ended (%v) before step %s started\n%s\njournal:\n%s", err, step, out.String(), readJournalText(journal))

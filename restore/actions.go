@@ -411,6 +411,11 @@ func restoreFiles(ctx context.Context, e *Env) error {
 	want := map[string]manifest.IndexEntry{}
 	for _, ent := range idx.Entries {
 		want[ent.Path] = ent
+		// A run killed mid-write left its temp file beside the target.
+		leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(e.path("/"+ent.Path)), ".kdr-tmp-*"))
+		for _, l := range leftovers {
+			os.Remove(l)
+		}
 	}
 	f, err := os.Open(filepath.Join(e.staging(), stateFile))
 	if err != nil {
@@ -575,6 +580,11 @@ func checkFilesRestored(_ context.Context, e *Env) error {
 func restoreEtcd(_ context.Context, e *Env) error {
 	p, n := e.Plan, e.Node
 	dir := e.path(p.Options.EtcdDataDir)
+	// move-aside emptied this path, so a member here is this restore's
+	// own, put in place before an interruption: only the manifest is left.
+	if _, err := os.Stat(filepath.Join(dir, "member", "snap", "db")); err == nil {
+		return configureEtcdManifest(e)
+	}
 	scratch := dir + ".kdr-restoring"
 	if err := os.RemoveAll(scratch); err != nil {
 		return err
@@ -602,15 +612,22 @@ func restoreEtcd(_ context.Context, e *Env) error {
 	if err := os.Chmod(scratch, 0o700); err != nil {
 		return err
 	}
+	// The manifest first: once the data dir has its name the step counts
+	// as done, and etcd must then start as this node.
+	if err := configureEtcdManifest(e); err != nil {
+		return err
+	}
 	if err := os.Rename(scratch, dir); err != nil {
 		return fmt.Errorf("put the restored data dir in place: %w", err)
 	}
-	return configureEtcdManifest(e)
+	return nil
 }
 
 func checkEtcdRestored(_ context.Context, e *Env) error {
-	_, err := os.Stat(filepath.Join(e.path(e.Plan.Options.EtcdDataDir), "member", "snap", "db"))
-	return err
+	if _, err := os.Stat(filepath.Join(e.path(e.Plan.Options.EtcdDataDir), "member", "snap", "db")); err != nil {
+		return err
+	}
+	return checkEtcdManifest(e)
 }
 
 func startEtcd(ctx context.Context, e *Env) error { return e.Runner.StartEtcd(ctx, e) }

@@ -228,6 +228,29 @@ func configureEtcdManifest(e *Env) error {
 	return writeFileAtomic(p, []byte(out), 0o600)
 }
 
+// checkEtcdManifest proves the staged etcd manifest names this node.
+func checkEtcdManifest(e *Env) error {
+	if e.Plan.Options.Topology != TopologyKubeadm {
+		return nil
+	}
+	raw, err := os.ReadFile(e.stagedManifest("etcd.yaml"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, m := range etcdFlag.FindAllStringSubmatch(string(raw), -1) {
+		if m[2] == "name" && m[3] != e.Node.Name {
+			return fmt.Errorf("the restored etcd manifest names %s, not %s", m[3], e.Node.Name)
+		}
+		if m[2] == "initial-advertise-peer-urls" && m[3] != e.Node.PeerURL {
+			return fmt.Errorf("the restored etcd manifest advertises %s, not %s", m[3], e.Node.PeerURL)
+		}
+	}
+	return nil
+}
+
 func (e *Env) stagedManifest(name string) string {
 	return e.path(hostPath(e.Plan.Staging(), "manifests", hostPath(e.Plan.Options.KubernetesDir, "manifests", name)))
 }

@@ -29,15 +29,20 @@ var nodeCerts = []nodeCert{
 	{"etcd/peer.crt", "etcd/peer.key", "etcd/ca.crt", "etcd/ca.key"},
 }
 
-// sourceHost is the inventory host the backup's files came from.
+// sourceHost is the inventory host the backup's files came from. A backup
+// that recorded a name the inventory lacks (a hostname, a pod name) came
+// from the only host when there is just one.
 func (p *Plan) sourceHost() (name, ip string) {
-	name = p.Manifest.Node
-	for _, h := range p.Manifest.Inventory.Hosts {
-		if h.Name == name {
-			return name, h.IP
+	hosts := p.Manifest.Inventory.Hosts
+	for _, h := range hosts {
+		if h.Name == p.Manifest.Node {
+			return h.Name, h.IP
 		}
 	}
-	return name, ""
+	if len(hosts) == 1 {
+		return hosts[0].Name, hosts[0].IP
+	}
+	return p.Manifest.Node, ""
 }
 
 // needsConfigure: a node that is not the host the files came from, or the
@@ -57,8 +62,12 @@ func configureNode(_ context.Context, e *Env) error {
 	pki := hostPath(e.Plan.Options.KubernetesDir, "pki")
 	oldName, oldIP := e.Plan.sourceHost()
 	for _, c := range nodeCerts {
-		if _, err := os.Stat(e.path(hostPath(pki, c.cert))); errors.Is(err, os.ErrNotExist) {
+		path := e.path(hostPath(pki, c.cert))
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			continue // not part of this PKI (external etcd)
+		}
+		if e.certFits(path, oldName, oldIP) == nil {
+			continue // already this node's: issued before an interruption
 		}
 		if err := e.reissue(pki, c, oldName, oldIP); err != nil {
 			return fmt.Errorf("issue %s again: %w", c.cert, err)
@@ -67,8 +76,31 @@ func configureNode(_ context.Context, e *Env) error {
 	return e.rewriteKubeconfigs()
 }
 
+// certFits says why a node certificate is not yet this node's: it lacks
+// the node's name or address, or still carries the source host's.
+func (e *Env) certFits(path, oldName, oldIP string) error {
+	cert, err := readCert(path)
+	if err != nil {
+		return err
+	}
+	var ips []string
+	for _, ip := range cert.IPAddresses {
+		ips = append(ips, ip.String())
+	}
+	switch {
+	case !slices.Contains(ips, e.Node.IP):
+		return fmt.Errorf("%s does not carry the node's address %s", path, e.Node.IP)
+	case oldIP != "" && oldIP != e.Node.IP && slices.Contains(ips, oldIP):
+		return fmt.Errorf("%s still carries the source host's address %s", path, oldIP)
+	case !slices.Contains(cert.DNSNames, e.Node.Name) && slices.Contains(cert.DNSNames, oldName):
+		return fmt.Errorf("%s names %s, not %s", path, oldName, e.Node.Name)
+	}
+	return nil
+}
+
 func checkConfigured(_ context.Context, e *Env) error {
 	pki := hostPath(e.Plan.Options.KubernetesDir, "pki")
+	oldName, oldIP := e.Plan.sourceHost()
 	for _, c := range nodeCerts {
 		path := e.path(hostPath(pki, c.cert))
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
@@ -85,8 +117,8 @@ func checkConfigured(_ context.Context, e *Env) error {
 		if err := cert.CheckSignatureFrom(ca); err != nil {
 			return fmt.Errorf("%s is not signed by the restored %s: %w", c.cert, c.ca, err)
 		}
-		if !slices.ContainsFunc(cert.IPAddresses, func(ip net.IP) bool { return ip.String() == e.Node.IP }) {
-			return fmt.Errorf("%s does not carry the node's address %s", c.cert, e.Node.IP)
+		if err := e.certFits(path, oldName, oldIP); err != nil {
+			return err
 		}
 	}
 	if want := e.Plan.Options.APIEndpoint; want != "" {

@@ -82,7 +82,7 @@ func installManifests(e *Env, want func(string) bool) error {
 		return err
 	}
 	for _, de := range entries {
-		if de.IsDir() || !want(de.Name()) {
+		if de.IsDir() || strings.HasPrefix(de.Name(), ".") || !want(de.Name()) {
 			continue
 		}
 		data, err := os.ReadFile(filepath.Join(staged, de.Name()))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -15,6 +16,7 @@ type backupFlags struct {
 	cluster string
 	target  string
 	root    string
+	node    string
 }
 
 func newBackupCommand(g *globals) *cobra.Command {
@@ -32,6 +34,7 @@ new backup ID; exits 0 only when the set is complete on every target.`,
 	}
 	cmd.Flags().StringVar(&f.cluster, "cluster", "", "back up only this cluster")
 	cmd.Flags().StringVar(&f.target, "target", "", "write only to this target")
+	cmd.Flags().StringVar(&f.node, "node", os.Getenv("KDR_NODE_NAME"), "this node's name in the inventory, recorded as the source of the state files (default $KDR_NODE_NAME, else the hostname)")
 	cmd.Flags().StringVar(&f.root, "root", "/", "resolve state file paths under this directory")
 	cmd.Flags().MarkHidden("root")
 	return cmd
@@ -75,6 +78,7 @@ func runBackup(cmd *cobra.Command, g *globals, f *backupFlags) error {
 			State:      c.State,
 			Inventory:  c.Inventory,
 			Root:       f.root,
+			Node:       f.node,
 			Recipients: rs,
 			Targets:    targets,
 			KdrVersion: version.Version,

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -58,12 +59,21 @@ type Kubelet struct {
 	cancel    context.CancelFunc
 	loopDone  chan struct{}
 	stopOnce  sync.Once
+	// stops counts the goroutines stopping pods.
+	stops sync.WaitGroup
 
-	mu   sync.Mutex
+	mu sync.Mutex
+	// pods are the pods whose manifests are in the directory.
 	pods map[string]*kubeletPod
+	// stopping are pods whose manifest changed or went away and whose
+	// process is being stopped: a new process of the same pod waits for
+	// it, as it would need the same ports and data.
+	stopping map[string]*kubeletPod
+	starts   map[string]int
 }
 
-// kubeletPod is one static pod and its current process.
+// kubeletPod is one static pod, from one version of its manifest, and its
+// latest process.
 type kubeletPod struct {
 	name     string
 	manifest string
@@ -74,19 +84,18 @@ type kubeletPod struct {
 	// that process ends.
 	cmd    *exec.Cmd
 	exited chan struct{}
-	// stopping is set when the kubelet itself ends the process, so that
-	// its exit is not taken for a crash.
-	stopping bool
 	// unrunnable is set when the pod's binary is missing: it is not tried
 	// again until its manifest changes.
 	unrunnable bool
 
-	starts    int
 	startedAt time.Time
 	backoff   time.Duration
 	// retryAt is when a crashed process is started again; zero while it runs.
 	retryAt time.Time
 }
+
+// alive reports whether the pod's latest process has not exited.
+func (p *kubeletPod) alive() bool { return p.cmd != nil && !closed(p.exited) }
 
 // StartKubelet starts a kubelet for the host under root. Zero ports are
 // picked free. It runs until the test ends, then stops every pod.
@@ -110,6 +119,8 @@ func StartKubelet(t testing.TB, root string, ports KubePorts) *Kubelet {
 		cancel:       cancel,
 		loopDone:     make(chan struct{}),
 		pods:         map[string]*kubeletPod{},
+		stopping:     map[string]*kubeletPod{},
+		starts:       map[string]int{},
 	}
 	t.Cleanup(func() {
 		k.Stop()
@@ -127,40 +138,46 @@ func (k *Kubelet) Stop() {
 	k.stopOnce.Do(func() {
 		k.cancel()
 		<-k.loopDone
+		k.stops.Wait()
 		k.mu.Lock()
-		pods := make([]*kubeletPod, 0, len(k.pods))
-		for _, p := range k.pods {
+		var pods []*kubeletPod
+		for name, p := range k.pods {
 			pods = append(pods, p)
+			delete(k.pods, name)
+			k.stopping[name] = p
 		}
 		k.mu.Unlock()
 		k.stopPods(pods)
 	})
 }
 
-// Running reports whether the named pod has a process that has not exited.
+// Running reports whether the named pod has a process that has not
+// exited, including one being stopped.
 func (k *Kubelet) Running(name string) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	p := k.pods[name]
-	return p != nil && p.cmd != nil && !p.stopping && !closed(p.exited)
+	for _, p := range []*kubeletPod{k.pods[name], k.stopping[name]} {
+		if p != nil && p.alive() {
+			return true
+		}
+	}
+	return false
 }
 
-// Starts returns how many times the named pod's process was started since
-// its manifest last appeared, over every change of it.
+// Starts returns how many times the named pod's process was started, over
+// every version of its manifest.
 func (k *Kubelet) Starts(name string) int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if p := k.pods[name]; p != nil {
-		return p.starts
-	}
-	return 0
+	return k.starts[name]
 }
 
-// Pid returns the process ID of the named pod's running process, or 0.
+// Pid returns the process ID of the named pod's process for its current
+// manifest, or 0 when it has none running.
 func (k *Kubelet) Pid(name string) int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if p := k.pods[name]; p != nil && p.cmd != nil && !closed(p.exited) {
+	if p := k.pods[name]; p != nil && p.alive() {
 		return p.cmd.Process.Pid
 	}
 	return 0
@@ -228,42 +245,38 @@ func (k *Kubelet) loop(ctx context.Context) {
 	}
 }
 
-// sync makes the running pods match the manifests directory once.
+// sync makes the running pods match the manifests directory once. Pods
+// whose manifest changed or went away are stopped in the background, so
+// that a slow one does not hold up the others, as in the kubelet.
 func (k *Kubelet) sync() {
 	want := k.readManifests()
 
 	k.mu.Lock()
+	defer k.mu.Unlock()
 	var stale []*kubeletPod
 	for name, p := range k.pods {
 		if m, ok := want[name]; !ok || m != (manifestFile{p.manifest, p.sum}) {
 			stale = append(stale, p)
+			delete(k.pods, name)
+			k.stopping[name] = p
 		}
 	}
-	k.mu.Unlock()
-	k.stopPods(stale)
-
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for _, p := range stale {
-		if _, ok := want[p.name]; !ok {
-			delete(k.pods, p.name)
-		}
+	if len(stale) > 0 {
+		k.stops.Go(func() { k.stopPods(stale) })
 	}
 	now := time.Now()
 	for name, m := range want {
+		if k.stopping[name] != nil {
+			continue // its old process still has the ports and data
+		}
 		p := k.pods[name]
 		switch {
-		case p == nil || m != (manifestFile{p.manifest, p.sum}):
-			starts := 0
-			if p != nil {
-				starts = p.starts
-			}
-			p = &kubeletPod{name: name, manifest: m.path, sum: m.sum, logPath: k.logPath(name),
-				starts: starts, backoff: kubeletBackoffStart}
+		case p == nil:
+			p = &kubeletPod{name: name, manifest: m.path, sum: m.sum, logPath: k.logPath(name), backoff: kubeletBackoffStart}
 			k.pods[name] = p
 		case p.unrunnable:
 			continue
-		case p.cmd != nil && !closed(p.exited):
+		case p.alive():
 			if now.Sub(p.startedAt) > kubeletStableRun {
 				p.backoff = kubeletBackoffStart
 			}
@@ -340,7 +353,7 @@ func (k *Kubelet) start(p *kubeletPod) {
 	// A test binary that dies must not leave control-plane processes
 	// holding ports and data dirs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p.starts++
+	k.starts[p.name]++
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(logf, "--- kubelet: start failed: %v\n", err)
 		logf.Close()
@@ -348,7 +361,7 @@ func (k *Kubelet) start(p *kubeletPod) {
 		return
 	}
 	exited := make(chan struct{})
-	p.cmd, p.exited, p.startedAt, p.stopping = cmd, exited, time.Now(), false
+	p.cmd, p.exited, p.startedAt = cmd, exited, time.Now()
 	go func() {
 		cmd.Wait()
 		logf.Close()
@@ -363,34 +376,48 @@ func (p *kubeletPod) failed() {
 	p.backoff = min(2*p.backoff, kubeletBackoffMax)
 }
 
-// stopPods ends the pods' processes one after another, the latest
-// started first, each with SIGTERM and then SIGKILL if it has not exited
-// within kubeStopLimit. The order is the reverse of how a control plane
-// comes up: kube-apiserver, stopped after the etcd it talks to, spends its
-// whole grace period retrying etcd before it exits.
+// stopPods ends the pods' processes one after another, each with SIGTERM
+// and then SIGKILL if it has not exited within kubeStopLimit, and then
+// forgets them. etcd goes last and the others latest started first, the
+// reverse of how a control plane comes up: a kube-apiserver whose etcd is
+// gone spends its whole grace period retrying it before it exits.
 func (k *Kubelet) stopPods(pods []*kubeletPod) {
-	k.mu.Lock()
-	var running []*kubeletPod
-	for _, p := range pods {
-		if p.cmd != nil && p.cmd.Process != nil && !closed(p.exited) {
-			p.stopping = true
-			running = append(running, p)
+	pods = slices.Clone(pods)
+	slices.SortFunc(pods, func(a, b *kubeletPod) int {
+		if c := cmp.Compare(btoi(a.name == "etcd"), btoi(b.name == "etcd")); c != 0 {
+			return c
 		}
-	}
-	slices.SortFunc(running, func(a, b *kubeletPod) int { return b.startedAt.Compare(a.startedAt) })
-	k.mu.Unlock()
-	for _, p := range running {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(kubeStopLimit):
-			p.cmd.Process.Kill()
-			<-p.exited
+		return b.startedAt.Compare(a.startedAt)
+	})
+	for _, p := range pods {
+		k.mu.Lock()
+		cmd, exited, alive := p.cmd, p.exited, p.alive()
+		k.mu.Unlock()
+		if alive {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(kubeStopLimit):
+				cmd.Process.Kill()
+				<-exited
+			}
 		}
 		k.mu.Lock()
-		k.logf(p, "stopped (%s)", p.cmd.ProcessState)
+		if alive {
+			k.logf(p, "stopped (%s)", cmd.ProcessState)
+		}
+		if k.stopping[p.name] == p {
+			delete(k.stopping, p.name)
+		}
 		k.mu.Unlock()
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // logf adds a kubelet line to a pod's log.

@@ -117,7 +117,7 @@ func TestKubeletStaticPods(t *testing.T) {
 	}
 	waitHTTP(t, health, false)
 	time.Sleep(3 * kubeletPollInterval)
-	if k.Running("etcd") || k.Starts("etcd") != 0 {
+	if k.Running("etcd") || k.Starts("etcd") != 3 {
 		t.Errorf("etcd running=%v starts=%d after its manifest was removed", k.Running("etcd"), k.Starts("etcd"))
 	}
 	if !strings.Contains(k.Logs("etcd"), "stopped (") {
@@ -126,9 +126,7 @@ func TestKubeletStaticPods(t *testing.T) {
 
 	// Written back, it runs again; Stop ends it.
 	write("etcd.yaml", fmt.Sprintf(kubeletEtcdPod, ""))
-	if err := k.WaitRunning("etcd", kubeletWait); err != nil {
-		t.Fatal(err)
-	}
+	waitUntil(t, "etcd started on its manifest written back", func() bool { return k.Starts("etcd") == 4 && k.Running("etcd") })
 	pid := k.Pid("etcd")
 	k.Stop()
 	if k.Running("etcd") || syscall.Kill(pid, 0) == nil {
