@@ -580,10 +580,14 @@ func checkFilesRestored(_ context.Context, e *Env) error {
 func restoreEtcd(_ context.Context, e *Env) error {
 	p, n := e.Plan, e.Node
 	dir := e.path(p.Options.EtcdDataDir)
-	// move-aside emptied this path, so a member here is this restore's
-	// own, put in place before an interruption: only the manifest is left.
-	if _, err := os.Stat(filepath.Join(dir, "member", "snap", "db")); err == nil {
+	marker := restoredMarker(p)
+	if _, err := os.Stat(filepath.Join(dir, marker)); err == nil {
+		// This restore put the member in place before an interruption:
+		// only the manifest may be left to do.
 		return configureEtcdManifest(e)
+	}
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+		return fmt.Errorf("%s holds data this restore did not make (something started etcd after move-aside): stop it, move the directory away, and run again", p.Options.EtcdDataDir)
 	}
 	scratch := dir + ".kdr-restoring"
 	if err := os.RemoveAll(scratch); err != nil {
@@ -612,6 +616,11 @@ func restoreEtcd(_ context.Context, e *Env) error {
 	if err := os.Chmod(scratch, 0o700); err != nil {
 		return err
 	}
+	// The marker goes in with the data, in one rename: it tells a resumed
+	// restore that the member in place is its own.
+	if err := writeFileAtomic(filepath.Join(scratch, marker), []byte(p.BackupID+"\n"), 0o600); err != nil {
+		return err
+	}
 	// The manifest first: once the data dir has its name the step counts
 	// as done, and etcd must then start as this node.
 	if err := configureEtcdManifest(e); err != nil {
@@ -624,11 +633,18 @@ func restoreEtcd(_ context.Context, e *Env) error {
 }
 
 func checkEtcdRestored(_ context.Context, e *Env) error {
-	if _, err := os.Stat(filepath.Join(e.path(e.Plan.Options.EtcdDataDir), "member", "snap", "db")); err != nil {
-		return err
+	dir := e.path(e.Plan.Options.EtcdDataDir)
+	for _, p := range []string{filepath.Join(dir, "member", "snap", "db"), filepath.Join(dir, restoredMarker(e.Plan))} {
+		if _, err := os.Stat(p); err != nil {
+			return err
+		}
 	}
 	return checkEtcdManifest(e)
 }
+
+// restoredMarker names the file a restored data dir carries, so a resumed
+// restore can tell its own member from one etcd made by itself.
+func restoredMarker(p *Plan) string { return ".kdr-restored-" + p.BackupID }
 
 func startEtcd(ctx context.Context, e *Env) error { return e.Runner.StartEtcd(ctx, e) }
 
