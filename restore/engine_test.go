@@ -61,7 +61,7 @@ func oldData(t *testing.T, root string, plan *Plan) {
 func TestApplyRefusesBeforeTouching(t *testing.T) {
 	f := newFixture(t, 1)
 	plan := oneNodePlan(t, f)
-	_, wrong := keyPair(t)
+	_, wrong := testenv.AgeKeys(t)
 	tamper := func(t *testing.T) {
 		p := filepath.Join(f.dir, filepath.FromSlash(manifest.Key(f.m.Cluster, f.m.ID, manifest.EtcdObject)))
 		data, err := os.ReadFile(p)

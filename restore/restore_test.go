@@ -66,23 +66,6 @@ func (r *processRunner) stopAll() {
 	}
 }
 
-func keyPair(t *testing.T) ([]crypto.Recipient, []age.Identity) {
-	t.Helper()
-	identity, recipient, err := crypto.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := crypto.ParseRecipients([]string{recipient})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := age.ParseX25519Identity(identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rs, []age.Identity{id}
-}
-
 func allKeys(t *testing.T, cli *clientv3.Client) map[string]string {
 	t.Helper()
 	resp, err := cli.Get(context.Background(), "", clientv3.WithPrefix())
@@ -115,7 +98,7 @@ func newFixture(t *testing.T, members int) *fixture {
 	}
 	f.before = allKeys(t, f.src.Client())
 	var rs []crypto.Recipient
-	rs, f.ids = keyPair(t)
+	rs, f.ids = testenv.AgeKeys(t)
 	f.dir = filepath.Join(t.TempDir(), "usb")
 	os.Mkdir(f.dir, 0o755)
 	var err error

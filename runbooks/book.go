@@ -118,6 +118,16 @@ const (
 	expiredMark = "EXPIRED"
 )
 
+// prepare applies the defaults to o and builds the book both formats print.
+func prepare(p *restore.Plan, o Options) (*book, Options, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, o, err
+	}
+	b, err := newBook(p, o)
+	return b, o, err
+}
+
 func newBook(p *restore.Plan, o Options) (*book, error) {
 	if p == nil {
 		return nil, errors.New("runbook: no plan")

@@ -17,11 +17,7 @@ import (
 //
 // (checkbox, number in the plan, step ID, node, title), in plan order.
 func Markdown(w io.Writer, p *restore.Plan, o Options) error {
-	o, err := o.withDefaults()
-	if err != nil {
-		return err
-	}
-	b, err := newBook(p, o)
+	b, _, err := prepare(p, o)
 	if err != nil {
 		return err
 	}

@@ -43,11 +43,7 @@ const maxPasses = 4
 
 // PDF writes the runbook of p to w as a PDF on o.Paper.
 func PDF(w io.Writer, p *restore.Plan, o Options) error {
-	o, err := o.withDefaults()
-	if err != nil {
-		return err
-	}
-	b, err := newBook(p, o)
+	b, o, err := prepare(p, o)
 	if err != nil {
 		return err
 	}

@@ -33,20 +33,8 @@ type keyPair struct {
 }
 
 func newKeyPair(t *testing.T) keyPair {
-	t.Helper()
-	identity, recipient, err := crypto.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := crypto.ParseRecipients([]string{recipient})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := age.ParseX25519Identity(identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keyPair{recipients: rs, identities: []age.Identity{id}}
+	rs, ids := testenv.AgeKeys(t)
+	return keyPair{recipients: rs, identities: ids}
 }
 
 func newLocal(t *testing.T, name string) *storage.Local {
