@@ -54,7 +54,7 @@ type Options struct {
 	// Default /var/lib/kdr/restore.
 	StagingDir string
 	// IdentityFile is the age identity's path as the operator types it in
-	// commands. Default /root/kdr-identity.txt.
+	// commands. Default operator.key (as kdr keys generate --out names it).
 	IdentityFile string
 	// ConfigFile is the kdr config's path in commands. Default /etc/kdr/kdr.yaml.
 	ConfigFile string
@@ -95,7 +95,7 @@ func (o Options) withDefaults(m *manifest.Manifest) (Options, error) {
 		{&o.EtcdDataDir, "/var/lib/etcd"},
 		{&o.KubernetesDir, "/etc/kubernetes"},
 		{&o.StagingDir, "/var/lib/kdr/restore"},
-		{&o.IdentityFile, "/root/kdr-identity.txt"},
+		{&o.IdentityFile, "operator.key"},
 		{&o.ConfigFile, "/etc/kdr/kdr.yaml"},
 	}
 	for _, d := range defaults {
