@@ -159,10 +159,7 @@ func fetch(ctx context.Context, e *Env) error {
 		return err
 	}
 	m := e.Plan.Manifest
-	for _, o := range m.Objects {
-		if o.Name == manifest.EtcdObject {
-			continue
-		}
+	for _, o := range fetchedObjects(m) {
 		key := manifest.Key(m.Cluster, m.ID, o.Name)
 		if _, err := local.Stat(ctx, key); err == nil && e.noteOf("fetch", o.Name) == o.SHA256 {
 			continue // fetched and checked before an interruption
@@ -183,6 +180,18 @@ func fetch(ctx context.Context, e *Env) error {
 		return err
 	}
 	return local.Put(ctx, key, bytes.NewReader(raw), storage.PutOptions{})
+}
+
+// fetchedObjects are the objects fetch copies: all but the etcd snapshot,
+// which decrypt streams from the target.
+func fetchedObjects(m *manifest.Manifest) []manifest.Object {
+	var out []manifest.Object
+	for _, o := range m.Objects {
+		if o.Name != manifest.EtcdObject {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // copyChecked copies one object, and removes the copy again when its size
@@ -218,10 +227,7 @@ func checkFetched(ctx context.Context, e *Env) error {
 		return err
 	}
 	m := e.Plan.Manifest
-	for _, o := range m.Objects {
-		if o.Name == manifest.EtcdObject {
-			continue
-		}
+	for _, o := range fetchedObjects(m) {
 		info, err := local.Stat(ctx, manifest.Key(m.Cluster, m.ID, o.Name))
 		if err != nil {
 			return err
