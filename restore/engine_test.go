@@ -181,3 +181,46 @@ func TestApplyResumes(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyOptions: a dry run changes nothing, and --until or --from-step
+// naming a step the node does not have is refused before anything runs.
+func TestApplyOptions(t *testing.T) {
+	f := newFixture(t, 1)
+	plan := oneNodePlan(t, f)
+	tests := []struct {
+		name string
+		o    ApplyOptions
+		msg  string
+	}{
+		{name: "dry run", o: ApplyOptions{DryRun: true}},
+		{name: "unknown --until", o: ApplyOptions{Until: "make-coffee"}, msg: `--until "make-coffee"`},
+		{name: "unknown --from-step", o: ApplyOptions{FromStep: "make-coffee"}, msg: `--from-step "make-coffee"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			oldData(t, root, plan)
+			var ran []string
+			tt.o.Progress = func(s Step, state string, _ error) {
+				if state == "running" {
+					ran = append(ran, s.ID)
+				}
+			}
+			env := &Env{Plan: plan, Root: root, Target: f.usb, Identities: f.ids, Runner: &processRunner{t: t}, WaitTimeout: 10 * time.Second}
+			err := Apply(context.Background(), env, "m1", tt.o)
+			switch {
+			case tt.msg == "" && err != nil:
+				t.Fatalf("err = %v", err)
+			case tt.msg != "" && (err == nil || !strings.Contains(err.Error(), tt.msg)):
+				t.Fatalf("err = %v, want it to mention %s", err, tt.msg)
+			}
+			if len(ran) > 0 {
+				t.Errorf("steps ran: %v", ran)
+			}
+			untouched(t, root, plan)
+			if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(plan.Staging()))); err == nil {
+				t.Error("a staging directory was made")
+			}
+		})
+	}
+}
