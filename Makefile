@@ -95,8 +95,9 @@ demo: build $(ETCD_BINS)
 # bench: kdr against the standard tools on the same generated database.
 BENCH_SIZE_MIB ?= 1024
 BENCH_REPS ?= 3
+BENCH_FLAGS ?=
 bench: build tools
-	$(GO) run ./hack/bench -size-mib $(BENCH_SIZE_MIB) -reps $(BENCH_REPS)
+	$(GO) run ./hack/bench -size-mib $(BENCH_SIZE_MIB) -reps $(BENCH_REPS) $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(BIN)

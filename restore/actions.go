@@ -18,8 +18,6 @@ import (
 	"syscall"
 
 	"github.com/klauspost/compress/zstd"
-	"go.etcd.io/etcd/etcdutl/v3/snapshot"
-	"go.uber.org/zap"
 
 	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/crypto"
@@ -580,10 +578,11 @@ func checkFilesRestored(_ context.Context, e *Env) error {
 	return nil
 }
 
-// restoreEtcd builds the member's data dir from the snapshot in a scratch
-// directory and renames it into place: killed halfway, the next run
-// starts the scratch over and the data dir is never half written.
-func restoreEtcd(_ context.Context, e *Env) error {
+// restoreEtcd builds the member's data dir in a scratch directory from
+// the decrypted snapshot, which it takes rather than copies, and renames
+// it into place: the data dir is never half written. Killed halfway, the
+// next run finishes the scratch it finds.
+func restoreEtcd(ctx context.Context, e *Env) error {
 	p, n := e.Plan, e.Node
 	dir := e.path(p.Options.EtcdDataDir)
 	marker := restoredMarker(p)
@@ -596,27 +595,31 @@ func restoreEtcd(_ context.Context, e *Env) error {
 		return fmt.Errorf("%s holds data this restore did not make (something started etcd after move-aside): stop it, move the directory away, and run again", p.Options.EtcdDataDir)
 	}
 	scratch := dir + ".kdr-restoring"
-	if err := os.RemoveAll(scratch); err != nil {
+	snapshot := filepath.Join(e.staging(), snapshotFile)
+	switch _, err := os.Stat(snapshot); {
+	case err == nil:
+		if err := os.RemoveAll(scratch); err != nil {
+			return err
+		}
+		if err := takeSnapshot(ctx, snapshot, scratch); err != nil {
+			return fmt.Errorf("put the snapshot in place: %w", err)
+		}
+	case !errors.Is(err, os.ErrNotExist):
 		return err
+	default:
+		if _, err := os.Stat(dbPath(scratch)); err != nil {
+			return fmt.Errorf("the decrypted snapshot is gone and no interrupted restore holds it: run again with --from-step decrypt")
+		}
 	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
-		return err
-	}
-	err := snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
-		SnapshotPath:        filepath.Join(e.staging(), snapshotFile),
-		Name:                n.Name,
-		OutputDataDir:       scratch,
-		PeerURLs:            []string{n.PeerURL},
-		InitialCluster:      p.InitialCluster,
-		InitialClusterToken: p.Options.Token,
-		RevisionBump:        p.Options.RevisionBump,
-		MarkCompacted:       true,
-		// decrypt checked etcd's trailing hash on these very bytes while
-		// writing them, and synced them: a second full read adds nothing.
-		SkipHashCheck: true,
+	err := writeMemberData(ctx, memberData{
+		DataDir:        scratch,
+		Name:           n.Name,
+		InitialCluster: p.InitialCluster,
+		Token:          p.Options.Token,
+		RevisionBump:   p.Options.RevisionBump,
+		MinRevision:    p.Revision,
 	})
 	if err != nil {
-		os.RemoveAll(scratch)
 		return fmt.Errorf("etcd snapshot restore: %w", err)
 	}
 	if err := os.Chmod(scratch, 0o700); err != nil {

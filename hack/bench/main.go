@@ -29,12 +29,14 @@ func main() {
 	sizes := flag.String("size-mib", "1024", "comma-separated database sizes in MiB")
 	cache := flag.String("cache", "bin/bench-cache", "where generated etcd data dirs are kept between runs")
 	reps := flag.Int("reps", 3, "runs of each measurement; the median is reported")
+	restoreOnly := flag.Bool("restore-only", false, "time only the restore (one untimed backup feeds it)")
 	flag.Parse()
 	b, err := newBench(*cache)
 	if err != nil {
 		fail(err)
 	}
 	b.reps = *reps
+	b.restoreOnly = *restoreOnly
 	defer b.close()
 	for _, s := range strings.Split(*sizes, ",") {
 		mib, err := strconv.Atoi(strings.TrimSpace(s))
@@ -58,6 +60,7 @@ type bench struct {
 	s3               string
 	client           *minio.Client
 	reps             int
+	restoreOnly      bool
 }
 
 const (
@@ -148,6 +151,30 @@ func (b *bench) run(size int64) error {
 	if err != nil {
 		return err
 	}
+	cfg := filepath.Join(dir, "kdr.yaml")
+	usb := filepath.Join(dir, "usb")
+	if err := os.MkdirAll(usb, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`clusters:
+  - name: bench
+    etcd: {endpoints: [%s], insecure: true}
+    state: []
+encryption: {recipients: [%s]}
+targets:
+  - name: s3
+    s3: {endpoint: %q, bucket: %s, prefix: kdr, accessKey: %s, secretKey: %s, insecure: true, pathStyle: true}
+  - name: usb
+    local: {path: %s}
+`, endpoint, recipient, b.s3, bucket, accessKey, secretKey, usb)), 0o600); err != nil {
+		return err
+	}
+	if b.restoreOnly {
+		if err := runQuiet(filepath.Join(b.bin, "kdr"), "--config", cfg, "--log-level", "warn", "backup", "--target", "s3"); err != nil {
+			return err
+		}
+		return b.restoreBench(dir, endpoint, cfg, keyFile)
+	}
 	var results []result
 	snap := filepath.Join(dir, "snap.db")
 
@@ -194,24 +221,6 @@ func (b *bench) run(size int64) error {
 	}
 	results = append(results, r)
 
-	cfg := filepath.Join(dir, "kdr.yaml")
-	usb := filepath.Join(dir, "usb")
-	if err := os.MkdirAll(usb, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`clusters:
-  - name: bench
-    etcd: {endpoints: [%s], insecure: true}
-    state: []
-encryption: {recipients: [%s]}
-targets:
-  - name: s3
-    s3: {endpoint: %q, bucket: %s, prefix: kdr, accessKey: %s, secretKey: %s, insecure: true, pathStyle: true}
-  - name: usb
-    local: {path: %s}
-`, endpoint, recipient, b.s3, bucket, accessKey, secretKey, usb)), 0o600); err != nil {
-		return err
-	}
 	for _, target := range []string{"s3", "usb"} {
 		r, err = b.median(func() (result, error) {
 			return timed("kdr backup to "+target, filepath.Join(b.bin, "kdr"), "--config", cfg, "--log-level", "warn", "backup", "--target", target)
@@ -285,9 +294,12 @@ func (b *bench) restoreBench(dir, endpoint, cfg, keyFile string) error {
 	}
 	three.name = "etcdutl snapshot restore x3 in a row (naive)"
 	// applyAll runs kdr restore apply on three roots at once, as three
-	// hosts would, each with extra arguments.
-	applyAll := func(roots []string, extra ...string) error {
+	// hosts would, each with extra arguments: the wall time of all three,
+	// their CPU time summed, and the largest peak RSS of one.
+	applyAll := func(roots []string, extra ...string) (result, error) {
+		rs := make(chan result, len(roots))
 		errs := make(chan error, len(roots))
+		start := time.Now()
 		for i, root := range roots {
 			go func() {
 				args := []string{"--config", cfg, "--log-level", "warn", "restore", "apply", "--target", "s3", "--topology", "systemd",
@@ -295,15 +307,22 @@ func (b *bench) restoreBench(dir, endpoint, cfg, keyFile string) error {
 				for _, n := range nodes {
 					args = append(args, "--node-ip", n)
 				}
-				errs <- runQuiet(filepath.Join(b.bin, "kdr"), append(args, extra...)...)
+				r, err := timed("kdr restore apply", filepath.Join(b.bin, "kdr"), append(args, extra...)...)
+				rs <- r
+				errs <- err
 			}()
 		}
+		var all result
 		for range roots {
+			r := <-rs
 			if err := <-errs; err != nil {
-				return err
+				return result{}, err
 			}
+			all.cpu += r.cpu
+			all.maxRSS = max(all.maxRSS, r.maxRSS)
 		}
-		return nil
+		all.wall = time.Since(start)
+		return all, nil
 	}
 	roots := func(tag string) []string {
 		return []string{filepath.Join(dir, tag+"1"), filepath.Join(dir, tag+"2"), filepath.Join(dir, tag+"3")}
@@ -315,11 +334,7 @@ func (b *bench) restoreBench(dir, endpoint, cfg, keyFile string) error {
 				os.RemoveAll(r)
 			}
 		}()
-		start := time.Now()
-		if err := applyAll(rs, "--until", "restore-etcd"); err != nil {
-			return result{}, err
-		}
-		return result{wall: time.Since(start)}, nil
+		return applyAll(rs, "--until", "restore-etcd")
 	})
 	if err != nil {
 		return err
@@ -333,14 +348,12 @@ func (b *bench) restoreBench(dir, endpoint, cfg, keyFile string) error {
 				os.RemoveAll(r)
 			}
 		}()
-		if err := applyAll(rs, "--until", "restore-files"); err != nil {
+		if _, err := applyAll(rs, "--until", "restore-files"); err != nil {
 			return result{}, err
 		}
-		start := time.Now()
-		if err := applyAll(rs, "--until", "restore-etcd"); err != nil {
-			return result{}, err
-		}
-		return result{wall: time.Since(start), name: "kdr restore-etcd step alone, 3 nodes at once"}, nil
+		r, err := applyAll(rs, "--until", "restore-etcd")
+		r.name = "kdr restore-etcd step alone, 3 nodes at once"
+		return r, err
 	})
 	if err != nil {
 		return err
