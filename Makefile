@@ -21,7 +21,7 @@ KUBE_VERSION_PARTS := $(subst ., ,$(patsubst v%,%,$(KUBE_VERSION)))
 KUBE_LDFLAGS := $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
   -X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=$(word 1,$(KUBE_VERSION_PARTS)) \
   -X $(p).gitMinor=$(word 2,$(KUBE_VERSION_PARTS)) -X $(p).gitTreeState=clean)
-TOOLS := $(ETCD_BINS) $(BIN)/minio $(BIN)/staticcheck $(KUBE_BINS)
+TOOLS := $(ETCD_BINS) $(BIN)/minio $(BIN)/staticcheck $(KUBE_BINS) $(BIN)/promtool
 DEBIAN_PKGS := age zstd poppler-utils
 
 .PHONY: all build tools debian-tools test lint unit fuzz bench demo clean
@@ -50,6 +50,10 @@ $(BIN)/minio: hack/tools/minio/go.mod hack/tools/minio/go.sum
 
 $(BIN)/staticcheck: hack/tools/lint/go.mod hack/tools/lint/go.sum
 	cd hack/tools/lint && $(GO) build -o $@ honnef.co/go/tools/cmd/staticcheck
+
+# promtool checks and unit-tests the alerting rules in deploy/monitoring.
+$(BIN)/promtool: hack/tools/prometheus/go.mod hack/tools/prometheus/go.sum
+	cd hack/tools/prometheus && $(GO) build -o $@ github.com/prometheus/prometheus/cmd/promtool
 
 # Debian packages: age and zstd for the break-glass tests, pdftotext to read
 # rendered PDFs. Installed only when missing.

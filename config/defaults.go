@@ -11,6 +11,11 @@ const (
 	DefaultObjectLockMode  = "GOVERNANCE"
 	DefaultIncompleteGrace = 24 * time.Hour
 	DefaultListen          = ":9090"
+	DefaultCheckInterval   = time.Minute
+	DefaultShutdownGrace   = 25 * time.Second
+	DefaultLeaseDuration   = 15 * time.Second
+	DefaultRenewDeadline   = 10 * time.Second
+	DefaultRetryPeriod     = 2 * time.Second
 	DefaultBackupSchedule  = "*/30 * * * *"
 	DefaultPruneSchedule   = "0 3 * * *"
 	// DefaultDrillSchedule is 04:00 on the first of every third month.
@@ -83,11 +88,26 @@ func applyDefaults(cfg *Config) {
 	if cfg.Agent.Listen == "" {
 		cfg.Agent.Listen = DefaultListen
 	}
+	if cfg.Agent.CheckInterval == 0 {
+		cfg.Agent.CheckInterval = DefaultCheckInterval
+	}
+	if cfg.Agent.ShutdownGrace == 0 {
+		cfg.Agent.ShutdownGrace = DefaultShutdownGrace
+	}
 	le := &cfg.Agent.LeaderElection
 	if le.Namespace == "" {
 		le.Namespace = DefaultLeaseNamespace
 	}
 	if le.Name == "" {
 		le.Name = DefaultLeaseName
+	}
+	if le.LeaseDuration == 0 {
+		le.LeaseDuration = DefaultLeaseDuration
+	}
+	if le.RenewDeadline == 0 {
+		le.RenewDeadline = DefaultRenewDeadline
+	}
+	if le.RetryPeriod == 0 {
+		le.RetryPeriod = DefaultRetryPeriod
 	}
 }

@@ -181,13 +181,29 @@ type Retention struct {
 
 // Agent configures `kdr agent`.
 type Agent struct {
-	Listen         string         `yaml:"listen"`
+	Listen string `yaml:"listen"`
+	// CheckInterval is how often the agent pings its targets and counts
+	// their backups, between scheduled runs (default 1m).
+	CheckInterval time.Duration `yaml:"checkInterval"`
+	// ShutdownGrace is how long a SIGTERM lets a running backup finish
+	// before it is cancelled (default 25s, inside Kubernetes' 30s).
+	ShutdownGrace  time.Duration  `yaml:"shutdownGrace"`
 	LeaderElection LeaderElection `yaml:"leaderElection"`
 }
 
-// LeaderElection uses a Kubernetes Lease so two replicas never back up at once.
+// LeaderElection uses a Kubernetes Lease so two replicas never back up at
+// once. It takes effect in a pod (the in-cluster service account) or with
+// a kubeconfig; elsewhere the agent runs alone.
 type LeaderElection struct {
 	Enabled   bool   `yaml:"enabled"`
 	Namespace string `yaml:"namespace"`
 	Name      string `yaml:"name"`
+	// Kubeconfig reaches the API server from outside a pod.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// LeaseDuration is how long a dead leader keeps the lease (default
+	// 15s); RenewDeadline how long the leader tries to renew before it
+	// gives up (10s); RetryPeriod how often everyone tries (2s).
+	LeaseDuration time.Duration `yaml:"leaseDuration"`
+	RenewDeadline time.Duration `yaml:"renewDeadline"`
+	RetryPeriod   time.Duration `yaml:"retryPeriod"`
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/robfig/cron/v3"
+	"time"
 )
 
 // nameRE is what a cluster or target name may be: it becomes part of
@@ -374,5 +375,21 @@ func (d *decoder) retention(r *Retention) {
 func (d *decoder) agent(a *Agent) {
 	if _, port, err := net.SplitHostPort(a.Listen); err != nil || port == "" {
 		d.errorf("agent.listen", "%q is not host:port (like :9090)", a.Listen)
+	}
+	if a.CheckInterval < time.Second {
+		d.errorf("agent.checkInterval", "must be at least 1s")
+	}
+	if a.ShutdownGrace < 0 {
+		d.errorf("agent.shutdownGrace", "must not be negative")
+	}
+	// client-go refuses these orders; say so here, with the line.
+	le := a.LeaderElection
+	switch {
+	case le.RetryPeriod <= 0:
+		d.errorf("agent.leaderElection.retryPeriod", "must be positive")
+	case le.RenewDeadline <= le.RetryPeriod*6/5:
+		d.errorf("agent.leaderElection.renewDeadline", "must be longer than 1.2 x retryPeriod (%s)", le.RetryPeriod)
+	case le.LeaseDuration <= le.RenewDeadline:
+		d.errorf("agent.leaderElection.leaseDuration", "must be longer than renewDeadline (%s)", le.RenewDeadline)
 	}
 }

@@ -129,7 +129,9 @@ func TestFullFixture(t *testing.T) {
 		{"jitter", cfg.Schedule.Jitter, 5 * time.Minute},
 		{"keepYearly", cfg.Retention.KeepYearly, 3},
 		{"incompleteGrace", cfg.Retention.IncompleteGrace, 12 * time.Hour},
-		{"lease", cfg.Agent.LeaderElection, config.LeaderElection{Enabled: true, Namespace: "backup", Name: "kdr-prod"}},
+		{"lease", cfg.Agent.LeaderElection, config.LeaderElection{Enabled: true, Namespace: "backup", Name: "kdr-prod",
+			LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second}},
+		{"check interval default", cfg.Agent.CheckInterval, time.Minute},
 	} {
 		if !reflect.DeepEqual(tt.got, tt.want) {
 			t.Errorf("%s = %#v, want %#v", tt.name, tt.got, tt.want)

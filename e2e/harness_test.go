@@ -339,6 +339,7 @@ type configSpec struct {
 	bucket          string // default the world's bucket
 	objectLockDays  int    // Object Lock retention on the S3 target when > 0
 	keepLast        int    // default 10
+	extra           string // appended as it is: schedule, agent
 }
 
 // spec is the config of the world as it is: both targets where there
@@ -411,7 +412,7 @@ targets:
 		fmt.Fprintf(&b, "  - name: usb\n    local:\n      path: %q\n", c.usb)
 	}
 	fmt.Fprintf(&b, "retention:\n  keepLast: %d\n  incompleteGrace: %s\n", cmp.Or(c.keepLast, 10), c.incompleteGrace)
-	return b.String()
+	return b.String() + c.extra
 }
 
 // writeConfig writes the config to a new file and returns its path.

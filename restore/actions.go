@@ -234,6 +234,23 @@ func checkFetched(ctx context.Context, e *Env) error {
 			return fmt.Errorf("%s: not fetched whole", o.Name)
 		}
 	}
+	// The manifest is written last: a fetch killed before it is not done.
+	want, err := m.Marshal()
+	if err != nil {
+		return err
+	}
+	rc, err := local.Get(ctx, manifest.Key(m.Cluster, m.ID, manifest.ManifestObject))
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(io.LimitReader(rc, int64(len(want))+1))
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("%s: not fetched whole", manifest.ManifestObject)
+	}
 	return nil
 }
 

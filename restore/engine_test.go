@@ -289,3 +289,27 @@ func TestRestoreEtcdResumesItsScratch(t *testing.T) {
 		})
 	}
 }
+
+// TestFetchCheckNeedsTheManifest: fetch writes the manifest last, so a
+// fetch killed before it must not count as done when it is resumed.
+func TestFetchCheckNeedsTheManifest(t *testing.T) {
+	f := newFixture(t, 1)
+	plan := oneNodePlan(t, f)
+	env := &Env{Plan: plan, Root: t.TempDir(), Target: f.usb, Identities: f.ids, WaitTimeout: time.Minute}
+	if err := Apply(context.Background(), env, "m1", ApplyOptions{Until: "fetch"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkFetched(context.Background(), env); err != nil {
+		t.Fatalf("a whole fetch fails its check: %v", err)
+	}
+	local, err := env.stagingTarget()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := local.Delete(context.Background(), manifest.Key(plan.Cluster, plan.BackupID, manifest.ManifestObject)); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkFetched(context.Background(), env); err == nil {
+		t.Fatal("a fetch without its manifest passes its check")
+	}
+}

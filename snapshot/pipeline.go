@@ -64,7 +64,8 @@ type Result struct {
 
 // Backup takes one backup of one cluster to every target. It returns an
 // error wrapping ErrPartial when some targets failed, and a plain error
-// when none holds a complete set.
+// when none holds a complete set. The Result, when not nil, says per
+// target what happened, also when no target holds the set.
 func Backup(ctx context.Context, o Options) (*Result, error) {
 	b, err := newBackup(o)
 	if err != nil {
@@ -378,7 +379,7 @@ func (b *backup) putManifests(ctx context.Context) (*Result, error) {
 	}
 	switch {
 	case len(res.Complete) == 0:
-		return nil, fmt.Errorf("backup %s of %s: no target holds a complete set: %w", b.m.ID, b.o.Cluster, b.targetErrors())
+		return res, fmt.Errorf("backup %s of %s: no target holds a complete set: %w", b.m.ID, b.o.Cluster, b.targetErrors())
 	case len(b.failed) > 0:
 		return res, fmt.Errorf("%w: backup %s of %s: %w", ErrPartial, b.m.ID, b.o.Cluster, b.targetErrors())
 	}

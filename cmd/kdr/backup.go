@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kdr-io/kdr/internal/version"
+	"github.com/kdr-io/kdr/internal/fromconfig"
 	"github.com/kdr-io/kdr/snapshot"
 )
 
@@ -50,21 +50,21 @@ func runBackup(cmd *cobra.Command, g *globals, f *backupFlags) error {
 	if err != nil {
 		return err
 	}
-	clusters, err := selectClusters(cfg, f.cluster)
+	clusters, err := fromconfig.Clusters(cfg, f.cluster)
 	if err != nil {
 		return err
 	}
-	rs, err := recipients(cfg)
+	rs, err := fromconfig.Recipients(cfg)
 	if err != nil {
 		return err
 	}
-	targets, err := openTargets(ctx, cfg, f.target)
+	targets, err := fromconfig.Targets(ctx, cfg, f.target)
 	if err != nil {
 		return err
 	}
 	var failures []error
 	for _, c := range clusters {
-		eo, err := etcdOptions(c)
+		o, err := fromconfig.Backup(c, rs, targets)
 		if err != nil {
 			// Each cluster is backed up on its own: one bad TLS path must
 			// not cost the others their backup.
@@ -72,21 +72,10 @@ func runBackup(cmd *cobra.Command, g *globals, f *backupFlags) error {
 			continue
 		}
 		progress := newProgress(cmd.ErrOrStderr(), "etcd snapshot "+c.Name)
-		res, err := snapshot.Backup(ctx, snapshot.Options{
-			Cluster:    c.Name,
-			Etcd:       eo,
-			State:      c.State,
-			Inventory:  c.Inventory,
-			Root:       f.root,
-			Node:       f.node,
-			Recipients: rs,
-			Targets:    targets,
-			KdrVersion: version.Version,
-			Logger:     log,
-			Progress:   progress.update,
-		})
+		o.Root, o.Node, o.Logger, o.Progress = f.root, f.node, log, progress.update
+		res, err := snapshot.Backup(ctx, o)
 		progress.done()
-		if res != nil {
+		if res != nil && len(res.Complete) > 0 {
 			fmt.Fprintln(cmd.OutOrStdout(), res.Manifest.ID)
 		}
 		if err != nil {

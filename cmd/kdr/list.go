@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kdr-io/kdr/catalog"
+	"github.com/kdr-io/kdr/internal/fromconfig"
 )
 
 type listFlags struct {
@@ -56,11 +57,11 @@ func runList(cmd *cobra.Command, g *globals, f *listFlags) error {
 		return err
 	}
 	if f.cluster != "" {
-		if _, err := selectClusters(cfg, f.cluster); err != nil {
+		if _, err := fromconfig.Clusters(cfg, f.cluster); err != nil {
 			return err
 		}
 	}
-	targets, err := openTargets(ctx, cfg, f.target)
+	targets, err := fromconfig.Targets(ctx, cfg, f.target)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kdr-io/kdr/catalog"
+	"github.com/kdr-io/kdr/internal/fromconfig"
 )
 
 type pruneFlags struct {
@@ -43,19 +44,16 @@ func runPrune(cmd *cobra.Command, g *globals, f *pruneFlags) error {
 	if err != nil {
 		return err
 	}
-	clusters, err := selectClusters(cfg, f.cluster)
+	clusters, err := fromconfig.Clusters(cfg, f.cluster)
 	if err != nil {
 		return err
 	}
-	targets, err := openTargets(ctx, cfg, f.target)
+	targets, err := fromconfig.Targets(ctx, cfg, f.target)
 	if err != nil {
 		return err
 	}
 	r := cfg.Retention
-	policy := catalog.Policy{
-		KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily,
-		KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly,
-	}
+	policy := fromconfig.Policy(r)
 	out := cmd.OutOrStdout()
 	verb := "would remove"
 	if f.apply {

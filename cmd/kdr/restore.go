@@ -11,6 +11,7 @@ import (
 	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/crypto"
+	"github.com/kdr-io/kdr/internal/fromconfig"
 	"github.com/kdr-io/kdr/restore"
 	"github.com/kdr-io/kdr/storage"
 )
@@ -147,11 +148,11 @@ func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore
 	if err != nil {
 		return nil, nil, err
 	}
-	tcfg, err := pickTarget(cfg, f.target)
+	tcfg, err := fromconfig.PickTarget(cfg, f.target)
 	if err != nil {
 		return nil, nil, err
 	}
-	target, err := openTarget(ctx, tcfg)
+	target, err := fromconfig.Target(ctx, tcfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -176,7 +177,7 @@ func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore
 	if err != nil {
 		return nil, nil, err
 	}
-	plan, err := restore.BuildPlan(m, sourceOf(tcfg), restore.Options{
+	plan, err := restore.BuildPlan(m, fromconfig.Source(tcfg), restore.Options{
 		Target: tcfg.Name, Topology: f.topology, Nodes: nodes, Token: f.token, APIEndpoint: f.apiURL, RevisionBump: f.bump,
 		EtcdDataDir: f.dataDir, KubernetesDir: f.kubeDir, StagingDir: f.stagingDir, ConfigFile: g.configPath,
 		IdentityFile: f.identity,
@@ -186,29 +187,13 @@ func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore
 
 func onlyCluster(cfg *config.Config, name string) (string, error) {
 	if name != "" {
-		_, err := selectClusters(cfg, name)
+		_, err := fromconfig.Clusters(cfg, name)
 		return name, err
 	}
 	if len(cfg.Clusters) != 1 {
 		return "", fmt.Errorf("the config has %d clusters: name one with --cluster", len(cfg.Clusters))
 	}
 	return cfg.Clusters[0].Name, nil
-}
-
-func pickTarget(cfg *config.Config, name string) (config.Target, error) {
-	for _, t := range cfg.Targets {
-		if name == "" || t.Name == name {
-			return t, nil
-		}
-	}
-	return config.Target{}, fmt.Errorf("no target %q in the config", name)
-}
-
-func sourceOf(t config.Target) restore.Source {
-	if t.S3 != nil {
-		return restore.Source{Kind: "s3", Endpoint: t.S3.Endpoint, Bucket: t.S3.Bucket, Prefix: t.S3.Prefix, Insecure: t.S3.Insecure}
-	}
-	return restore.Source{Kind: "local", Path: t.Local.Path}
 }
 
 // parseNodes reads NAME=IP[,PEER_URL,CLIENT_URL].

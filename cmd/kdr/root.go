@@ -36,6 +36,7 @@ control plane from them.`,
 	root.AddCommand(
 		newInitCommand(),
 		newBackupCommand(g),
+		newAgentCommand(g),
 		newListCommand(g),
 		newVerifyCommand(g),
 		newPruneCommand(g),

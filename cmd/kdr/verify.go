@@ -12,6 +12,7 @@ import (
 
 	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/crypto"
+	"github.com/kdr-io/kdr/internal/fromconfig"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/storage"
 )
@@ -53,7 +54,7 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, ref string) error
 	if err != nil {
 		return err
 	}
-	clusters, err := selectClusters(cfg, f.cluster)
+	clusters, err := fromconfig.Clusters(cfg, f.cluster)
 	if err != nil {
 		return err
 	}
@@ -63,7 +64,7 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, ref string) error
 			return err
 		}
 	}
-	targets, err := openTargets(ctx, cfg, f.target)
+	targets, err := fromconfig.Targets(ctx, cfg, f.target)
 	if err != nil {
 		return err
 	}

@@ -29,21 +29,35 @@ func main() {
 	sizes := flag.String("size-mib", "1024", "comma-separated database sizes in MiB")
 	cache := flag.String("cache", "bin/bench-cache", "where generated etcd data dirs are kept between runs")
 	reps := flag.Int("reps", 3, "runs of each measurement; the median is reported")
-	restoreOnly := flag.Bool("restore-only", false, "time only the restore (one untimed backup feeds it)")
+	only := flag.String("only", "", "run one part: backup, restore (one untimed backup feeds it) or agent")
+	agentWindow := flag.Duration("agent-window", time.Minute, "how long the agent is watched idling")
 	flag.Parse()
 	b, err := newBench(*cache)
 	if err != nil {
 		fail(err)
 	}
 	b.reps = *reps
-	b.restoreOnly = *restoreOnly
+	b.only = *only
+	switch b.only {
+	case "", "backup", "restore", "agent":
+	default:
+		fail(fmt.Errorf("-only %q: want backup, restore or agent", b.only))
+	}
 	defer b.close()
 	for _, s := range strings.Split(*sizes, ",") {
+		if b.only == "agent" {
+			break
+		}
 		mib, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
 			fail(fmt.Errorf("-size-mib %q: %w", s, err))
 		}
 		if err := b.run(int64(mib) << 20); err != nil {
+			fail(err)
+		}
+	}
+	if b.only == "" || b.only == "agent" {
+		if err := b.agentBench(*agentWindow); err != nil {
 			fail(err)
 		}
 	}
@@ -60,7 +74,7 @@ type bench struct {
 	s3               string
 	client           *minio.Client
 	reps             int
-	restoreOnly      bool
+	only             string
 }
 
 const (
@@ -169,7 +183,7 @@ targets:
 `, endpoint, recipient, b.s3, bucket, accessKey, secretKey, usb)), 0o600); err != nil {
 		return err
 	}
-	if b.restoreOnly {
+	if b.only == "restore" {
 		if err := runQuiet(filepath.Join(b.bin, "kdr"), "--config", cfg, "--log-level", "warn", "backup", "--target", "s3"); err != nil {
 			return err
 		}
@@ -232,6 +246,9 @@ targets:
 	}
 
 	printTable(b.reps, results)
+	if b.only == "backup" {
+		return nil
+	}
 	return b.restoreBench(dir, endpoint, cfg, keyFile)
 }
 

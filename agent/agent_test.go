@@ -1,0 +1,152 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/kdr-io/kdr/config"
+)
+
+// TestMetricsCoverDeploy: every kdr_ series the shipped alert rules and
+// dashboard use is one the agent exports.
+func TestMetricsCoverDeploy(t *testing.T) {
+	m := newMetrics()
+	described := map[string]bool{}
+	ch := make(chan *prometheus.Desc)
+	go func() {
+		for _, c := range m.own() {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
+	for d := range ch {
+		if s := fqName.FindStringSubmatch(d.String()); s != nil {
+			described[s[1]] = true
+		}
+	}
+	used := regexp.MustCompile(`\bkdr_[a-z_]+`)
+	for _, f := range []string{"../deploy/monitoring/prometheusrule.yaml", "../deploy/monitoring/kdr-dashboard.json"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := used.FindAllString(string(b), -1)
+		if len(names) == 0 {
+			t.Fatalf("%s uses no kdr_ series: the check would prove nothing", f)
+		}
+		for _, n := range names {
+			base := n
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if strings.HasSuffix(n, suffix) && described[strings.TrimSuffix(n, suffix)] {
+					base = strings.TrimSuffix(n, suffix)
+				}
+			}
+			if !described[base] {
+				t.Errorf("%s uses %s, which the agent does not export", filepath.Base(f), n)
+			}
+		}
+	}
+}
+
+const testConfig = `clusters:
+  - name: prod
+    etcd: {endpoints: ["http://127.0.0.1:1"], insecure: true, dialTimeout: 1s}
+    state: []
+encryption:
+  recipients: [age1pfz2wqrkh05nrg847tuc2dxryzlecazwrh2nc4prwmp6d98g23es6jnthh]
+targets:
+  - name: usb
+    local: {path: %q}
+schedule: {backup: %q, prune: "@every 1h"}
+agent: {listen: "127.0.0.1:0"}
+`
+
+func newTestAgent(t *testing.T, schedule string) (*Agent, string) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "kdr.yaml")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(testConfig, dir, schedule)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Options{ConfigPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.ln.Close() })
+	return a, path
+}
+
+// TestReload: a config that does not validate is refused with its line,
+// and the running one stays; a good one replaces it.
+func TestReload(t *testing.T) {
+	a, path := newTestAgent(t, "@every 1h")
+	good, _ := os.ReadFile(path)
+	os.WriteFile(path, []byte(strings.Replace(string(good), "@every 1h", "every hour", 1)), 0o600)
+	err := a.Reload()
+	if err == nil || !strings.Contains(err.Error(), "kdr.yaml:10") {
+		t.Fatalf("bad schedule reloaded: %v, want an error naming kdr.yaml:10", err)
+	}
+	if got := testutil.ToFloat64(a.m.reloadOK); got != 0 {
+		t.Errorf("config_last_reload_successful %v after a refused reload", got)
+	}
+	if a.config().Schedule.Backup != "@every 1h" {
+		t.Errorf("the refused config replaced the running one")
+	}
+	os.WriteFile(path, []byte(strings.Replace(string(good), "@every 1h", "@every 2h", 1)), 0o600)
+	if err := a.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if a.config().Schedule.Backup != "@every 2h" || testutil.ToFloat64(a.m.reloadOK) != 1 {
+		t.Errorf("good config not taken: %q", a.config().Schedule.Backup)
+	}
+}
+
+// TestTriggerNeverOverlaps: a run that starts while the previous run of
+// the same job goes on is skipped and counted; a standby runs nothing.
+func TestTriggerNeverOverlaps(t *testing.T) {
+	a, _ := newTestAgent(t, "@every 1h")
+	release := make(chan struct{})
+	var mu sync.Mutex
+	runs := 0
+	j := &job{name: "backup", run: func(context.Context, *config.Config) error {
+		mu.Lock()
+		runs++
+		mu.Unlock()
+		<-release
+		return nil
+	}}
+	a.setLeader(true)
+	go a.trigger(j)
+	deadline := time.Now().Add(10 * time.Second)
+	for !j.running.Load() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	a.trigger(j) // the first still runs
+	if got := testutil.ToFloat64(a.m.jobSkipped.WithLabelValues("backup")); got != 1 {
+		t.Errorf("skipped %v, want 1", got)
+	}
+	close(release)
+	a.running.Wait()
+	a.setLeader(false)
+	a.trigger(j)
+	a.running.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if runs != 1 {
+		t.Errorf("%d runs, want 1 (one skipped, one on a standby)", runs)
+	}
+	if got := testutil.ToFloat64(a.m.jobRuns.WithLabelValues("backup", "success")); got != 1 {
+		t.Errorf("job_runs_total success %v, want 1", got)
+	}
+}

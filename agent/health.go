@@ -1,0 +1,226 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kdr-io/kdr/catalog"
+	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/internal/fromconfig"
+	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/storage"
+)
+
+// health is what the agent last learnt of its targets and their backups.
+type health struct {
+	mu      sync.Mutex
+	checked bool
+	targets map[string]*targetHealth
+	// sets is cluster -> target -> what the target holds.
+	sets map[string]map[string]setsView
+	// manifests is the newest backup ID per cluster whose manifest was
+	// read into the metrics.
+	manifests map[string]string
+}
+
+type targetHealth struct {
+	// pingErr is the last check's error; backupErr the last backup's on
+	// this target, kept until a backup lands there again.
+	pingErr, backupErr error
+	checked            time.Time
+}
+
+func (t *targetHealth) err() error { return errors.Join(t.pingErr, t.backupErr) }
+
+// setsView is what the status page shows of one cluster on one target.
+type setsView struct {
+	Backups int       `json:"backups"`
+	Newest  string    `json:"newest,omitempty"`
+	Taken   time.Time `json:"taken,omitzero"`
+	Oldest  string    `json:"oldest,omitempty"`
+	Error   string    `json:"error,omitempty"`
+}
+
+func (h *health) target(name string) *targetHealth {
+	if h.targets == nil {
+		h.targets = map[string]*targetHealth{}
+	}
+	if h.targets[name] == nil {
+		h.targets[name] = &targetHealth{}
+	}
+	return h.targets[name]
+}
+
+func (h *health) backupFailed(target string, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.target(target).backupErr = err
+}
+
+func (h *health) backupStored(target string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.target(target).backupErr = nil
+}
+
+func (h *health) sawManifest(cluster, id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.manifests == nil {
+		h.manifests = map[string]string{}
+	}
+	h.manifests[cluster] = id
+}
+
+// unready lists why the agent should not count as ready, or nothing.
+func (a *Agent) unready() []string {
+	var why []string
+	if !a.leaderKnown.Load() {
+		why = append(why, "no leader known yet: the API server holding the lease has not answered")
+	}
+	a.health.mu.Lock()
+	defer a.health.mu.Unlock()
+	if !a.health.checked {
+		return append(why, "targets not checked yet")
+	}
+	for _, t := range a.config().Targets {
+		if th := a.health.targets[t.Name]; th != nil && th.err() != nil {
+			why = append(why, fmt.Sprintf("target %s: %v", t.Name, th.err()))
+		}
+	}
+	return why
+}
+
+// checkLoop refreshes the targets' health and counts now and then, so a
+// standby and a quiet schedule report them too.
+func (a *Agent) checkLoop(ctx context.Context) {
+	for {
+		a.reloadIfChanged()
+		cfg := a.config()
+		a.refresh(ctx, cfg)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(cfg.Agent.CheckInterval):
+		}
+	}
+}
+
+// refresh pings every target and reads what backups it holds: count,
+// oldest and newest per cluster. The newest backup's manifest, when it is
+// one the agent has not read, gives the etcd and certificate figures.
+func (a *Agent) refresh(parent context.Context, cfg *config.Config) {
+	// A target that does not answer within the interval counts as down.
+	ctx, cancel := context.WithTimeout(parent, cfg.Agent.CheckInterval)
+	defer cancel()
+	sets := map[string]map[string]setsView{}
+	for _, c := range cfg.Clusters {
+		sets[c.Name] = map[string]setsView{}
+	}
+	a.m.targetUp.Reset()
+	for _, tcfg := range cfg.Targets {
+		t, err := fromconfig.Target(ctx, tcfg)
+		if err == nil {
+			err = t.Ping(ctx)
+		}
+		if parent.Err() != nil {
+			return // shutting down: leave the last figures alone
+		}
+		a.health.mu.Lock()
+		th := a.health.target(tcfg.Name)
+		th.pingErr, th.checked = err, time.Now()
+		up := th.err() == nil
+		a.health.mu.Unlock()
+		a.m.targetUp.WithLabelValues(tcfg.Name).Set(boolFloat(up))
+		for _, c := range cfg.Clusters {
+			v := setsView{}
+			if err == nil {
+				v = a.countSets(ctx, t, c.Name)
+			} else {
+				v.Error = err.Error()
+			}
+			sets[c.Name][tcfg.Name] = v
+		}
+	}
+	a.health.mu.Lock()
+	a.health.sets, a.health.checked = sets, true
+	seen := a.health.manifests
+	a.health.mu.Unlock()
+	a.readNewestManifests(ctx, cfg, sets, seen)
+}
+
+// countSets exports one cluster's complete sets on one target.
+func (a *Agent) countSets(ctx context.Context, t storage.Target, cluster string) setsView {
+	all, err := catalog.Sets(ctx, t, cluster)
+	if err != nil {
+		return setsView{Error: err.Error()}
+	}
+	var v setsView
+	var oldest, newest time.Time
+	for _, s := range all {
+		if !s.Complete {
+			continue
+		}
+		taken, err := manifest.IDTime(s.ID)
+		if err != nil {
+			continue
+		}
+		v.Backups++
+		if oldest.IsZero() || taken.Before(oldest) {
+			oldest, v.Oldest = taken, s.ID
+		}
+		if taken.After(newest) {
+			newest, v.Newest = taken, s.ID
+		}
+	}
+	v.Taken = newest
+	a.m.backups.WithLabelValues(cluster, t.Name()).Set(float64(v.Backups))
+	if v.Backups > 0 {
+		a.m.oldest.WithLabelValues(cluster, t.Name()).Set(float64(oldest.Unix()))
+		a.m.newest.WithLabelValues(cluster, t.Name()).Set(float64(newest.Unix()))
+		a.m.lastSuccess.WithLabelValues(cluster, t.Name()).Set(float64(newest.Unix()))
+	}
+	return v
+}
+
+// readNewestManifests loads the newest manifest of each cluster when the
+// metrics do not show it yet: after a restart, or a backup by another
+// replica.
+func (a *Agent) readNewestManifests(ctx context.Context, cfg *config.Config, sets map[string]map[string]setsView, seen map[string]string) {
+	for cluster, byTarget := range sets {
+		var newest setsView
+		var from string
+		for name, v := range byTarget {
+			if v.Newest > newest.Newest {
+				newest, from = v, name
+			}
+		}
+		if newest.Newest == "" || seen[cluster] == newest.Newest {
+			continue
+		}
+		tcfg, err := fromconfig.PickTarget(cfg, from)
+		if err != nil {
+			continue
+		}
+		t, err := fromconfig.Target(ctx, tcfg)
+		if err != nil {
+			continue
+		}
+		m, _, err := catalog.LoadManifest(ctx, t, cluster, newest.Newest)
+		if err != nil {
+			a.log.Warn("newest manifest unreadable", "cluster", cluster, "target", from, "backup", newest.Newest, "err", err)
+			continue
+		}
+		a.recordManifest(m)
+	}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/kdr-io/kdr/config"
+)
+
+// Failure reasons, the values of the reason label.
+const (
+	reasonEtcd     = "etcd"
+	reasonState    = "state"
+	reasonTarget   = "target"
+	reasonConfig   = "config"
+	reasonCanceled = "canceled"
+	reasonRunbook  = "runbook"
+	reasonOther    = "other"
+)
+
+// metrics are the agent's series. Labels name clusters, targets, jobs and
+// certificate paths from the config and the manifest: never a secret.
+type metrics struct {
+	reg *prometheus.Registry
+
+	lastSuccess *prometheus.GaugeVec     // cluster, target
+	duration    *prometheus.HistogramVec // cluster
+	written     *prometheus.CounterVec   // cluster, target
+	failures    *prometheus.CounterVec   // cluster, target, reason
+	dbSize      *prometheus.GaugeVec     // cluster
+	revision    *prometheus.GaugeVec     // cluster
+	backups     *prometheus.GaugeVec     // cluster, target
+	oldest      *prometheus.GaugeVec     // cluster, target
+	newest      *prometheus.GaugeVec     // cluster, target
+	certExpiry  *prometheus.GaugeVec     // cluster, path
+	targetUp    *prometheus.GaugeVec     // target
+	pruned      *prometheus.CounterVec   // cluster, target
+
+	drillLast     *prometheus.GaugeVec   // cluster
+	drillRTO      *prometheus.GaugeVec   // cluster
+	drillRPO      *prometheus.GaugeVec   // cluster
+	drillFailures *prometheus.CounterVec // cluster
+
+	jobRuns    *prometheus.CounterVec // job, result
+	jobSkipped *prometheus.CounterVec // job
+	nextRun    *prometheus.GaugeVec   // job
+	leader     prometheus.Gauge
+	reloadOK   prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kdr", Name: name, Help: help}, labels)
+	}
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kdr", Name: name, Help: help}, labels)
+	}
+	m := &metrics{
+		reg:         prometheus.NewRegistry(),
+		lastSuccess: gauge("backup_last_success_timestamp_seconds", "When the newest complete backup on the target was taken.", "cluster", "target"),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "kdr", Name: "backup_duration_seconds", Help: "How long backups took, complete or not.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 13), // 1s to about 68 minutes
+		}, []string{"cluster"}),
+		written:    counter("backup_bytes_written_total", "Bytes of complete sets stored (compressed and encrypted).", "cluster", "target"),
+		failures:   counter("backup_failures_total", "Backups that did not complete, by target (empty when none was reached) and reason.", "cluster", "target", "reason"),
+		dbSize:     gauge("etcd_db_size_bytes", "etcd database size at the newest backup.", "cluster"),
+		revision:   gauge("etcd_revision", "etcd revision at the newest backup.", "cluster"),
+		backups:    gauge("backups", "Complete backup sets on the target.", "cluster", "target"),
+		oldest:     gauge("backup_oldest_timestamp_seconds", "When the oldest complete backup on the target was taken.", "cluster", "target"),
+		newest:     gauge("backup_newest_timestamp_seconds", "When the newest complete backup on the target was taken.", "cluster", "target"),
+		certExpiry: gauge("certificate_expiry_timestamp_seconds", "When each certificate captured by the newest backup expires.", "cluster", "path"),
+		targetUp:   gauge("target_up", "1 when the target answered the last check and took the last backup, else 0.", "target"),
+		pruned:     counter("prune_deleted_total", "Backup sets prune removed, complete or left over.", "cluster", "target"),
+
+		drillLast:     gauge("drill_last_success_timestamp_seconds", "When the last successful drill ran; 0 when none has.", "cluster"),
+		drillRTO:      gauge("drill_rto_seconds", "Recovery time measured by the last successful drill.", "cluster"),
+		drillRPO:      gauge("drill_rpo_seconds", "Age of the backup the last successful drill restored.", "cluster"),
+		drillFailures: counter("drill_failures_total", "Drills that failed.", "cluster"),
+
+		jobRuns:    counter("job_runs_total", "Scheduled runs that finished, by job and result.", "job", "result"),
+		jobSkipped: counter("job_skipped_total", "Scheduled runs skipped because the previous run of the job was still going.", "job"),
+		nextRun:    gauge("job_next_run_timestamp_seconds", "When the job runs next.", "job"),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kdr", Name: "leader",
+			Help: "1 on the replica that holds the lease, or runs alone; 0 on a standby."}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kdr", Name: "config_last_reload_successful",
+			Help: "1 when the config in use is the file's (the last load or reload worked), 0 when a reload was refused."}),
+	}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.own()...)
+	return m
+}
+
+// own lists the kdr_ collectors.
+func (m *metrics) own() []prometheus.Collector {
+	return []prometheus.Collector{m.lastSuccess, m.duration, m.written, m.failures, m.dbSize, m.revision, m.backups,
+		m.oldest, m.newest, m.certExpiry, m.targetUp, m.pruned, m.drillLast, m.drillRTO, m.drillRPO, m.drillFailures,
+		m.jobRuns, m.jobSkipped, m.nextRun, m.leader, m.reloadOK}
+}
+
+// zero creates the series of cfg's clusters and targets at 0, so the first
+// failure is an increase a rule sees, and a cluster never drilled reads
+// as such.
+func (m *metrics) zero(cfg *config.Config) {
+	targets := []string{""}
+	for _, t := range cfg.Targets {
+		targets = append(targets, t.Name)
+	}
+	for _, c := range cfg.Clusters {
+		for _, t := range targets {
+			for _, r := range []string{reasonEtcd, reasonState, reasonTarget, reasonConfig, reasonCanceled, reasonRunbook, reasonOther} {
+				m.failures.WithLabelValues(c.Name, t, r)
+			}
+			if t != "" {
+				m.written.WithLabelValues(c.Name, t)
+				m.pruned.WithLabelValues(c.Name, t)
+			}
+		}
+		m.drillFailures.WithLabelValues(c.Name)
+		m.drillLast.WithLabelValues(c.Name)
+	}
+	for _, j := range []string{"backup", "prune"} {
+		m.jobSkipped.WithLabelValues(j)
+		for _, r := range []string{"success", "failure"} {
+			m.jobRuns.WithLabelValues(j, r)
+		}
+	}
+}

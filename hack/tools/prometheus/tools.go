@@ -1,0 +1,7 @@
+//go:build tools
+
+// Package tools pins promtool, which checks and unit-tests the alerting
+// rules in deploy/monitoring.
+package tools
+
+import _ "github.com/prometheus/prometheus/cmd/promtool"

@@ -1,0 +1,188 @@
+package fromconfig
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/kdr-io/kdr/catalog"
+	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/crypto"
+	"github.com/kdr-io/kdr/internal/version"
+	"github.com/kdr-io/kdr/restore"
+	"github.com/kdr-io/kdr/snapshot"
+	"github.com/kdr-io/kdr/storage"
+)
+
+// Clusters returns the named cluster, or all when name is empty.
+func Clusters(cfg *config.Config, name string) ([]config.Cluster, error) {
+	if name == "" {
+		return cfg.Clusters, nil
+	}
+	for _, c := range cfg.Clusters {
+		if c.Name == name {
+			return []config.Cluster{c}, nil
+		}
+	}
+	return nil, fmt.Errorf("no cluster %q in the config", name)
+}
+
+// Targets builds the configured targets, or only the named one.
+func Targets(ctx context.Context, cfg *config.Config, only string) ([]storage.Target, error) {
+	var out []storage.Target
+	for _, t := range cfg.Targets {
+		if only != "" && t.Name != only {
+			continue
+		}
+		target, err := Target(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, target)
+	}
+	if len(out) == 0 {
+		if only != "" {
+			return nil, fmt.Errorf("no target %q in the config", only)
+		}
+		return nil, errors.New("no targets in the config")
+	}
+	return out, nil
+}
+
+// Target opens one configured target.
+func Target(ctx context.Context, t config.Target) (storage.Target, error) {
+	switch {
+	case t.Local != nil:
+		return storage.NewLocal(t.Name, t.Local.Path)
+	case t.S3 != nil:
+		s := t.S3
+		o := storage.S3Options{
+			Endpoint:     s.Endpoint,
+			Region:       s.Region,
+			Bucket:       s.Bucket,
+			Prefix:       s.Prefix,
+			AccessKey:    s.AccessKey,
+			SecretKey:    s.SecretKey,
+			Insecure:     s.Insecure,
+			CAFile:       s.CA,
+			PathStyle:    s.PathStyle,
+			SSE:          s.SSE,
+			KMSKeyID:     s.SSEKMSKeyID,
+			StorageClass: s.StorageClass,
+			PartSize:     int64(s.PartSizeMiB) << 20,
+		}
+		if s.ObjectLock != nil {
+			o.LockMode, o.LockDays = s.ObjectLock.Mode, s.ObjectLock.Days
+		}
+		return storage.NewS3(ctx, t.Name, o)
+	}
+	return nil, fmt.Errorf("target %s: neither s3 nor local is set", t.Name)
+}
+
+// Recipients parses the public keys every backup is encrypted to.
+func Recipients(cfg *config.Config) ([]crypto.Recipient, error) {
+	rs, err := crypto.ParseRecipients(cfg.Encryption.Recipients)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range cfg.Encryption.RecipientsFiles {
+		more, err := crypto.LoadRecipientsFile(f)
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, more...)
+	}
+	return rs, nil
+}
+
+// Etcd turns a cluster's etcd section into client options,
+// loading the TLS files now so a bad path fails before any upload starts.
+func Etcd(c config.Cluster) (snapshot.EtcdOptions, error) {
+	o := snapshot.EtcdOptions{
+		Endpoints:   c.Etcd.Endpoints,
+		Username:    c.Etcd.Username,
+		Password:    c.Etcd.Password,
+		Prefer:      c.Etcd.Prefer,
+		DialTimeout: c.Etcd.DialTimeout,
+	}
+	if c.Etcd.TLS == nil {
+		return o, nil
+	}
+	tc, err := ClientTLS(*c.Etcd.TLS)
+	if err != nil {
+		return o, fmt.Errorf("cluster %s: etcd tls: %w", c.Name, err)
+	}
+	o.TLS = tc
+	return o, nil
+}
+
+// ClientTLS loads a TLS client configuration from its files.
+func ClientTLS(t config.TLS) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	if t.Cert != "" || t.Key != "" {
+		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate %s / %s: %w", t.Cert, t.Key, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca %s: no PEM certificate in it", t.CA)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+// PickTarget returns the named target, or the first when name is empty.
+func PickTarget(cfg *config.Config, name string) (config.Target, error) {
+	for _, t := range cfg.Targets {
+		if name == "" || t.Name == name {
+			return t, nil
+		}
+	}
+	return config.Target{}, fmt.Errorf("no target %q in the config", name)
+}
+
+// Source says where a restore reads the set from.
+func Source(t config.Target) restore.Source {
+	if t.S3 != nil {
+		return restore.Source{Kind: "s3", Endpoint: t.S3.Endpoint, Bucket: t.S3.Bucket, Prefix: t.S3.Prefix, Insecure: t.S3.Insecure}
+	}
+	return restore.Source{Kind: "local", Path: t.Local.Path}
+}
+
+// Backup returns the options that back up cluster c to targets. The etcd
+// TLS files are loaded now, so a bad path fails before any upload starts.
+func Backup(c config.Cluster, rs []crypto.Recipient, targets []storage.Target) (snapshot.Options, error) {
+	eo, err := Etcd(c)
+	if err != nil {
+		return snapshot.Options{}, err
+	}
+	return snapshot.Options{
+		Cluster:    c.Name,
+		Etcd:       eo,
+		State:      c.State,
+		Inventory:  c.Inventory,
+		Recipients: rs,
+		Targets:    targets,
+		KdrVersion: version.Version,
+	}, nil
+}
+
+// Policy is the retention policy prune applies.
+func Policy(r config.Retention) catalog.Policy {
+	return catalog.Policy{
+		KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily,
+		KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly,
+	}
+}
