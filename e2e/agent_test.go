@@ -103,18 +103,6 @@ type agentStatus struct {
 	} `json:"jobs"`
 }
 
-// eventually polls cond every 100ms until it holds or the bound passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 func agentConfig(addr, extra string) string {
 	return fmt.Sprintf(`schedule: {backup: "@every 2s", prune: "@every 1h"}
 agent:
@@ -143,7 +131,7 @@ func TestAgent(t *testing.T) {
 
 	s3 := fmt.Sprintf(`kdr_backups{cluster=%q,target="s3"}`, cluster)
 	usb := fmt.Sprintf(`kdr_backups{cluster=%q,target="usb"}`, cluster)
-	eventually(t, time.Minute, "two backups on both targets", func() bool {
+	testenv.Eventually(t, time.Minute, "two backups on both targets", func() bool {
 		return a.metric(s3) >= 2 && a.metric(usb) >= 2
 	})
 	if code, body := a.get("/readyz"); code != http.StatusOK {
@@ -173,7 +161,7 @@ func TestAgent(t *testing.T) {
 	}
 
 	w.minio.Stop()
-	eventually(t, time.Minute, "the stopped MinIO counted as failures and the agent unready", func() bool {
+	testenv.Eventually(t, time.Minute, "the stopped MinIO counted as failures and the agent unready", func() bool {
 		code, _ := a.get("/readyz")
 		return code == http.StatusServiceUnavailable &&
 			a.metric(fmt.Sprintf(`kdr_backup_failures_total{cluster=%q,reason="target",target="s3"}`, cluster)) >= 1 &&
@@ -181,7 +169,7 @@ func TestAgent(t *testing.T) {
 	})
 	before := a.metric(s3)
 	w.minio.Start()
-	eventually(t, time.Minute, "MinIO back: ready, up, and backing up to it again", func() bool {
+	testenv.Eventually(t, time.Minute, "MinIO back: ready, up, and backing up to it again", func() bool {
 		code, _ := a.get("/readyz")
 		return code == http.StatusOK && a.metric(`kdr_target_up{target="s3"}`) == 1 && a.metric(s3) > before
 	})
@@ -189,7 +177,7 @@ func TestAgent(t *testing.T) {
 	good := readFile(t, cfg)
 	writeFile(t, cfg, append(bytes.Clone(good), []byte("bogus: 1\n")...), 0o600)
 	a.cmd.Process.Signal(syscall.SIGHUP)
-	eventually(t, 10*time.Second, "a bad config refused on SIGHUP", func() bool {
+	testenv.Eventually(t, 10*time.Second, "a bad config refused on SIGHUP", func() bool {
 		return a.metric("kdr_config_last_reload_successful") == 0
 	})
 	if code, _ := a.get("/healthz"); code != http.StatusOK {
@@ -200,12 +188,12 @@ func TestAgent(t *testing.T) {
 	}
 	writeFile(t, cfg, good, 0o600)
 	a.cmd.Process.Signal(syscall.SIGHUP)
-	eventually(t, 10*time.Second, "the good config taken on SIGHUP", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the good config taken on SIGHUP", func() bool {
 		return a.metric("kdr_config_last_reload_successful") == 1
 	})
 
 	// SIGTERM while a backup runs, with a grace of 1ms: it is cancelled.
-	eventually(t, time.Minute, "a backup in flight", func() bool { return a.status(t).Jobs["backup"].Running })
+	testenv.Eventually(t, time.Minute, "a backup in flight", func() bool { return a.status(t).Jobs["backup"].Running })
 	a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-a.exited:
@@ -233,7 +221,7 @@ func checkRunbooks(t *testing.T, w *world) {
 	newest := filepath.Dir(sets[len(sets)-1])
 	id := filepath.Base(newest)
 	// The runbook is stored just after the manifest; give it a moment.
-	eventually(t, 10*time.Second, "the runbook beside "+id, func() bool {
+	testenv.Eventually(t, 10*time.Second, "the runbook beside "+id, func() bool {
 		_, err := os.Stat(filepath.Join(newest, "runbook.pdf"))
 		return err == nil
 	})
@@ -317,7 +305,7 @@ func TestAgentLeaderElection(t *testing.T) {
 		agents[node] = startAgent(t, nil, writeConfig(t, spec), w.host.root, node, addr)
 	}
 	var leader, standby string
-	eventually(t, time.Minute, "one agent leads", func() bool {
+	testenv.Eventually(t, time.Minute, "one agent leads", func() bool {
 		for node, a := range agents {
 			if a.status(t).Leader {
 				leader = node
@@ -331,7 +319,7 @@ func TestAgentLeaderElection(t *testing.T) {
 		}
 	}
 	backups := fmt.Sprintf(`kdr_backups{cluster=%q,target="usb"}`, cluster)
-	eventually(t, time.Minute, "three backups", func() bool { return agents[leader].metric(backups) >= 3 })
+	testenv.Eventually(t, time.Minute, "three backups", func() bool { return agents[leader].metric(backups) >= 3 })
 	st := agents[standby].status(t)
 	if st.Leader || agents[standby].metric("kdr_leader") != 0 || agents[leader].metric("kdr_leader") != 1 {
 		t.Fatalf("both agents lead, or the metric says otherwise (standby status %+v)", st)
@@ -348,9 +336,9 @@ func TestAgentLeaderElection(t *testing.T) {
 	// it to expire.
 	killed := time.Now()
 	agents[leader].cmd.Process.Kill()
-	eventually(t, time.Minute, "the standby takes over", func() bool { return agents[standby].status(t).Leader })
+	testenv.Eventually(t, time.Minute, "the standby takes over", func() bool { return agents[standby].status(t).Leader })
 	t.Logf("the standby led %s after the leader was killed (lease duration 4s)", time.Since(killed).Round(100*time.Millisecond))
-	eventually(t, time.Minute, "backups by the new leader", func() bool {
+	testenv.Eventually(t, time.Minute, "backups by the new leader", func() bool {
 		return agents[standby].metric(`kdr_job_runs_total{job="backup",result="success"}`) >= 2
 	})
 	checkNodes(t, w, map[string]bool{leader: true, standby: true})

@@ -38,18 +38,12 @@ func (b *bench) agentBench(window time.Duration) error {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
 	cfg := filepath.Join(dir, "kdr.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`clusters:
-  - name: bench
-    etcd: {endpoints: [%s], insecure: true}
-    state: []
-encryption: {recipients: [%s]}
-targets:
-  - name: usb
+	if err := writeBenchConfig(cfg, endpoint, recipient, fmt.Sprintf(`  - name: usb
     local: {path: %s}
 retention: {keepLast: 3}
 schedule: {backup: "* * * * *", prune: "@every 24h"}
 agent: {listen: %q, leaderElection: {enabled: false}}
-`, endpoint, recipient, usb, addr)), 0o600); err != nil {
+`, usb, addr)); err != nil {
 		return err
 	}
 	p, err := start(filepath.Join(dir, "agent.log"), nil, filepath.Join(b.bin, "kdr"), "--config", cfg, "agent")

@@ -170,17 +170,11 @@ func (b *bench) run(size int64) error {
 	if err := os.MkdirAll(usb, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`clusters:
-  - name: bench
-    etcd: {endpoints: [%s], insecure: true}
-    state: []
-encryption: {recipients: [%s]}
-targets:
-  - name: s3
+	if err := writeBenchConfig(cfg, endpoint, recipient, fmt.Sprintf(`  - name: s3
     s3: {endpoint: %q, bucket: %s, prefix: kdr, accessKey: %s, secretKey: %s, insecure: true, pathStyle: true}
   - name: usb
     local: {path: %s}
-`, endpoint, recipient, b.s3, bucket, accessKey, secretKey, usb)), 0o600); err != nil {
+`, b.s3, bucket, accessKey, secretKey, usb)); err != nil {
 		return err
 	}
 	if b.only == "restore" {
@@ -461,4 +455,16 @@ func recipientOf(keyFile string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s has no public key comment", keyFile)
+}
+
+// writeBenchConfig writes a config for the bench cluster with the given
+// targets (YAML list items) and anything else after them.
+func writeBenchConfig(path, endpoint, recipient, targets string) error {
+	return os.WriteFile(path, []byte(fmt.Sprintf(`clusters:
+  - name: bench
+    etcd: {endpoints: [%s], insecure: true}
+    state: []
+encryption: {recipients: [%s]}
+targets:
+%s`, endpoint, recipient, targets)), 0o600)
 }

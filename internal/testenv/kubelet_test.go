@@ -89,7 +89,7 @@ func TestKubeletStaticPods(t *testing.T) {
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "etcd started again after a crash", func() bool { return k.Starts("etcd") == 2 && k.Running("etcd") })
+	Eventually(t, kubeletWait, "etcd started again after a crash", func() bool { return k.Starts("etcd") == 2 && k.Running("etcd") })
 	waitHTTP(t, health, true)
 	if !strings.Contains(k.Logs("etcd"), "exited (signal: killed); starting again") {
 		t.Errorf("etcd log does not record the crash:\n%s", tail(k.logPath("etcd")))
@@ -99,7 +99,7 @@ func TestKubeletStaticPods(t *testing.T) {
 	// command line.
 	crashed := k.Pid("etcd")
 	write("etcd.yaml", fmt.Sprintf(kubeletEtcdPod, "    - --log-level=warn\n"))
-	waitUntil(t, "etcd restarted on its changed manifest", func() bool { return k.Starts("etcd") == 3 && k.Running("etcd") })
+	Eventually(t, kubeletWait, "etcd restarted on its changed manifest", func() bool { return k.Starts("etcd") == 3 && k.Running("etcd") })
 	if pid := k.Pid("etcd"); pid == crashed || pid == first {
 		t.Errorf("etcd pid %d after the change; it was %d (and %d before the crash)", pid, crashed, first)
 	}
@@ -126,7 +126,7 @@ func TestKubeletStaticPods(t *testing.T) {
 
 	// Written back, it runs again; Stop ends it.
 	write("etcd.yaml", fmt.Sprintf(kubeletEtcdPod, ""))
-	waitUntil(t, "etcd started on its manifest written back", func() bool { return k.Starts("etcd") == 4 && k.Running("etcd") })
+	Eventually(t, kubeletWait, "etcd started on its manifest written back", func() bool { return k.Starts("etcd") == 4 && k.Running("etcd") })
 	pid := k.Pid("etcd")
 	k.Stop()
 	if k.Running("etcd") || syscall.Kill(pid, 0) == nil {
@@ -134,23 +134,11 @@ func TestKubeletStaticPods(t *testing.T) {
 	}
 }
 
-// waitUntil polls cond until it holds, failing the test after kubeletWait.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(kubeletWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not so after %s", what, kubeletWait)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // waitHTTP polls url until it answers 200 (up) or does not answer (down).
 func waitHTTP(t *testing.T, url string, up bool) {
 	t.Helper()
 	client := &http.Client{Timeout: 2 * time.Second}
-	waitUntil(t, fmt.Sprintf("%s answering=%v", url, up), func() bool {
+	Eventually(t, kubeletWait, fmt.Sprintf("%s answering=%v", url, up), func() bool {
 		resp, err := client.Get(url)
 		if err != nil {
 			return !up
