@@ -108,6 +108,7 @@ func New(o Options) (*Agent, error) {
 	a.jobs = map[string]*job{
 		"backup": {name: "backup", run: a.backup},
 		"prune":  {name: "prune", run: a.prune},
+		"drill":  {name: "drill", run: a.drill},
 	}
 	a.m.reloadOK.Set(1)
 	a.m.zero(cfg)
@@ -243,7 +244,7 @@ func (a *Agent) config() *config.Config {
 // reload either, as the running flag lives on the job.
 func (a *Agent) scheduleLocked(cfg *config.Config) error {
 	c := cron.New()
-	for name, spec := range map[string]string{"backup": cfg.Schedule.Backup, "prune": cfg.Schedule.Prune} {
+	for name, spec := range schedules(cfg) {
 		j := a.jobs[name]
 		id, err := c.AddFunc(spec, func() { a.trigger(j) })
 		if err != nil {
@@ -355,4 +356,9 @@ func fileSum(path string) string {
 	}
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+// schedules maps each job to its cron expression.
+func schedules(cfg *config.Config) map[string]string {
+	return map[string]string{"backup": cfg.Schedule.Backup, "prune": cfg.Schedule.Prune, "drill": cfg.Schedule.Drill}
 }

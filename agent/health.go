@@ -9,6 +9,7 @@ import (
 
 	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/drill"
 	"github.com/kdr-io/kdr/internal/fromconfig"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/storage"
@@ -150,6 +151,33 @@ func (a *Agent) refresh(parent context.Context, cfg *config.Config) {
 	seen := a.health.manifests
 	a.health.mu.Unlock()
 	a.readNewestManifests(ctx, cfg, sets, seen)
+	a.readDrills(ctx, cfg)
+}
+
+// readDrills exports the newest successful drill of each cluster stored
+// on the drill target, so the figures survive a restart and reach a
+// standby.
+func (a *Agent) readDrills(ctx context.Context, cfg *config.Config) {
+	tcfg, err := fromconfig.PickTarget(cfg, cfg.Drill.Target)
+	if err != nil {
+		return
+	}
+	t, err := fromconfig.Target(ctx, tcfg)
+	if err != nil {
+		return
+	}
+	for _, c := range cfg.Clusters {
+		hist, err := drill.History(ctx, t, c.Name)
+		if err != nil {
+			continue
+		}
+		for _, s := range hist {
+			if s.Result != drill.Fail {
+				a.recordDrill(c.Name, s)
+				break
+			}
+		}
+	}
 }
 
 // countSets exports one cluster's complete sets on one target.

@@ -63,7 +63,7 @@ func (a *Agent) status() Status {
 	}
 	a.mu.Lock()
 	st.ConfigLoaded = a.loaded
-	specs := map[string]string{"backup": a.cfg.Schedule.Backup, "prune": a.cfg.Schedule.Prune}
+	specs := schedules(a.cfg)
 	for name, j := range a.jobs {
 		js := JobStatus{Schedule: specs[name], Running: j.running.Load(), Skipped: j.skipped, Last: j.last}
 		if a.sched != nil {

@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
+
+	"filippo.io/age"
 
 	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/crypto"
+	"github.com/kdr-io/kdr/drill"
 	"github.com/kdr-io/kdr/internal/fromconfig"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/restore"
@@ -153,6 +157,75 @@ func (a *Agent) prune(ctx context.Context, cfg *config.Config) error {
 	}
 	a.refresh(ctx, cfg)
 	return errors.Join(errs...)
+}
+
+// drill restores the newest backup of every cluster into a sandbox and
+// stores the report beside the backups.
+func (a *Agent) drill(ctx context.Context, cfg *config.Config) error {
+	if cfg.Drill.IdentityFile == "" {
+		for _, c := range cfg.Clusters {
+			a.m.drillFailures.WithLabelValues(c.Name).Inc()
+		}
+		return errors.New("scheduled drill not run: drill.identityFile is not set (the agent holds only public keys)")
+	}
+	ids, err := crypto.LoadIdentities(cfg.Drill.IdentityFile, nil)
+	if err != nil {
+		return err
+	}
+	tcfg, err := fromconfig.PickTarget(cfg, cfg.Drill.Target)
+	if err != nil {
+		return err
+	}
+	t, err := fromconfig.Target(ctx, tcfg)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range cfg.Clusters {
+		rep, err := a.drillCluster(ctx, cfg, c.Name, t, tcfg, ids)
+		if err != nil || rep.Result == drill.Fail {
+			a.m.drillFailures.WithLabelValues(c.Name).Inc()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("drill of %s: %w", c.Name, err))
+			continue
+		}
+		if rep.Result == drill.Fail {
+			errs = append(errs, fmt.Errorf("drill of %s failed: %s", c.Name, strings.Join(rep.Failures(), "; ")))
+			continue
+		}
+		a.recordDrill(c.Name, drill.Summary{Finished: rep.Finished, RTOSeconds: rep.RTOSeconds, RPOSeconds: rep.RPOSeconds})
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Agent) drillCluster(ctx context.Context, cfg *config.Config, cluster string, t storage.Target, tcfg config.Target, ids []age.Identity) (*drill.Report, error) {
+	id, err := catalog.Resolve(ctx, t, cluster, "latest")
+	if err != nil {
+		return nil, err
+	}
+	m, _, err := catalog.LoadManifest(ctx, t, cluster, id)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := drill.Run(ctx, drill.Options{
+		Manifest: m, Source: fromconfig.Source(tcfg), Target: t, Identities: ids, Sandbox: cfg.Drill.Sandbox, Log: a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if rep.History, err = drill.History(ctx, t, cluster); err != nil {
+		a.log.Warn("earlier drills unreadable", "cluster", cluster, "target", t.Name(), "err", err)
+	}
+	a.log.Info("drill", "cluster", cluster, "backup", id, "result", rep.Result, "rto", rep.RTOSeconds, "rpo", rep.RPOSeconds)
+	return rep, drill.Store(ctx, t, rep)
+}
+
+// recordDrill exports a successful drill.
+func (a *Agent) recordDrill(cluster string, s drill.Summary) {
+	a.m.drillLast.WithLabelValues(cluster).Set(float64(s.Finished.Unix()))
+	a.m.drillRTO.WithLabelValues(cluster).Set(s.RTOSeconds)
+	a.m.drillRPO.WithLabelValues(cluster).Set(s.RPOSeconds)
 }
 
 // failAll counts a failure that struck before any cluster was reached.

@@ -119,7 +119,7 @@ func (m *metrics) zero(cfg *config.Config) {
 		m.drillFailures.WithLabelValues(c.Name)
 		m.drillLast.WithLabelValues(c.Name)
 	}
-	for _, j := range []string{"backup", "prune"} {
+	for _, j := range []string{"backup", "prune", "drill"} {
 		m.jobSkipped.WithLabelValues(j)
 		for _, r := range []string{"success", "failure"} {
 			m.jobRuns.WithLabelValues(j, r)

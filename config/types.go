@@ -10,6 +10,22 @@ type Config struct {
 	Schedule   Schedule   `yaml:"schedule"`
 	Retention  Retention  `yaml:"retention"`
 	Agent      Agent      `yaml:"agent"`
+	Drill      Drill      `yaml:"drill"`
+}
+
+// Drill configures the drills the agent runs on schedule.drill. A drill
+// decrypts, so it needs an identity: the agent holds only recipients
+// unless one is given here, best on a host outside the cluster, so that a
+// stolen cluster does not reveal the backups.
+type Drill struct {
+	// IdentityFile decrypts the backups (an unprotected age identity).
+	// Without it scheduled drills do not run, and the agent says so.
+	IdentityFile string `yaml:"identityFile"`
+	// Target is the target drilled from (default the first).
+	Target string `yaml:"target"`
+	// Sandbox is where the temporary restore is made (default the
+	// system's temp directory).
+	Sandbox string `yaml:"sandbox"`
 }
 
 // Cluster is one etcd cluster and the off-etcd state that goes with it. A

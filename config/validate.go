@@ -57,6 +57,9 @@ func (d *decoder) validate(cfg *Config) {
 	d.schedule(&cfg.Schedule)
 	d.retention(&cfg.Retention)
 	d.agent(&cfg.Agent)
+	if t := cfg.Drill.Target; t != "" && !slices.ContainsFunc(cfg.Targets, func(x Target) bool { return x.Name == t }) {
+		d.errorf("drill.target", "no target %q in targets", t)
+	}
 }
 
 // name checks a cluster or target name and that it is unique among seen.

@@ -96,7 +96,7 @@ func writeMemberData(ctx context.Context, d memberData) error {
 		return fmt.Errorf("revision bump %d is too large", d.RevisionBump)
 	}
 	db := dbPath(d.DataDir)
-	if err := dropTrailingHash(db); err != nil {
+	if err := PrepareSnapshotDB(db); err != nil {
 		return err
 	}
 	snapDir := filepath.Dir(db)
@@ -108,11 +108,6 @@ func writeMemberData(ctx context.Context, d memberData) error {
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return err
-	}
-	// etcd's backend panics on a file bbolt cannot open; a read-only open
-	// reads only the meta pages and turns that into an error.
-	if err := checkBolt(db); err != nil {
 		return err
 	}
 
@@ -225,6 +220,17 @@ func writeWALAndSnap(lg *zap.Logger, cl *membership.RaftCluster, self types.ID, 
 		return 0, 0, fmt.Errorf("write wal snapshot: %w", err)
 	}
 	return commit, term, nil
+}
+
+// PrepareSnapshotDB makes a snapshot file one etcd's storage opens: etcd's
+// trailing hash cut off, and the file proved a bbolt database, since
+// etcd's backend panics on one bbolt cannot open (a read-only open reads
+// only the meta pages).
+func PrepareSnapshotDB(path string) error {
+	if err := dropTrailingHash(path); err != nil {
+		return err
+	}
+	return checkBolt(path)
 }
 
 func checkBolt(path string) error {

@@ -14,6 +14,8 @@ import (
 	"regexp"
 	"slices"
 	"time"
+
+	"github.com/kdr-io/kdr/pkicheck"
 )
 
 // nodeCert is a node-specific certificate of a kubeadm PKI and the CA
@@ -260,11 +262,11 @@ func readCert(p string) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, _ := pem.Decode(raw)
-	if b == nil || b.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("%s: no PEM certificate", p)
+	cert, err := pkicheck.ParseCert(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
 	}
-	return x509.ParseCertificate(b.Bytes)
+	return cert, nil
 }
 
 func readKey(p string) (crypto.Signer, error) {
@@ -272,27 +274,11 @@ func readKey(p string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, _ := pem.Decode(raw)
-	if b == nil {
-		return nil, fmt.Errorf("%s: no PEM key", p)
-	}
-	var k any
-	switch b.Type {
-	case "RSA PRIVATE KEY":
-		k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(b.Bytes)
-	default:
-		k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-	}
+	key, err := pkicheck.ParseKey(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("%s: not a signing key", p)
-	}
-	return s, nil
+	return key, nil
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -8,12 +8,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"context"
 	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/internal/fromconfig"
+	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/restore"
 	"github.com/kdr-io/kdr/storage"
+	"math/rand/v2"
 )
 
 // restoreFlags pick the backup and shape the plan; plan and apply share them.
@@ -139,37 +142,7 @@ func newRestoreApplyCommand(g *globals) *cobra.Command {
 
 // buildRestorePlan resolves the backup on the target and builds the plan.
 func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore.Plan, storage.Target, error) {
-	ctx := cmd.Context()
-	cfg, err := loadConfig(g.configPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	cluster, err := onlyCluster(cfg, f.cluster)
-	if err != nil {
-		return nil, nil, err
-	}
-	tcfg, err := fromconfig.PickTarget(cfg, f.target)
-	if err != nil {
-		return nil, nil, err
-	}
-	target, err := fromconfig.Target(ctx, tcfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	var id string
-	if f.before != "" {
-		t, perr := time.Parse(time.RFC3339, f.before)
-		if perr != nil {
-			return nil, nil, fmt.Errorf("--before %q: want a time like 2026-11-24T20:00:00Z", f.before)
-		}
-		id, err = catalog.Before(ctx, target, cluster, t)
-	} else {
-		id, err = catalog.Resolve(ctx, target, cluster, f.backup)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	m, _, err := catalog.LoadManifest(ctx, target, cluster, id)
+	b, err := resolveBackup(cmd, g, f.cluster, f.target, f.backup, f.before)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -177,12 +150,81 @@ func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore
 	if err != nil {
 		return nil, nil, err
 	}
-	plan, err := restore.BuildPlan(m, fromconfig.Source(tcfg), restore.Options{
-		Target: tcfg.Name, Topology: f.topology, Nodes: nodes, Token: f.token, APIEndpoint: f.apiURL, RevisionBump: f.bump,
+	plan, err := restore.BuildPlan(b.manifest, fromconfig.Source(b.targetConfig), restore.Options{
+		Target: b.targetConfig.Name, Topology: f.topology, Nodes: nodes, Token: f.token, APIEndpoint: f.apiURL, RevisionBump: f.bump,
 		EtcdDataDir: f.dataDir, KubernetesDir: f.kubeDir, StagingDir: f.stagingDir, ConfigFile: g.configPath,
 		IdentityFile: f.identity,
 	})
-	return plan, target, err
+	return plan, b.target, err
+}
+
+// randomBackup picks any complete backup: a drill of old ones too proves
+// that retention keeps restorable sets, not only the newest.
+func randomBackup(ctx context.Context, t storage.Target, cluster string) (string, error) {
+	sets, err := catalog.Sets(ctx, t, cluster)
+	if err != nil {
+		return "", err
+	}
+	var ids []string
+	for _, s := range sets {
+		if s.Complete {
+			ids = append(ids, s.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return "", fmt.Errorf("no complete backup of %s on target %s", cluster, t.Name())
+	}
+	return ids[rand.IntN(len(ids))], nil
+}
+
+// resolvedBackup is a backup found on a configured target.
+type resolvedBackup struct {
+	config       *config.Config
+	targetConfig config.Target
+	target       storage.Target
+	manifest     *manifest.Manifest
+}
+
+// resolveBackup finds the backup a restore or drill works on: an ID,
+// latest, or the newest taken before a time.
+func resolveBackup(cmd *cobra.Command, g *globals, clusterName, targetName, backup, before string) (*resolvedBackup, error) {
+	ctx := cmd.Context()
+	cfg, err := loadConfig(g.configPath)
+	if err != nil {
+		return nil, err
+	}
+	cluster, err := onlyCluster(cfg, clusterName)
+	if err != nil {
+		return nil, err
+	}
+	tcfg, err := fromconfig.PickTarget(cfg, targetName)
+	if err != nil {
+		return nil, err
+	}
+	target, err := fromconfig.Target(ctx, tcfg)
+	if err != nil {
+		return nil, err
+	}
+	var id string
+	if before != "" {
+		t, perr := time.Parse(time.RFC3339, before)
+		if perr != nil {
+			return nil, fmt.Errorf("--before %q: want a time like 2026-11-24T20:00:00Z", before)
+		}
+		id, err = catalog.Before(ctx, target, cluster, t)
+	} else if backup == "random" {
+		id, err = randomBackup(ctx, target, cluster)
+	} else {
+		id, err = catalog.Resolve(ctx, target, cluster, backup)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, _, err := catalog.LoadManifest(ctx, target, cluster, id)
+	if err != nil {
+		return nil, err
+	}
+	return &resolvedBackup{config: cfg, targetConfig: tcfg, target: target, manifest: m}, nil
 }
 
 func onlyCluster(cfg *config.Config, name string) (string, error) {

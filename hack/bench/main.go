@@ -29,7 +29,7 @@ func main() {
 	sizes := flag.String("size-mib", "1024", "comma-separated database sizes in MiB")
 	cache := flag.String("cache", "bin/bench-cache", "where generated etcd data dirs are kept between runs")
 	reps := flag.Int("reps", 3, "runs of each measurement; the median is reported")
-	only := flag.String("only", "", "run one part: backup, restore (one untimed backup feeds it) or agent")
+	only := flag.String("only", "", "run one part: backup, restore or drill (one untimed backup feeds them), or agent")
 	agentWindow := flag.Duration("agent-window", time.Minute, "how long the agent is watched idling")
 	flag.Parse()
 	b, err := newBench(*cache)
@@ -39,9 +39,9 @@ func main() {
 	b.reps = *reps
 	b.only = *only
 	switch b.only {
-	case "", "backup", "restore", "agent":
+	case "", "backup", "restore", "drill", "agent":
 	default:
-		fail(fmt.Errorf("-only %q: want backup, restore or agent", b.only))
+		fail(fmt.Errorf("-only %q: want backup, restore, drill or agent", b.only))
 	}
 	defer b.close()
 	for _, s := range strings.Split(*sizes, ",") {
@@ -177,11 +177,17 @@ func (b *bench) run(size int64) error {
 `, b.s3, bucket, accessKey, secretKey, usb)); err != nil {
 		return err
 	}
-	if b.only == "restore" {
+	switch b.only {
+	case "restore":
 		if err := runQuiet(filepath.Join(b.bin, "kdr"), "--config", cfg, "--log-level", "warn", "backup", "--target", "s3"); err != nil {
 			return err
 		}
 		return b.restoreBench(dir, endpoint, cfg, keyFile)
+	case "drill":
+		if err := runQuiet(filepath.Join(b.bin, "kdr"), "--config", cfg, "--log-level", "warn", "backup", "--target", "s3"); err != nil {
+			return err
+		}
+		return b.drillBench(dir, cfg, keyFile)
 	}
 	var results []result
 	snap := filepath.Join(dir, "snap.db")
@@ -243,7 +249,10 @@ func (b *bench) run(size int64) error {
 	if b.only == "backup" {
 		return nil
 	}
-	return b.restoreBench(dir, endpoint, cfg, keyFile)
+	if err := b.restoreBench(dir, endpoint, cfg, keyFile); err != nil {
+		return err
+	}
+	return b.drillBench(dir, cfg, keyFile)
 }
 
 func printTable(reps int, results []result) {

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"os"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
 	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/crypto"
@@ -117,6 +120,29 @@ func Etcd(c config.Cluster) (snapshot.EtcdOptions, error) {
 	}
 	o.TLS = tc
 	return o, nil
+}
+
+// EtcdClient connects to the given endpoints of cluster c with the
+// cluster's TLS and credentials, for a caller that asks questions rather
+// than streams a snapshot. The dial does not block: an endpoint that does
+// not answer fails the first request made with the client.
+func EtcdClient(c config.Cluster, endpoints ...string) (*clientv3.Client, error) {
+	o, err := Etcd(c)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		TLS:         o.TLS,
+		Username:    o.Username,
+		Password:    o.Password,
+		DialTimeout: o.DialTimeout,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: connect to etcd %v: %w", c.Name, endpoints, err)
+	}
+	return cli, nil
 }
 
 // ClientTLS loads a TLS client configuration from its files.

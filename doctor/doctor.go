@@ -1,0 +1,151 @@
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/internal/fromconfig"
+)
+
+// Grade is a check's verdict; a higher grade is a worse one.
+type Grade int
+
+// The grades, best first.
+const (
+	Pass Grade = iota
+	Warn
+	Fail
+)
+
+var gradeNames = [...]string{Pass: "pass", Warn: "warn", Fail: "fail"}
+
+func (g Grade) String() string {
+	if g < Pass || g > Fail {
+		return fmt.Sprintf("grade(%d)", int(g))
+	}
+	return gradeNames[g]
+}
+
+// MarshalText writes the grade as its name, the JSON contract.
+func (g Grade) MarshalText() ([]byte, error) { return []byte(g.String()), nil }
+
+// Result is one check's verdict on one cluster.
+type Result struct {
+	ID     string `json:"id"`
+	Grade  Grade  `json:"grade"`
+	Reason string `json:"reason"`
+	// Evidence holds the numbers the reason quotes, for scripts and alerts.
+	Evidence map[string]any `json:"evidence"`
+}
+
+// ClusterReport is every check's verdict on one cluster.
+type ClusterReport struct {
+	Name   string   `json:"name"`
+	Checks []Result `json:"checks"`
+}
+
+// Report is the doctor's verdict on the deployment.
+type Report struct {
+	Clusters []ClusterReport `json:"clusters"`
+	// Worst is the worst grade of any check.
+	Worst Grade `json:"worst"`
+}
+
+// Check is one criterion the doctor grades.
+type Check struct {
+	ID string
+	// About says what the check looks at, for help texts.
+	About string
+	// live checks judge etcd's answers; when no member answered they fail
+	// with the reason instead.
+	live  bool
+	grade func(*facts) Result
+}
+
+var checks = []Check{
+	{ID: "etcd-members", About: "voting etcd members: an odd count, at least 3", live: true, grade: gradeMembers},
+	{ID: "etcd-hosts", About: "etcd members spread over hosts, so that losing one host keeps quorum", live: true, grade: gradeHosts},
+	{ID: "etcd-quota", About: "etcd database size against its quota", live: true, grade: gradeQuota},
+	{ID: "etcd-fragmentation", About: "free space inside the etcd database that a defrag gives back", live: true, grade: gradeFragmentation},
+	{ID: "etcd-leader-changes", About: "every member reachable, agreeing on one leader and raft term", live: true, grade: gradeLeader},
+	{ID: "backup-age", About: "the newest complete backup on each target against schedule.backup", grade: gradeBackupAge},
+	{ID: "targets-failure-domains", About: "targets on offline media and remote storage both", grade: gradeFailureDomains},
+	{ID: "object-lock", About: "S3 targets with Object Lock, so a stolen credential cannot delete backups", grade: gradeObjectLock},
+	{ID: "drill", About: "the newest restore drill: its result and its age", grade: gradeDrill},
+	{ID: "certificates", About: "expiry of the certificates the newest backup holds", grade: gradeCertificates},
+	{ID: "recipients", About: "age recipients: more than one, so a lost key loses no backup", grade: gradeRecipients},
+}
+
+// Checks lists the criteria in the order reports give them.
+func Checks() []Check { return slices.Clone(checks) }
+
+// facts is everything the checks of one cluster look at, gathered before
+// any grading so that grading is pure.
+type facts struct {
+	now time.Time
+	// schedule is the backup cron expression.
+	schedule      string
+	targets       []config.Target
+	recipients    int
+	recipientsErr error
+	etcd          etcdFacts
+	// stores are what each target holds of the cluster, in config order.
+	stores []storeFacts
+	certs  certFacts
+}
+
+// Run grades every configured cluster, or only the named one. Problems
+// of the deployment are grades in the report; the error is for a cluster
+// name the config lacks or a cancelled context.
+func Run(ctx context.Context, cfg *config.Config, cluster string) (*Report, error) {
+	clusters, err := fromconfig.Clusters(cfg, cluster)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	targets := openTargets(ctx, cfg.Targets)
+	rs, rerr := fromconfig.Recipients(cfg)
+	rep := &Report{}
+	for _, c := range clusters {
+		f := &facts{
+			now:           now,
+			schedule:      cfg.Schedule.Backup,
+			targets:       cfg.Targets,
+			recipients:    len(rs),
+			recipientsErr: rerr,
+			etcd:          probeEtcd(ctx, c),
+		}
+		f.stores, f.certs = readTargets(ctx, targets, c.Name)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("doctor: cluster %s: %w", c.Name, err)
+		}
+		cr := ClusterReport{Name: c.Name, Checks: grade(f)}
+		for _, r := range cr.Checks {
+			rep.Worst = max(rep.Worst, r.Grade)
+		}
+		rep.Clusters = append(rep.Clusters, cr)
+	}
+	return rep, nil
+}
+
+// grade runs every check on the facts of one cluster.
+func grade(f *facts) []Result {
+	out := make([]Result, 0, len(checks))
+	for _, c := range checks {
+		var r Result
+		if c.live && f.etcd.err != nil {
+			r = Result{Grade: Fail, Reason: f.etcd.err.Error()}
+		} else {
+			r = c.grade(f)
+		}
+		r.ID = c.ID
+		if r.Evidence == nil {
+			r.Evidence = map[string]any{}
+		}
+		out = append(out, r)
+	}
+	return out
+}

@@ -1,0 +1,223 @@
+package drill
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"filippo.io/age"
+
+	"github.com/kdr-io/kdr/catalog"
+	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/crypto"
+	"github.com/kdr-io/kdr/internal/kubedata"
+	"github.com/kdr-io/kdr/internal/testenv"
+	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/restore"
+	"github.com/kdr-io/kdr/snapshot"
+	"github.com/kdr-io/kdr/storage"
+)
+
+// source is a 3-member etcd with Kubernetes-like data and a kubeadm
+// host's files, backed up to a local target.
+type source struct {
+	etcd *testenv.EtcdCluster
+	root string
+	usb  storage.Target
+	dir  string
+	rs   []crypto.Recipient
+	ids  []age.Identity
+}
+
+func newSource(t *testing.T) *source {
+	t.Helper()
+	s := &source{etcd: testenv.StartEtcd(t, testenv.EtcdOptions{Members: 3}), root: filepath.Join(t.TempDir(), "host")}
+	if _, err := kubedata.Fill(context.Background(), s.etcd.Client(), kubedata.Options{Bytes: 1 << 20, Seed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.KubeadmInit(t, s.root, testenv.KubeOptions{})
+	s.rs, s.ids = testenv.AgeKeys(t)
+	s.dir = t.TempDir()
+	var err error
+	if s.usb, err = storage.NewLocal("usb", s.dir); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *source) backup(t *testing.T) *manifest.Manifest {
+	t.Helper()
+	ctx := context.Background()
+	res, err := snapshot.Backup(ctx, snapshot.Options{
+		Cluster: "prod", Etcd: snapshot.EtcdOptions{Endpoints: s.etcd.Endpoints()}, Root: s.root, State: config.DefaultState(),
+		Recipients: s.rs, Targets: []storage.Target{s.usb}, Node: "cp1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := catalog.LoadManifest(ctx, s.usb, "prod", res.Manifest.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func (s *source) drill(t *testing.T, m *manifest.Manifest) *Report {
+	t.Helper()
+	sandbox := t.TempDir()
+	rep, err := Run(context.Background(), Options{
+		Manifest: m, Source: restore.Source{Kind: "local", Path: s.dir}, Target: s.usb, Identities: s.ids,
+		Sandbox: sandbox, Live: s.etcd.Client(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(sandbox); len(left) > 0 {
+		t.Errorf("the drill left %d entries in its sandbox", len(left))
+	}
+	return rep
+}
+
+func grades(rep *Report) map[string]Grade {
+	out := map[string]Grade{}
+	for _, c := range rep.Checks {
+		if c.Grade.rank() >= out[c.ID].rank() {
+			out[c.ID] = c.Grade
+		}
+	}
+	return out
+}
+
+// TestDrillOfAGoodBackup: every check passes, on as many members as the
+// source had, with real figures; the report stores and reads back.
+func TestDrillOfAGoodBackup(t *testing.T) {
+	s := newSource(t)
+	m := s.backup(t)
+	rep := s.drill(t, m)
+	if rep.Result != Pass {
+		t.Fatalf("drill %s: %v", rep.Result, rep.Failures())
+	}
+	g := grades(rep)
+	for _, id := range []string{"restore", "etcd-quorum", "etcd-revision", "etcd-hashkv", "etcd-keys", "drift", "cert-chain", "key-match", "kubeconfig"} {
+		if g[id] != Pass {
+			t.Errorf("check %s: %q, want pass", id, g[id])
+		}
+	}
+	if rep.Members != 3 || rep.Keys == 0 || rep.RTOSeconds <= 0 || rep.RPOSeconds <= 0 {
+		t.Errorf("figures: %d members, %d keys, RTO %v, RPO %v", rep.Members, rep.Keys, rep.RTOSeconds, rep.RPOSeconds)
+	}
+	ctx := context.Background()
+	if err := Store(ctx, s.usb, rep); err != nil {
+		t.Fatal(err)
+	}
+	hist, err := History(ctx, s.usb, "prod")
+	if err != nil || len(hist) != 1 || hist[0].ID != rep.ID || hist[0].Result != Pass {
+		t.Fatalf("history %+v, %v", hist, err)
+	}
+	// The catalog passes the reports by.
+	if sets, err := catalog.Sets(ctx, s.usb, "prod"); err != nil || len(sets) != 1 {
+		t.Fatalf("sets after storing a report: %v, %v", sets, err)
+	}
+	var pdf bytes.Buffer
+	if err := PDF(&pdf, rep); err != nil {
+		t.Fatal(err)
+	}
+	text := pdfText(t, pdf.Bytes())
+	for _, want := range []string{rep.ID, m.ID, "PASS", "etcd-hashkv", "RTO"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the PDF report lacks %q", want)
+		}
+	}
+}
+
+// TestDrillFindsDamage: a backup damaged in each way fails its drill, and
+// the report names why.
+func TestDrillFindsDamage(t *testing.T) {
+	s := newSource(t)
+	other := s.backup(t)
+	etcdFile := func(m *manifest.Manifest) string {
+		return filepath.Join(s.dir, filepath.FromSlash(manifest.Key(m.Cluster, m.ID, manifest.EtcdObject)))
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, m *manifest.Manifest)
+		check  string
+		reason string
+	}{
+		{"flipped byte", func(t *testing.T, m *manifest.Manifest) {
+			f := etcdFile(m)
+			b := readWritable(t, f)
+			b[len(b)/2] ^= 0xff
+			os.WriteFile(f, b, 0o444)
+		}, "restore", "corrupt or truncated"},
+		{"truncated etcd object", func(t *testing.T, m *manifest.Manifest) {
+			f := etcdFile(m)
+			b := readWritable(t, f)
+			os.WriteFile(f, b[:len(b)/2], 0o444)
+		}, "restore", "corrupt or truncated"},
+		{"swapped manifest", func(t *testing.T, m *manifest.Manifest) {
+			// The other backup's objects under this set's manifest.
+			for _, o := range m.Objects {
+				src := filepath.Join(s.dir, filepath.FromSlash(manifest.Key(other.Cluster, other.ID, o.Name)))
+				dst := filepath.Join(s.dir, filepath.FromSlash(manifest.Key(m.Cluster, m.ID, o.Name)))
+				readWritable(t, dst)
+				os.WriteFile(dst, readWritable(t, src), 0o444)
+			}
+		}, "restore", "manifest says"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := s.backup(t)
+			tc.damage(t, m)
+			rep := s.drill(t, m)
+			if rep.Result != Fail {
+				t.Fatalf("drill of a damaged backup: %s", rep.Result)
+			}
+			found := false
+			for _, f := range rep.Failures() {
+				found = found || (strings.HasPrefix(f, tc.check+" ") && strings.Contains(f, tc.reason))
+			}
+			if !found {
+				t.Errorf("failures %q name no %s check with %q", rep.Failures(), tc.check, tc.reason)
+			}
+		})
+	}
+	t.Run("missing PKI file", func(t *testing.T) {
+		key := filepath.Join(s.root, "etc/kubernetes/pki/front-proxy-ca.crt")
+		if err := os.Remove(key); err != nil {
+			t.Fatal(err)
+		}
+		rep := s.drill(t, s.backup(t))
+		if rep.Result != Fail || !strings.Contains(strings.Join(rep.Failures(), "\n"), "front-proxy-ca.crt") {
+			t.Fatalf("drill without front-proxy-ca.crt: %s %q", rep.Result, rep.Failures())
+		}
+	})
+}
+
+// readWritable reads a stored object (local targets leave them 0444) and
+// makes it writable for the damage that follows.
+func readWritable(t *testing.T, path string) []byte {
+	t.Helper()
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func pdfText(t *testing.T, pdf []byte) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "r.pdf")
+	os.WriteFile(f, pdf, 0o600)
+	out, err := exec.Command("pdftotext", f, "-").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pdftotext: %v: %s", err, out)
+	}
+	return string(out)
+}

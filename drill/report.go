@@ -1,0 +1,295 @@
+package drill
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/go-pdf/fpdf"
+
+	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/storage"
+)
+
+// Grade is a check's outcome.
+type Grade string
+
+const (
+	Pass Grade = "pass"
+	Warn Grade = "warn"
+	Fail Grade = "fail"
+)
+
+func (g Grade) rank() int { return slices.Index([]Grade{Pass, Warn, Fail}, g) }
+
+// Check is one proof the drill made, with its evidence.
+type Check struct {
+	ID      string `json:"id"`
+	Subject string `json:"subject"`
+	Grade   Grade  `json:"grade"`
+	Reason  string `json:"reason"`
+}
+
+// StepTiming is one restore step on one node.
+type StepTiming struct {
+	Node    string  `json:"node"`
+	Step    string  `json:"step"`
+	Seconds float64 `json:"seconds"`
+	Error   string  `json:"error,omitempty"`
+	started time.Time
+}
+
+// Report is what a drill did and found. It holds no secret: it is stored
+// unencrypted beside the backups.
+type Report struct {
+	ID          string    `json:"id"`
+	Cluster     string    `json:"cluster"`
+	Backup      string    `json:"backup"`
+	BackupTaken time.Time `json:"backupTaken"`
+	Target      string    `json:"target"`
+	Started     time.Time `json:"started"`
+	Finished    time.Time `json:"finished"`
+	Result      Grade     `json:"result"`
+	RTOSeconds  float64   `json:"rtoSeconds"`
+	RPOSeconds  float64   `json:"rpoSeconds"`
+	// VerifySeconds is how long the checks after the restore took.
+	VerifySeconds float64      `json:"verifySeconds"`
+	Members       int          `json:"members"`
+	Keys          int64        `json:"keys"`
+	Checks        []Check      `json:"checks"`
+	Steps         []StepTiming `json:"steps"`
+	// History is the earlier drills of the cluster on the target, newest
+	// first; it is filled when the report is rendered, not stored.
+	History []Summary `json:"history,omitempty"`
+}
+
+// Summary is a drill in the history.
+type Summary struct {
+	ID         string    `json:"id"`
+	Backup     string    `json:"backup"`
+	Finished   time.Time `json:"finished"`
+	Result     Grade     `json:"result"`
+	RTOSeconds float64   `json:"rtoSeconds"`
+	RPOSeconds float64   `json:"rpoSeconds"`
+}
+
+func (r *Report) add(c Check) { r.Checks = append(r.Checks, c) }
+
+func (r *Report) step(node, id, state string, err error, now time.Time) {
+	switch state {
+	case "running":
+		r.Steps = append(r.Steps, StepTiming{Node: node, Step: id, started: now})
+	case "done", "failed":
+		for i := len(r.Steps) - 1; i >= 0; i-- {
+			if s := &r.Steps[i]; s.Node == node && s.Step == id && s.Seconds == 0 {
+				s.Seconds = now.Sub(s.started).Seconds()
+				if err != nil {
+					s.Error = oneLine(err)
+				}
+				break
+			}
+		}
+	}
+}
+
+// finish grades the drill by its worst check.
+func (r *Report) finish(now time.Time) {
+	r.Finished = now.UTC()
+	r.Result = Pass
+	for _, c := range r.Checks {
+		if c.Grade.rank() > r.Result.rank() {
+			r.Result = c.Grade
+		}
+	}
+}
+
+// Failures lists the failed checks, for a one-line error.
+func (r *Report) Failures() []string {
+	var out []string
+	for _, c := range r.Checks {
+		if c.Grade == Fail {
+			out = append(out, c.ID+" "+c.Subject+": "+c.Reason)
+		}
+	}
+	return out
+}
+
+// reportPrefix is where a cluster's drill reports live on a target,
+// beside its backup sets; it is no backup ID, so catalogs pass it by.
+func reportPrefix(cluster string) string { return cluster + "/drills/" }
+
+// Store writes the report as JSON, Markdown and PDF to the target.
+func Store(ctx context.Context, t storage.Target, r *Report) error {
+	if !manifest.ValidCluster(r.Cluster) || !manifest.ValidID(r.ID) {
+		return fmt.Errorf("drill report %s/%s: not a valid name", r.Cluster, r.ID)
+	}
+	stored := *r
+	stored.History = nil
+	js, err := json.MarshalIndent(stored, "", "  ")
+	if err != nil {
+		return err
+	}
+	var md, pdf bytes.Buffer
+	if err := Markdown(&md, r); err != nil {
+		return err
+	}
+	if err := PDF(&pdf, r); err != nil {
+		return err
+	}
+	// The JSON goes last: History lists what has it, so a report cut off
+	// by a failure is never half listed.
+	for _, o := range []struct {
+		ext, contentType string
+		data             []byte
+	}{{"md", "text/markdown; charset=utf-8", md.Bytes()}, {"pdf", "application/pdf", pdf.Bytes()}, {"json", "application/json", js}} {
+		key := reportPrefix(r.Cluster) + r.ID + "." + o.ext
+		if err := t.Put(ctx, key, bytes.NewReader(o.data), storage.PutOptions{ContentType: o.contentType}); err != nil {
+			return fmt.Errorf("store drill report %s: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// History reads the drills of a cluster stored on a target, newest first.
+// A report that does not parse is skipped: the history is a record, not a
+// check.
+func History(ctx context.Context, t storage.Target, cluster string) ([]Summary, error) {
+	var keys []string
+	err := t.List(ctx, reportPrefix(cluster), func(o storage.ObjectInfo) error {
+		if strings.HasSuffix(o.Key, ".json") {
+			keys = append(keys, o.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []Summary
+	for _, k := range slices.Backward(keys) {
+		s, err := readSummary(ctx, t, k)
+		if err != nil {
+			if errors.Is(err, ctx.Err()) && ctx.Err() != nil {
+				return out, err
+			}
+			continue
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func readSummary(ctx context.Context, t storage.Target, key string) (Summary, error) {
+	rc, err := t.Get(ctx, key)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer rc.Close()
+	var s Summary
+	err = json.NewDecoder(io.LimitReader(rc, 4<<20)).Decode(&s)
+	return s, err
+}
+
+var mdTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
+	"secs": func(f float64) string { return fmt.Sprintf("%.1f s", f) },
+	"time": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"dur":  func(f float64) string { return (time.Duration(f) * time.Second).Round(time.Second).String() },
+	"cell": func(s string) string { return strings.ReplaceAll(s, "|", "\\|") },
+}).Parse(`# Restore drill {{.ID}}: {{.Result}}
+
+| | |
+|---|---|
+| cluster | {{.Cluster}} |
+| backup | {{.Backup}}, taken {{time .BackupTaken}} |
+| target | {{.Target}} |
+| drill | {{time .Started}} to {{time .Finished}} |
+| etcd members | {{.Members}} |
+| keys | {{.Keys}} |
+| RTO (start to healthy etcd) | {{secs .RTOSeconds}} |
+| RPO (age of the restored data) | {{dur .RPOSeconds}} |
+
+## Checks
+
+| grade | check | subject | evidence |
+|---|---|---|---|
+{{range .Checks}}| {{.Grade}} | {{.ID}} | {{cell .Subject}} | {{cell .Reason}} |
+{{end}}
+## Restore steps
+
+| node | step | time | error |
+|---|---|---|---|
+{{range .Steps}}| {{.Node}} | {{.Step}} | {{secs .Seconds}} | {{cell .Error}} |
+{{end}}{{if .History}}
+## Earlier drills
+
+| drill | backup | finished | result | RTO | RPO |
+|---|---|---|---|---|---|
+{{range .History}}| {{.ID}} | {{.Backup}} | {{time .Finished}} | {{.Result}} | {{secs .RTOSeconds}} | {{dur .RPOSeconds}} |
+{{end}}{{end}}`))
+
+// Markdown renders the report for people.
+func Markdown(w io.Writer, r *Report) error { return mdTemplate.Execute(w, r) }
+
+// PDF renders the report for print: the same content as the Markdown,
+// black on white, with page numbers.
+func PDF(w io.Writer, r *Report) error {
+	f := fpdf.New("P", "mm", "A4", "")
+	tr := f.UnicodeTranslatorFromDescriptor("")
+	f.SetFooterFunc(func() {
+		f.SetY(-12)
+		f.SetFont("Helvetica", "", 8)
+		f.CellFormat(0, 5, fmt.Sprintf("kdr drill %s - page %d", r.ID, f.PageNo()), "", 0, "C", false, 0, "")
+	})
+	f.AddPage()
+	f.SetFont("Helvetica", "B", 16)
+	f.MultiCell(0, 8, tr(fmt.Sprintf("Restore drill %s: %s", r.ID, strings.ToUpper(string(r.Result)))), "", "L", false)
+	f.Ln(2)
+	f.SetFont("Helvetica", "", 10)
+	for _, kv := range [][2]string{
+		{"cluster", r.Cluster},
+		{"backup", r.Backup + ", taken " + r.BackupTaken.UTC().Format(time.RFC3339)},
+		{"target", r.Target},
+		{"drill", r.Started.Format(time.RFC3339) + " to " + r.Finished.Format(time.RFC3339)},
+		{"etcd members", fmt.Sprint(r.Members)},
+		{"keys", fmt.Sprint(r.Keys)},
+		{"RTO", fmt.Sprintf("%.1f s (start to healthy etcd)", r.RTOSeconds)},
+		{"RPO", (time.Duration(r.RPOSeconds) * time.Second).Round(time.Second).String() + " (age of the restored data)"},
+	} {
+		f.SetFont("Helvetica", "B", 10)
+		f.CellFormat(40, 6, tr(kv[0]), "", 0, "L", false, 0, "")
+		f.SetFont("Helvetica", "", 10)
+		f.MultiCell(0, 6, tr(kv[1]), "", "L", false)
+	}
+	section := func(title string) {
+		f.Ln(4)
+		f.SetFont("Helvetica", "B", 13)
+		f.MultiCell(0, 7, tr(title), "", "L", false)
+		f.SetFont("Helvetica", "", 9)
+	}
+	section("Checks")
+	for _, c := range r.Checks {
+		f.MultiCell(0, 5, tr(fmt.Sprintf("[%s] %s  %s: %s", strings.ToUpper(string(c.Grade)), c.ID, c.Subject, c.Reason)), "", "L", false)
+	}
+	section("Restore steps")
+	for _, s := range r.Steps {
+		line := fmt.Sprintf("%s  %s  %.1f s", s.Node, s.Step, s.Seconds)
+		if s.Error != "" {
+			line += "  " + s.Error
+		}
+		f.MultiCell(0, 5, tr(line), "", "L", false)
+	}
+	if len(r.History) > 0 {
+		section("Earlier drills")
+		for _, h := range r.History {
+			f.MultiCell(0, 5, tr(fmt.Sprintf("%s  backup %s  %s  RTO %.1f s  RPO %s", h.ID, h.Backup, strings.ToUpper(string(h.Result)),
+				h.RTOSeconds, (time.Duration(h.RPOSeconds)*time.Second).Round(time.Second))), "", "L", false)
+		}
+	}
+	return f.Output(w)
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+)
+
+// drillBench drills the newest backup on S3 and breaks its RTO down by
+// step, beside the same work done by hand with the standard tools:
+// download, age, zstd, etcdutl snapshot restore, start etcd and wait for
+// health, etcdutl hashkv.
+func (b *bench) drillBench(dir, cfg, keyFile string) error {
+	fmt.Println("\ndrill of the newest backup on S3 (1 member):")
+	out, err := exec.Command(filepath.Join(b.bin, "kdr"), "--config", cfg, "--log-level", "warn", "drill", "--target", "s3",
+		"--identity", keyFile, "--no-store", "-o", "json", "--sandbox", dir).Output()
+	if err != nil {
+		return fmt.Errorf("kdr drill: %w: %s", err, out)
+	}
+	var rep struct {
+		Backup        string  `json:"backup"`
+		Result        string  `json:"result"`
+		RTOSeconds    float64 `json:"rtoSeconds"`
+		VerifySeconds float64 `json:"verifySeconds"`
+		Steps         []struct {
+			Step    string  `json:"step"`
+			Seconds float64 `json:"seconds"`
+		} `json:"steps"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return err
+	}
+	steps := map[string]float64{}
+	for _, s := range rep.Steps {
+		steps[s.Step] += s.Seconds
+	}
+
+	revision, err := b.revisionOf(cfg, rep.Backup)
+	if err != nil {
+		return err
+	}
+	byHand, err := b.drillByHand(dir, keyFile, rep.Backup, revision)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("kdr drill: %s, RTO %.2fs, then checks %.2fs\n", rep.Result, rep.RTOSeconds, rep.VerifySeconds)
+	rows := []struct {
+		what      string
+		kdr, hand float64
+	}{
+		{"fetch + verify + decrypt (kdr: fetch, decrypt / by hand: download, age, zstd)", steps["fetch"] + steps["decrypt"], byHand["download"] + byHand["age"] + byHand["zstd"]},
+		{"restore (restore-etcd / etcdutl snapshot restore)", steps["restore-etcd"], byHand["restore"]},
+		{"start to healthy (start-etcd + check-etcd / etcd + etcdctl endpoint health)", steps["start-etcd"] + steps["check-etcd"], byHand["start"]},
+		{"verify (checks / etcdutl hashkv)", rep.VerifySeconds, byHand["hashkv"]},
+	}
+	var sumKdr, sumHand float64
+	for _, r := range rows {
+		fmt.Printf("  %-80s kdr %6.2fs   by hand %6.2fs\n", r.what, r.kdr, r.hand)
+		sumKdr += r.kdr
+		sumHand += r.hand
+	}
+	fmt.Printf("  %-80s kdr %6.2fs   by hand %6.2fs   (%.2fx)\n", "total", sumKdr, sumHand, sumKdr/sumHand)
+	return nil
+}
+
+// drillByHand restores the backup with the standard tools, timing each.
+func (b *bench) drillByHand(dir, keyFile, id string, revision int64) (map[string]float64, error) {
+	work := filepath.Join(dir, "byhand")
+	os.RemoveAll(work)
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	times := map[string]float64{}
+	step := func(name string, f func() error) error {
+		start := time.Now()
+		if err := f(); err != nil {
+			return fmt.Errorf("%s by hand: %w", name, err)
+		}
+		times[name] = time.Since(start).Seconds()
+		return nil
+	}
+	enc, zst, db := filepath.Join(work, "etcd.db.zst.age"), filepath.Join(work, "etcd.db.zst"), filepath.Join(work, "etcd.db")
+	data := filepath.Join(work, "data")
+	run := func(name string, args ...string) func() error {
+		return func() error {
+			if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+				return fmt.Errorf("%w: %s", err, out)
+			}
+			return nil
+		}
+	}
+	peer, client := fmt.Sprintf("http://127.0.0.1:%d", freePort()), fmt.Sprintf("http://127.0.0.1:%d", freePort())
+	for _, s := range []struct {
+		name string
+		f    func() error
+	}{
+		{"download", func() error {
+			return b.client.FGetObject(context.Background(), bucket, "kdr/bench/"+id+"/etcd.db.zst.age", enc, minio.GetObjectOptions{})
+		}},
+		{"age", run("age", "-d", "-i", keyFile, "-o", zst, enc)},
+		{"zstd", run("zstd", "-q", "-d", zst, "-o", db)},
+		{"restore", run(filepath.Join(b.bin, "etcdutl"), "snapshot", "restore", db, "--data-dir", data, "--name", "m1",
+			"--initial-cluster", "m1="+peer, "--initial-advertise-peer-urls", peer, "--bump-revision", "1000000000", "--mark-compacted")},
+	} {
+		if err := step(s.name, s.f); err != nil {
+			return nil, err
+		}
+	}
+	// hashkv first, on the snapshot, as the drill does: the restored
+	// member has the backup's revision compacted.
+	if err := step("hashkv", run(filepath.Join(b.bin, "etcdutl"), "hashkv", db, "--rev", fmt.Sprint(revision))); err != nil {
+		return nil, err
+	}
+	var etcd *process
+	err := step("start", func() error {
+		var err error
+		etcd, err = start(filepath.Join(work, "etcd.log"), nil, filepath.Join(b.bin, "etcd"), "--name", "m1", "--data-dir", data,
+			"--listen-client-urls", client, "--advertise-client-urls", client, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer)
+		if err != nil {
+			return err
+		}
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+			out, err := exec.Command(filepath.Join(b.bin, "etcdctl"), "--endpoints", client, "endpoint", "health").CombinedOutput()
+			if err == nil && strings.Contains(string(out), "is healthy") {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("restored etcd not healthy within a minute: %s", out)
+			}
+		}
+	})
+	if etcd != nil {
+		etcd.stop()
+	}
+	return times, err
+}
+
+// revisionOf reads a backup's etcd revision from kdr list.
+func (b *bench) revisionOf(cfg, id string) (int64, error) {
+	out, err := exec.Command(filepath.Join(b.bin, "kdr"), "--config", cfg, "list", "--target", "s3", "-o", "json").Output()
+	if err != nil {
+		return 0, fmt.Errorf("kdr list: %w", err)
+	}
+	var list []struct {
+		ID       string `json:"id"`
+		Revision int64  `json:"revision"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		return 0, err
+	}
+	for _, e := range list {
+		if e.ID == id {
+			return e.Revision, nil
+		}
+	}
+	return 0, fmt.Errorf("backup %s not listed", id)
+}

@@ -1,0 +1,13 @@
+// Package pkicheck proves a restored control plane's PKI and kubeconfigs
+// whole before anyone relies on them: every certificate under the kubeadm
+// pki directory parses and chains to a CA of the same tree, every private
+// key matches its certificate (sa.key its sa.pub), nothing has expired or
+// is about to, and every kubeconfig trusts the restored cluster CA and holds
+// a client certificate that CA signed, with the key that belongs to it.
+//
+// Run reads a tree below a sandbox root as a process chrooted into it
+// would, following symbolic links inside the root only, so a drill never
+// passes on the host's own /etc/kubernetes. The files come from a backup and
+// may be damaged: every problem is a graded finding with its evidence, never
+// an error or a panic.
+package pkicheck
