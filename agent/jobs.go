@@ -209,7 +209,8 @@ func (a *Agent) drillCluster(ctx context.Context, cfg *config.Config, cluster st
 		return nil, err
 	}
 	rep, err := drill.Run(ctx, drill.Options{
-		Manifest: m, Source: fromconfig.Source(tcfg), Target: t, Identities: ids, Sandbox: cfg.Drill.Sandbox, Log: a.log,
+		Manifest: m, Source: fromconfig.Source(tcfg), Target: t, Identities: ids, Sandbox: cfg.Drill.Sandbox,
+		KubeAPIServer: cfg.Drill.KubeAPIServer, Log: a.log,
 	})
 	if err != nil {
 		return nil, err

@@ -26,6 +26,10 @@ type Drill struct {
 	// Sandbox is where the temporary restore is made (default the
 	// system's temp directory).
 	Sandbox string `yaml:"sandbox"`
+	// KubeAPIServer is a kube-apiserver binary of the cluster's version;
+	// when set, drills start it on the restored etcd and PKI and list the
+	// namespaces.
+	KubeAPIServer string `yaml:"kubeAPIServer"`
 }
 
 // Cluster is one etcd cluster and the off-etcd state that goes with it. A

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -39,6 +38,9 @@ type Options struct {
 	// keys is compared with the restored ones (drift is reported, not
 	// failed).
 	Live *clientv3.Client
+	// KubeAPIServer, when set, is a kube-apiserver binary started on the
+	// restored etcd and PKI to list the namespaces.
+	KubeAPIServer string
 	// CertWarnWithin makes a certificate expiring sooner a warning
 	// (default 30 days).
 	CertWarnWithin time.Duration
@@ -158,7 +160,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err == nil {
 		t := o.Now()
 		verifyDB = filepath.Join(sandbox, "verify.db")
-		err = copySnapshot(ctx, filepath.Join(envs[0].Root, plan.Staging(), "snapshot.db"), verifyDB)
+		err = restore.CopyFile(ctx, filepath.Join(envs[0].Root, plan.Staging(), "snapshot.db"), verifyDB)
 		paused = o.Now().Sub(t)
 	}
 	if err == nil {
@@ -190,6 +192,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	checkEtcd(ctx, rep, cli, plan, verifyDB)
 	if o.Live != nil {
 		checkDrift(ctx, rep, cli, o.Live)
+	}
+	if o.KubeAPIServer != "" {
+		checkAPIServer(ctx, rep, o.KubeAPIServer, envs[0].Root, plan.Options.KubernetesDir, m.Inventory.Subnets["services"], endpoints, sandbox)
 	}
 	pki, err := pkicheck.Run(ctx, pkicheck.Options{Root: envs[0].Root, KubernetesDir: plan.Options.KubernetesDir, WarnWithin: o.CertWarnWithin, Now: o.Now()})
 	if err != nil {
@@ -279,6 +284,10 @@ func (ms *members) stop() {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	for _, e := range ms.all {
+		// Close waits for the client listeners, which open only once the
+		// member has joined a quorum: a drill stopped before that must
+		// stop the server first, or Close never returns.
+		e.Server.HardStop()
 		e.Close()
 	}
 	ms.all = nil
@@ -292,25 +301,4 @@ func urls(s string) ([]url.URL, error) {
 		return nil, err
 	}
 	return []url.URL{*u}, nil
-}
-
-// copySnapshot copies the decrypted snapshot for the offline checks.
-func copySnapshot(ctx context.Context, src, dst string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy the snapshot to check: %w", err)
-	}
-	return out.Close()
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/kdr-io/kdr/restore"
 	"github.com/kdr-io/kdr/snapshot"
 	"github.com/kdr-io/kdr/storage"
+	"time"
 )
 
 // source is a 3-member etcd with Kubernetes-like data and a kubeadm
@@ -220,4 +221,32 @@ func pdfText(t *testing.T, pdf []byte) string {
 		t.Fatalf("pdftotext: %v: %s", err, out)
 	}
 	return string(out)
+}
+
+// TestMembersStopWithoutQuorum: a drill stopped while its members wait
+// for each other (here one member of two, the other never starts) still
+// stops them.
+func TestMembersStopWithoutQuorum(t *testing.T) {
+	nodes, err := loopbackNodes(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := &restore.Plan{
+		InitialCluster: nodes[0].Name + "=" + nodes[0].PeerURL + "," + nodes[1].Name + "=" + nodes[1].PeerURL,
+		Options:        restore.Options{EtcdDataDir: "/var/lib/etcd", Token: "drill-test"},
+	}
+	ms := &members{}
+	if err := ms.StartEtcd(context.Background(), &restore.Env{Plan: plan, Node: nodes[0], Root: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		ms.stop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a member without quorum did not stop within 30s")
+	}
 }

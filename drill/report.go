@@ -59,12 +59,14 @@ type Report struct {
 	Result      Grade     `json:"result"`
 	RTOSeconds  float64   `json:"rtoSeconds"`
 	RPOSeconds  float64   `json:"rpoSeconds"`
-	// VerifySeconds is how long the checks after the restore took.
-	VerifySeconds float64      `json:"verifySeconds"`
-	Members       int          `json:"members"`
-	Keys          int64        `json:"keys"`
-	Checks        []Check      `json:"checks"`
-	Steps         []StepTiming `json:"steps"`
+	// VerifySeconds is how long the checks after the restore took;
+	// APIServerSeconds how long kube-apiserver took to serve, when one ran.
+	VerifySeconds    float64      `json:"verifySeconds"`
+	APIServerSeconds float64      `json:"apiServerSeconds,omitempty"`
+	Members          int          `json:"members"`
+	Keys             int64        `json:"keys"`
+	Checks           []Check      `json:"checks"`
+	Steps            []StepTiming `json:"steps"`
 	// History is the earlier drills of the cluster on the target, newest
 	// first; it is filled when the report is rendered, not stored.
 	History []Summary `json:"history,omitempty"`

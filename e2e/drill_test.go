@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"encoding/json"
+	"fmt"
 	"github.com/kdr-io/kdr/internal/testenv"
 )
 
@@ -44,5 +46,42 @@ func TestDrillInterrupted(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(sandbox); len(left) > 0 {
 		t.Fatalf("the interrupted drill left %s in its sandbox\n%s", left[0].Name(), log)
+	}
+}
+
+// TestDrillStartsKubeAPIServer drills a kubeadm host's backup with a
+// kube-apiserver configured: it starts on the restored members and PKI,
+// and the restored admin kubeconfig lists the namespaces created through
+// the API before the backup.
+func TestDrillStartsKubeAPIServer(t *testing.T) {
+	s := newKubeSource(t, false)
+	cfg := readFile(t, s.cfg)
+	cfg = append(cfg, fmt.Sprintf("drill: {kubeAPIServer: %q}\n", testenv.Binary(t, "kube-apiserver"))...)
+	writeFile(t, s.cfg, cfg, 0o600)
+	r := s.w.kdr(t, s.cfg, "drill", "--target", "usb", "--identity", s.w.identity, "-o", "json")
+	var rep struct {
+		Result string `json:"result"`
+		Checks []struct {
+			ID, Grade, Reason string
+		} `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("drill output: %v\n%s", err, r)
+	}
+	found := false
+	for _, c := range rep.Checks {
+		if c.ID == "kube-apiserver" {
+			found = true
+			if c.Grade != "pass" {
+				t.Fatalf("kube-apiserver check: %s %s", c.Grade, c.Reason)
+			}
+			mustContain(t, "the kube-apiserver check", c.Reason, "shop", "billing", "kube-system")
+		}
+	}
+	if !found {
+		t.Fatalf("no kube-apiserver check in the report\n%s", r)
+	}
+	if rep.Result == "fail" {
+		t.Errorf("drill failed\n%s", r)
 	}
 }

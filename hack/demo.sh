@@ -31,11 +31,9 @@ clusters:
     etcd:
       endpoints: [http://127.0.0.1:$CLIENT]
       insecure: true
-    state:
-      - {name: pki, paths: ["$DEMO/host/etc/kubernetes/pki/**"], required: true}
-      - {name: kubeconfigs, paths: ["$DEMO/host/etc/kubernetes/*.conf"]}
-      - {name: manifests, paths: ["$DEMO/host/etc/kubernetes/manifests/*"]}
-      - {name: loadbalancer, paths: ["$DEMO/host/etc/haproxy/haproxy.cfg", "$DEMO/host/etc/keepalived/keepalived.conf"]}
+    # state: kubeadm's file sets by default: /etc/kubernetes/pki, the
+    # kubeconfigs and manifests, haproxy and keepalived; the demo reads
+    # them under demo/host (--root).
     inventory:
       apiEndpoint: https://10.0.0.10:6443
       hosts: [{name: cp1, ip: 10.0.0.11, roles: [control-plane, etcd]}]
@@ -47,12 +45,13 @@ targets:
 retention: {keepLast: 3}
 YAML
 echo "wrote demo/kdr.yaml"
-step "$BIN/kdr" --config "$DEMO/kdr.yaml" backup
-step "$BIN/kdr" --config "$DEMO/kdr.yaml" backup
+step "$BIN/kdr" --config "$DEMO/kdr.yaml" backup --root "$DEMO/host"
+step "$BIN/kdr" --config "$DEMO/kdr.yaml" backup --root "$DEMO/host"
 step "$BIN/kdr" --config "$DEMO/kdr.yaml" list
 step "$BIN/kdr" --config "$DEMO/kdr.yaml" verify latest
 step "$BIN/kdr" --config "$DEMO/kdr.yaml" verify --identity "$DEMO/operator.key" latest
 step "$BIN/kdr" --config "$DEMO/kdr.yaml" prune
+step "$BIN/kdr" --config "$DEMO/kdr.yaml" drill --identity "$DEMO/operator.key"
 step "$BIN/kdr" --config "$DEMO/kdr.yaml" restore plan --identity "$DEMO/operator.key" --topology systemd
 step "$BIN/kdr" --config "$DEMO/kdr.yaml" runbook --format md --out "$DEMO/runbook.md" --identity "$DEMO/operator.key" --topology systemd
 step "$BIN/kdr" --config "$DEMO/kdr.yaml" runbook --format pdf --out "$DEMO/runbook.pdf" --identity "$DEMO/operator.key" --topology systemd
@@ -60,4 +59,5 @@ if command -v pdftotext >/dev/null; then pdftotext "$DEMO/runbook.pdf" - | grep 
 
 echo
 echo "== done: the backups are in demo/usb, the identity that opens them is demo/operator.key,"
-echo "   the printable runbook is demo/runbook.pdf (and demo/runbook.md)"
+echo "   the printable runbook is demo/runbook.pdf (and demo/runbook.md),"
+echo "   the drill's report is beside the backups in demo/usb/demo/drills"

@@ -63,7 +63,7 @@ func takeSnapshot(ctx context.Context, snapshot, dataDir string) error {
 	}
 	tmp := db + ".copying"
 	os.Remove(tmp)
-	if err := copyFile(ctx, snapshot, tmp); err != nil {
+	if err := CopyFile(ctx, snapshot, tmp); err != nil {
 		os.Remove(tmp)
 		return err
 	}
@@ -254,10 +254,10 @@ func dropTrailingHash(db string) error {
 	return nil
 }
 
-// copyFile copies src to a new file dst and syncs it. Between two files
+// CopyFile copies src to a new file dst and syncs it. Between two files
 // the kernel copies (copy_file_range, a reflink where the filesystem has
 // them); chunks keep it cancellable.
-func copyFile(ctx context.Context, src, dst string) error {
+func CopyFile(ctx context.Context, src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err

@@ -110,7 +110,7 @@ func TestWriteMemberDataMatchesEtcdutl(t *testing.T) {
 func placeCopy(t *testing.T, snap, dataDir string) {
 	t.Helper()
 	tmp := filepath.Join(t.TempDir(), "snap.db")
-	if err := copyFile(context.Background(), snap, tmp); err != nil {
+	if err := CopyFile(context.Background(), snap, tmp); err != nil {
 		t.Fatal(err)
 	}
 	if err := takeSnapshot(context.Background(), tmp, dataDir); err != nil {

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"os"
 
+	"encoding/json"
 	"github.com/kdr-io/kdr/config"
+	"io"
 )
 
 // defaultConfigPaths are tried in order when --config is not given.
@@ -29,4 +31,11 @@ func findConfig(path string) (string, error) {
 		}
 	}
 	return "", errors.New("no config: pass --config FILE, or create ./kdr.yaml (kdr init writes an example)")
+}
+
+// writeJSON prints v as indented JSON, the -o json of every command.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

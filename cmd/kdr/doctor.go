@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -67,9 +66,7 @@ func runDoctor(cmd *cobra.Command, g *globals, f *doctorFlags) (*doctor.Report, 
 	}
 	out := cmd.OutOrStdout()
 	if f.output == "json" {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return rep, enc.Encode(rep)
+		return rep, writeJSON(out, rep)
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	for _, c := range rep.Clusters {

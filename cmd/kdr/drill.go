@@ -1,8 +1,8 @@
 package main
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -54,7 +54,7 @@ failed.`,
 			}
 			o := drill.Options{
 				Manifest: b.manifest, Source: fromconfig.Source(b.targetConfig), Target: b.target, Identities: ids,
-				Sandbox: sandbox, Log: log,
+				Sandbox: cmp.Or(sandbox, b.config.Drill.Sandbox), KubeAPIServer: b.config.Drill.KubeAPIServer, Log: log,
 			}
 			if live := liveClient(ctx, b.config, b.manifest.Cluster); live != nil {
 				defer live.Close()
@@ -122,9 +122,7 @@ func liveClient(ctx context.Context, cfg *config.Config, name string) *clientv3.
 func printDrill(w io.Writer, rep *drill.Report, output string) error {
 	switch output {
 	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return writeJSON(w, rep)
 	case "md":
 		return drill.Markdown(w, rep)
 	case "text":

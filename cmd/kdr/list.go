@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -78,9 +77,7 @@ func runList(cmd *cobra.Command, g *globals, f *listFlags) error {
 	}
 	out := cmd.OutOrStdout()
 	if f.output == "json" {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(entries); err != nil {
+		if err := writeJSON(out, entries); err != nil {
 			return err
 		}
 	} else {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -264,9 +263,7 @@ func printPlan(cmd *cobra.Command, p *restore.Plan, output string) error {
 	out := cmd.OutOrStdout()
 	switch output {
 	case "json":
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(p)
+		return writeJSON(out, p)
 	case "text":
 	default:
 		return fmt.Errorf("-o %q: want text or json", output)

@@ -19,14 +19,20 @@ import (
 // health, etcdutl hashkv.
 func (b *bench) drillBench(dir, cfg, keyFile string) error {
 	fmt.Println("\ndrill of the newest backup on S3 (1 member):")
+	// The bench captures no PKI (state: []), so the drill's PKI checks
+	// fail and it exits 1; its etcd checks and timings are what count.
 	out, err := exec.Command(filepath.Join(b.bin, "kdr"), "--config", cfg, "--log-level", "warn", "drill", "--target", "s3",
 		"--identity", keyFile, "--no-store", "-o", "json", "--sandbox", dir).Output()
-	if err != nil {
+	if exit, ok := err.(*exec.ExitError); err != nil && (!ok || exit.ExitCode() != 1) {
 		return fmt.Errorf("kdr drill: %w: %s", err, out)
 	}
 	var rep struct {
-		Backup        string  `json:"backup"`
-		Result        string  `json:"result"`
+		Backup string `json:"backup"`
+		Result string `json:"result"`
+		Checks []struct {
+			ID    string `json:"id"`
+			Grade string `json:"grade"`
+		} `json:"checks"`
 		RTOSeconds    float64 `json:"rtoSeconds"`
 		VerifySeconds float64 `json:"verifySeconds"`
 		Steps         []struct {
@@ -36,6 +42,11 @@ func (b *bench) drillBench(dir, cfg, keyFile string) error {
 	}
 	if err := json.Unmarshal(out, &rep); err != nil {
 		return err
+	}
+	for _, c := range rep.Checks {
+		if strings.HasPrefix(c.ID, "etcd-") && c.Grade != "pass" {
+			return fmt.Errorf("kdr drill: check %s: %s", c.ID, c.Grade)
+		}
 	}
 	steps := map[string]float64{}
 	for _, s := range rep.Steps {
@@ -50,7 +61,7 @@ func (b *bench) drillBench(dir, cfg, keyFile string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("kdr drill: %s, RTO %.2fs, then checks %.2fs\n", rep.Result, rep.RTOSeconds, rep.VerifySeconds)
+	fmt.Printf("kdr drill: etcd checks pass (no PKI in the bench's backups), RTO %.2fs, then checks %.2fs\n", rep.RTOSeconds, rep.VerifySeconds)
 	rows := []struct {
 		what      string
 		kdr, hand float64

@@ -65,27 +65,51 @@ func run(endpoint string, size int64, root string) error {
 
 func hostFiles(root string) error {
 	k8s := filepath.Join(root, "etc/kubernetes")
-	ca, caKey, err := newCert(nil, nil, "kubernetes", true, nil)
-	if err != nil {
-		return err
-	}
 	files := map[string][]byte{}
-	files["pki/ca.crt"], files["pki/ca.key"] = pemCert(ca), pemKey(caKey)
-	for _, c := range []struct {
-		name string
-		ips  []net.IP
-	}{{"apiserver", []net.IP{net.ParseIP("10.0.0.11"), net.ParseIP("10.0.0.10")}}, {"apiserver-etcd-client", nil}, {"etcd/server", []net.IP{net.ParseIP("10.0.0.11")}}} {
-		cert, key, err := newCert(ca, caKey, c.name, false, c.ips)
+	// The three CAs of a kubeadm control plane and the leaves each signs,
+	// as kubeadm lays them out.
+	for _, tree := range []struct {
+		ca     string
+		leaves []string
+	}{
+		{"ca", []string{"apiserver", "apiserver-kubelet-client", "admin-client"}},
+		{"etcd/ca", []string{"apiserver-etcd-client", "etcd/server", "etcd/peer", "etcd/healthcheck-client"}},
+		{"front-proxy-ca", []string{"front-proxy-client"}},
+	} {
+		ca, caKey, err := newCert(nil, nil, tree.ca, true, nil)
 		if err != nil {
 			return err
 		}
-		files["pki/"+c.name+".crt"], files["pki/"+c.name+".key"] = pemCert(cert), pemKey(key)
+		files["pki/"+tree.ca+".crt"], files["pki/"+tree.ca+".key"] = pemCert(ca), pemKey(caKey)
+		for _, leaf := range tree.leaves {
+			cert, key, err := newCert(ca, caKey, leaf, false, []net.IP{net.ParseIP("10.0.0.11"), net.ParseIP("10.0.0.10")})
+			if err != nil {
+				return err
+			}
+			files["pki/"+leaf+".crt"], files["pki/"+leaf+".key"] = pemCert(cert), pemKey(key)
+		}
 	}
-	files["pki/sa.key"] = files["pki/ca.key"]
+	sa, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&sa.PublicKey)
+	if err != nil {
+		return err
+	}
+	files["pki/sa.key"], files["pki/sa.pub"] = pemKey(sa), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
+	b64 := func(name string) string { return base64.StdEncoding.EncodeToString(files[name]) }
 	files["admin.conf"] = []byte(strings.Join([]string{
 		"apiVersion: v1", "kind: Config", "clusters:", "- cluster:",
-		"    certificate-authority-data: " + base64.StdEncoding.EncodeToString(files["pki/ca.crt"]),
-		"    server: https://10.0.0.10:6443", "  name: demo", ""}, "\n"))
+		"    certificate-authority-data: " + b64("pki/ca.crt"),
+		"    server: https://10.0.0.10:6443", "  name: demo",
+		"users:", "- name: admin", "  user:",
+		"    client-certificate-data: " + b64("pki/admin-client.crt"),
+		"    client-key-data: " + b64("pki/admin-client.key"),
+		"contexts:", "- context: {cluster: demo, user: admin}", "  name: admin@demo", "current-context: admin@demo", ""}, "\n"))
+	// admin.conf holds its credentials; kubeadm keeps no files of them.
+	delete(files, "pki/admin-client.crt")
+	delete(files, "pki/admin-client.key")
 	files["manifests/etcd.yaml"] = []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n  namespace: kube-system\n")
 	files["manifests/kube-apiserver.yaml"] = []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\n  namespace: kube-system\n")
 	for rel, data := range files {
@@ -121,7 +145,8 @@ func newCert(parent *x509.Certificate, parentKey *ecdsa.PrivateKey, cn string, i
 		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(1, 0, 0),
 		IsCA: isCA, BasicConstraintsValid: true, IPAddresses: ips,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	if parent == nil {
 		parent, parentKey = tmpl, key
