@@ -55,6 +55,7 @@ type Agent struct {
 	// shutdown has begun, so the count only goes down.
 	running  sync.WaitGroup
 	stopping bool
+	stop     chan struct{} // closed when shutdown begins
 	// work is cancelled when runs must stop at once: the grace after
 	// SIGTERM is over, or the lease was lost.
 	work       context.Context
@@ -63,7 +64,7 @@ type Agent struct {
 	leader      atomic.Bool
 	leaderKnown atomic.Bool
 	leaderID    atomic.Value // string
-	election    bool
+	election    atomic.Bool
 
 	health health
 }
@@ -102,7 +103,7 @@ func New(o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{o: o, log: o.Log, m: newMetrics(), cfg: cfg, loaded: time.Now()}
+	a := &Agent{o: o, log: o.Log, m: newMetrics(), cfg: cfg, loaded: time.Now(), stop: make(chan struct{})}
 	a.leaderID.Store("")
 	a.work, a.cancelWork = context.WithCancel(context.Background())
 	a.jobs = map[string]*job{
@@ -152,7 +153,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	err := a.scheduleLocked(cfg)
 	a.mu.Unlock()
 	if err == nil {
-		a.log.Info("agent running", "listen", a.Addr(), "identity", a.o.Identity, "election", a.election,
+		a.log.Info("agent running", "listen", a.Addr(), "identity", a.o.Identity, "election", a.election.Load(),
 			"backup", cfg.Schedule.Backup, "prune", cfg.Schedule.Prune)
 		select {
 		case <-ctx.Done():
@@ -179,6 +180,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) shutdown(grace time.Duration) {
 	a.mu.Lock()
 	a.stopping = true
+	close(a.stop)
 	if a.sched != nil {
 		a.sched.Stop()
 	}
@@ -194,7 +196,9 @@ func (a *Agent) shutdown(grace time.Duration) {
 	case <-time.After(grace):
 	}
 	a.log.Warn("shutdown grace over: cancelling the runs in flight", "grace", grace)
+	a.mu.Lock()
 	a.cancelWork()
+	a.mu.Unlock()
 	<-done
 }
 
@@ -225,6 +229,7 @@ func (a *Agent) Reload() error {
 		a.log.Error("config reload refused: keeping the running config", "err", err)
 		return err
 	}
+	a.m.forget(old, cfg)
 	a.cfg, a.loaded = cfg, time.Now()
 	a.m.reloadOK.Set(1)
 	a.m.zero(cfg)
@@ -304,6 +309,8 @@ func (a *Agent) trigger(j *job) {
 		case <-time.After(rand.N(jitter)):
 		case <-ctx.Done():
 			return
+		case <-a.stop:
+			return // shutting down: no new run starts
 		}
 	}
 	rec := runRecord{Started: time.Now()}
@@ -330,6 +337,7 @@ func (a *Agent) setLeader(on bool) {
 		return
 	}
 	a.m.leader.Set(0)
+	a.health.standby()
 	a.mu.Lock()
 	a.cancelWork()
 	a.work, a.cancelWork = context.WithCancel(context.Background())

@@ -150,3 +150,44 @@ func TestTriggerNeverOverlaps(t *testing.T) {
 		t.Errorf("job_runs_total success %v, want 1", got)
 	}
 }
+
+// TestReloadForgetsRemovedTargets: the series of a target dropped from
+// the config go with it, or its frozen last success would alert forever;
+// a configured target that never had a backup reads as never (0).
+func TestReloadForgetsRemovedTargets(t *testing.T) {
+	a, path := newTestAgent(t, "@every 1h")
+	series := func(target string) int {
+		families, err := a.m.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "target" && l.GetValue() == target {
+						n++
+					}
+				}
+			}
+		}
+		return n
+	}
+	if series("usb") == 0 {
+		t.Fatal("no series for the configured target before any backup")
+	}
+	if got := testutil.ToFloat64(a.m.lastSuccess.WithLabelValues("prod", "usb")); got != 0 {
+		t.Errorf("last success of a target never backed up to: %v, want 0", got)
+	}
+	good, _ := os.ReadFile(path)
+	os.WriteFile(path, []byte(strings.Replace(string(good), "name: usb", "name: usb2", 1)), 0o600)
+	if err := a.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if n := series("usb"); n != 0 {
+		t.Errorf("%d series still name the removed target", n)
+	}
+	if series("usb2") == 0 {
+		t.Error("no series for the new target")
+	}
+}

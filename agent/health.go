@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -67,13 +68,31 @@ func (h *health) backupStored(target string) {
 	h.target(target).backupErr = nil
 }
 
-func (h *health) sawManifest(cluster, id string) {
+// sawManifest records the newest manifest read into the metrics, and says
+// whether id is newer than the one there: a check that read an older one
+// while a backup recorded a newer one must not set the figures back.
+func (h *health) sawManifest(cluster, id string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.manifests == nil {
 		h.manifests = map[string]string{}
 	}
+	if id <= h.manifests[cluster] {
+		return false
+	}
 	h.manifests[cluster] = id
+	return true
+}
+
+// standby forgets the backup errors of the runs this replica made: the
+// leader's backups now say how the targets are, and a standby must not
+// stay unready on a failure it can no longer clear.
+func (h *health) standby() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range h.targets {
+		t.backupErr = nil
+	}
 }
 
 // unready lists why the agent should not count as ready, or nothing.
@@ -121,7 +140,6 @@ func (a *Agent) refresh(parent context.Context, cfg *config.Config) {
 	for _, c := range cfg.Clusters {
 		sets[c.Name] = map[string]setsView{}
 	}
-	a.m.targetUp.Reset()
 	for _, tcfg := range cfg.Targets {
 		t, err := fromconfig.Target(ctx, tcfg)
 		if err == nil {
@@ -148,7 +166,7 @@ func (a *Agent) refresh(parent context.Context, cfg *config.Config) {
 	}
 	a.health.mu.Lock()
 	a.health.sets, a.health.checked = sets, true
-	seen := a.health.manifests
+	seen := maps.Clone(a.health.manifests)
 	a.health.mu.Unlock()
 	a.readNewestManifests(ctx, cfg, sets, seen)
 	a.readDrills(ctx, cfg)

@@ -58,7 +58,7 @@ type JobStatus struct {
 func (a *Agent) status() Status {
 	why := a.unready()
 	st := Status{
-		Identity: a.o.Identity, Leader: a.leader.Load(), LeaderID: a.leaderID.Load().(string), Election: a.election,
+		Identity: a.o.Identity, Leader: a.leader.Load(), LeaderID: a.leaderID.Load().(string), Election: a.election.Load(),
 		Ready: len(why) == 0, NotReady: why, Jobs: map[string]JobStatus{},
 	}
 	a.mu.Lock()

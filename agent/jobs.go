@@ -69,11 +69,12 @@ func (a *Agent) backupCluster(ctx context.Context, cfg *config.Config, c config.
 		return err
 	}
 	for name, terr := range res.Failed {
-		r := reasonTarget
 		if errors.Is(terr, context.Canceled) {
-			r = reasonCanceled
+			// Cut short by a shutdown or a lost lease: says nothing of the target.
+			a.m.failures.WithLabelValues(c.Name, name, reasonCanceled).Inc()
+			continue
 		}
-		a.m.failures.WithLabelValues(c.Name, name, r).Inc()
+		a.m.failures.WithLabelValues(c.Name, name, reasonTarget).Inc()
 		a.health.backupFailed(name, terr)
 	}
 	if len(res.Complete) == 0 {
@@ -251,11 +252,13 @@ func reason(err error) string {
 
 // recordManifest exports what the newest backup says of the cluster.
 func (a *Agent) recordManifest(m *manifest.Manifest) {
+	if !a.health.sawManifest(m.Cluster, m.ID) {
+		return
+	}
 	a.m.dbSize.WithLabelValues(m.Cluster).Set(float64(m.Etcd.DBSize))
 	a.m.revision.WithLabelValues(m.Cluster).Set(float64(m.Etcd.Revision))
 	a.m.certExpiry.DeletePartialMatch(map[string]string{"cluster": m.Cluster})
 	for _, c := range m.State.Certificates {
 		a.m.certExpiry.WithLabelValues(m.Cluster, c.Path).Set(float64(c.NotAfter.Unix()))
 	}
-	a.health.sawManifest(m.Cluster, m.ID)
 }

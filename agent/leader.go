@@ -62,7 +62,7 @@ func (a *Agent) startElection(ctx context.Context, le config.LeaderElection, don
 	if err != nil {
 		return fmt.Errorf("leader election: %w", err)
 	}
-	a.election = true
+	a.election.Store(true)
 	a.m.leader.Set(0)
 	go func() {
 		defer close(done)

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -114,10 +116,17 @@ func (m *metrics) zero(cfg *config.Config) {
 			if t != "" {
 				m.written.WithLabelValues(c.Name, t)
 				m.pruned.WithLabelValues(c.Name, t)
+				// Never backed up reads as the epoch, so the age alert fires
+				// for a target no backup ever reached.
+				m.lastSuccess.WithLabelValues(c.Name, t)
+				m.backups.WithLabelValues(c.Name, t)
 			}
 		}
 		m.drillFailures.WithLabelValues(c.Name)
 		m.drillLast.WithLabelValues(c.Name)
+	}
+	for _, t := range cfg.Targets {
+		m.targetUp.WithLabelValues(t.Name)
 	}
 	for _, j := range []string{"backup", "prune", "drill"} {
 		m.jobSkipped.WithLabelValues(j)
@@ -125,4 +134,33 @@ func (m *metrics) zero(cfg *config.Config) {
 			m.jobRuns.WithLabelValues(j, r)
 		}
 	}
+}
+
+// forget drops the series of the clusters and targets a reload removed,
+// which would otherwise go on alerting with their last values.
+func (m *metrics) forget(old, cfg *config.Config) {
+	for _, c := range old.Clusters {
+		if !slices.ContainsFunc(cfg.Clusters, func(n config.Cluster) bool { return n.Name == c.Name }) {
+			for _, v := range m.vecs() {
+				v.DeletePartialMatch(prometheus.Labels{"cluster": c.Name})
+			}
+		}
+	}
+	for _, t := range old.Targets {
+		if !slices.ContainsFunc(cfg.Targets, func(n config.Target) bool { return n.Name == t.Name }) {
+			for _, v := range m.vecs() {
+				v.DeletePartialMatch(prometheus.Labels{"target": t.Name})
+			}
+		}
+	}
+}
+
+// partialDeleter is what every metric vector offers to drop series.
+type partialDeleter interface {
+	DeletePartialMatch(prometheus.Labels) int
+}
+
+func (m *metrics) vecs() []partialDeleter {
+	return []partialDeleter{m.lastSuccess, m.duration, m.written, m.failures, m.dbSize, m.revision, m.backups,
+		m.oldest, m.newest, m.certExpiry, m.targetUp, m.pruned, m.drillLast, m.drillRTO, m.drillRPO, m.drillFailures}
 }

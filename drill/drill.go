@@ -49,6 +49,9 @@ type Options struct {
 	Now func() time.Time
 }
 
+// checkTimeout bounds each group of checks against running members.
+const checkTimeout = 2 * time.Minute
+
 // untilHealthy names the node's last restore step before the control
 // plane, which a sandbox does not start: check-etcd on the first node,
 // start-etcd on the others.
@@ -189,9 +192,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, fmt.Errorf("drill client: %w", err)
 	}
 	defer cli.Close()
-	checkEtcd(ctx, rep, cli, plan, verifyDB)
+	// The checks talk to members that may lose quorum, and to a live
+	// cluster that may stop answering: each is bounded.
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	checkEtcd(cctx, rep, cli, plan, verifyDB)
+	cancel()
 	if o.Live != nil {
-		checkDrift(ctx, rep, cli, o.Live)
+		dctx, cancel := context.WithTimeout(ctx, checkTimeout)
+		checkDrift(dctx, rep, cli, o.Live)
+		cancel()
 	}
 	if o.KubeAPIServer != "" {
 		checkAPIServer(ctx, rep, o.KubeAPIServer, envs[0].Root, plan.Options.KubernetesDir, m.Inventory.Subnets["services"], endpoints, sandbox)
