@@ -220,21 +220,25 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return rep, nil
 }
 
-// loopbackNodes names n sandbox members on free loopback ports.
+// loopbackNodes names n sandbox members on free loopback ports. Every
+// port's listener stays open until all are picked, so no two are the same
+// (two members on one peer URL would even share a member ID).
 func loopbackNodes(n int) ([]restore.Node, error) {
+	var ports []int
+	for range 2 * n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("drill: no free loopback port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
 	var nodes []restore.Node
 	for i := range n {
-		peer, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		client, err := freePort()
-		if err != nil {
-			return nil, err
-		}
 		nodes = append(nodes, restore.Node{
 			Name: fmt.Sprintf("drill-%d", i+1), IP: "127.0.0.1",
-			PeerURL: fmt.Sprintf("http://127.0.0.1:%d", peer), ClientURL: fmt.Sprintf("http://127.0.0.1:%d", client),
+			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
 		})
 	}
 	return nodes, nil

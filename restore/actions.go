@@ -294,8 +294,12 @@ func decryptTo(ctx context.Context, e *Env, from storage.Target, o manifest.Obje
 		return fmt.Errorf("fetch %s: %w", o.Name, err)
 	}
 	defer rc.Close()
+	// The download runs ahead too, so waiting on the network overlaps
+	// with decrypting what has arrived.
+	fetched := newReadahead(rc, 4, 1<<20)
+	defer fetched.Close()
 	stored := &hashCounter{h: sha256.New()}
-	plain, err := crypto.Decrypt(io.TeeReader(rc, stored), e.Identities)
+	plain, err := crypto.Decrypt(io.TeeReader(fetched, stored), e.Identities)
 	if err != nil {
 		return fmt.Errorf("decrypt %s: %w", o.Name, err)
 	}
@@ -304,24 +308,31 @@ func decryptTo(ctx context.Context, e *Env, from storage.Target, o manifest.Obje
 		return err
 	}
 	defer zr.Close()
-	var src io.Reader = zr
-	var snap *manifest.SnapshotReader
-	if o.Name == manifest.EtcdObject {
-		snap = manifest.NewSnapshotReader(zr)
-		src = snap
-	}
+	// Fetching, age and zstd run ahead on one core while hashing and
+	// writing take the other.
+	ahead := newReadahead(zr, 4, 1<<20)
+	defer ahead.Close()
+	// The snapshot reader hashes the stream for etcd's trailing hash and
+	// gives the whole stream's sha256 from the same pass; other objects
+	// are hashed on their way to the file.
 	h := sha256.New()
-	err = writeStreamChecked(dst, io.TeeReader(src, h), 0o600, func() error {
+	var src io.Reader = io.TeeReader(ahead, h)
+	plainSum := func() string { return hex.EncodeToString(h.Sum(nil)) }
+	if o.Name == manifest.EtcdObject {
+		snap := manifest.NewSnapshotReader(ahead)
+		src, plainSum = snap, snap.SHA256
+	}
+	err = writeStreamChecked(dst, src, 0o600, func() error {
 		// Drain what age and zstd hold back, so the stored hash covers
 		// every byte of the object.
-		if _, err := io.Copy(io.Discard, rc); err != nil {
+		if _, err := io.Copy(io.Discard, io.TeeReader(fetched, stored)); err != nil {
 			return err
 		}
 		switch {
 		case stored.n != o.Size || hex.EncodeToString(stored.h.Sum(nil)) != o.SHA256:
 			return fmt.Errorf("%w: %s: stored object is %d bytes with sha256 %s, the manifest says %d bytes with %s",
 				catalog.ErrDamaged, o.Name, stored.n, hex.EncodeToString(stored.h.Sum(nil)), o.Size, o.SHA256)
-		case hex.EncodeToString(h.Sum(nil)) != o.PlainSHA256:
+		case plainSum() != o.PlainSHA256:
 			return fmt.Errorf("%w: %s: plaintext sha256 does not match the manifest", catalog.ErrDamaged, o.Name)
 		}
 		return nil
