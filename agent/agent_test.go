@@ -191,3 +191,16 @@ func TestReloadForgetsRemovedTargets(t *testing.T) {
 		t.Error("no series for the new target")
 	}
 }
+
+// TestDrillWithoutIdentity: the agent holds no identity unless given one,
+// so a scheduled drill fails, says why, and counts as a drill failure.
+func TestDrillWithoutIdentity(t *testing.T) {
+	a, _ := newTestAgent(t, "@every 1h")
+	err := a.drill(context.Background(), a.config())
+	if err == nil || !strings.Contains(err.Error(), "drill.identityFile") {
+		t.Fatalf("drill without an identity: %v, want an error naming drill.identityFile", err)
+	}
+	if got := testutil.ToFloat64(a.m.drillFailures.WithLabelValues("prod")); got != 1 {
+		t.Errorf("drill_failures_total %v, want 1", got)
+	}
+}

@@ -140,6 +140,9 @@ func (a *Agent) refresh(parent context.Context, cfg *config.Config) {
 	for _, c := range cfg.Clusters {
 		sets[c.Name] = map[string]setsView{}
 	}
+	// reachable holds the targets opened and pinged here, for the reads
+	// that follow.
+	reachable := map[string]storage.Target{}
 	for _, tcfg := range cfg.Targets {
 		t, err := fromconfig.Target(ctx, tcfg)
 		if err == nil {
@@ -154,6 +157,9 @@ func (a *Agent) refresh(parent context.Context, cfg *config.Config) {
 		up := th.err() == nil
 		a.health.mu.Unlock()
 		a.m.targetUp.WithLabelValues(tcfg.Name).Set(boolFloat(up))
+		if err == nil {
+			reachable[tcfg.Name] = t
+		}
 		for _, c := range cfg.Clusters {
 			v := setsView{}
 			if err == nil {
@@ -168,22 +174,16 @@ func (a *Agent) refresh(parent context.Context, cfg *config.Config) {
 	a.health.sets, a.health.checked = sets, true
 	seen := maps.Clone(a.health.manifests)
 	a.health.mu.Unlock()
-	a.readNewestManifests(ctx, cfg, sets, seen)
-	a.readDrills(ctx, cfg)
+	a.readNewestManifests(ctx, reachable, sets, seen)
+	if tcfg, err := fromconfig.PickTarget(cfg, cfg.Drill.Target); err == nil && reachable[tcfg.Name] != nil {
+		a.readDrills(ctx, cfg, reachable[tcfg.Name])
+	}
 }
 
 // readDrills exports the newest successful drill of each cluster stored
 // on the drill target, so the figures survive a restart and reach a
 // standby.
-func (a *Agent) readDrills(ctx context.Context, cfg *config.Config) {
-	tcfg, err := fromconfig.PickTarget(cfg, cfg.Drill.Target)
-	if err != nil {
-		return
-	}
-	t, err := fromconfig.Target(ctx, tcfg)
-	if err != nil {
-		return
-	}
+func (a *Agent) readDrills(ctx context.Context, cfg *config.Config, t storage.Target) {
 	for _, c := range cfg.Clusters {
 		hist, err := drill.History(ctx, t, c.Name)
 		if err != nil {
@@ -235,7 +235,7 @@ func (a *Agent) countSets(ctx context.Context, t storage.Target, cluster string)
 // readNewestManifests loads the newest manifest of each cluster when the
 // metrics do not show it yet: after a restart, or a backup by another
 // replica.
-func (a *Agent) readNewestManifests(ctx context.Context, cfg *config.Config, sets map[string]map[string]setsView, seen map[string]string) {
+func (a *Agent) readNewestManifests(ctx context.Context, reachable map[string]storage.Target, sets map[string]map[string]setsView, seen map[string]string) {
 	for cluster, byTarget := range sets {
 		var newest setsView
 		var from string
@@ -244,15 +244,8 @@ func (a *Agent) readNewestManifests(ctx context.Context, cfg *config.Config, set
 				newest, from = v, name
 			}
 		}
-		if newest.Newest == "" || seen[cluster] == newest.Newest {
-			continue
-		}
-		tcfg, err := fromconfig.PickTarget(cfg, from)
-		if err != nil {
-			continue
-		}
-		t, err := fromconfig.Target(ctx, tcfg)
-		if err != nil {
+		t := reachable[from]
+		if newest.Newest <= seen[cluster] || t == nil {
 			continue
 		}
 		m, _, err := catalog.LoadManifest(ctx, t, cluster, newest.Newest)

@@ -186,6 +186,18 @@ func TestDrillFindsDamage(t *testing.T) {
 			}
 		})
 	}
+	t.Run("wrong identity", func(t *testing.T) {
+		m := s.backup(t)
+		_, others := testenv.AgeKeys(t)
+		rep, err := Run(context.Background(), Options{Manifest: m, Source: restore.Source{Kind: "local", Path: s.dir},
+			Target: s.usb, Identities: others, Sandbox: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Result != Fail || !strings.Contains(strings.Join(rep.Failures(), "\n"), "no identity matches") {
+			t.Fatalf("drill with another key: %s %q", rep.Result, rep.Failures())
+		}
+	})
 	t.Run("missing PKI file", func(t *testing.T) {
 		key := filepath.Join(s.root, "etc/kubernetes/pki/front-proxy-ca.crt")
 		if err := os.Remove(key); err != nil {

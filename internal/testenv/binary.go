@@ -18,6 +18,16 @@ const modulePath = "github.com/kdr-io/kdr"
 // test rather than skipping it, so a test never passes by testing nothing.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
+	if p, ok := lookBinary(name); ok {
+		return p
+	}
+	t.Fatalf("%s not found: run `make tools` (looked in $KDR_BIN_DIR, the module's bin directory and PATH)", name)
+	return ""
+}
+
+// lookBinary finds a tool where Binary does, without failing the test:
+// a static pod whose binary is missing is the kubelet's to report.
+func lookBinary(name string) (string, bool) {
 	var dirs []string
 	if d := os.Getenv("KDR_BIN_DIR"); d != "" {
 		dirs = append(dirs, d)
@@ -26,16 +36,12 @@ func Binary(t testing.TB, name string) string {
 		dirs = append(dirs, filepath.Join(root, "bin"))
 	}
 	for _, d := range dirs {
-		p := filepath.Join(d, name)
-		if isExecutable(p) {
-			return p
+		if p := filepath.Join(d, name); isExecutable(p) {
+			return p, true
 		}
 	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	t.Fatalf("%s not found: run `make tools` (looked in $KDR_BIN_DIR, the module's bin directory and PATH)", name)
-	return ""
+	p, err := exec.LookPath(name)
+	return p, err == nil
 }
 
 func isExecutable(p string) bool {

@@ -443,25 +443,6 @@ func (k *Kubelet) logTails() {
 	}
 }
 
-// lookBinary finds a tool where Binary does, without failing the test:
-// a static pod whose binary is missing is the kubelet's to report.
-func lookBinary(name string) (string, bool) {
-	var dirs []string
-	if d := os.Getenv("KDR_BIN_DIR"); d != "" {
-		dirs = append(dirs, d)
-	}
-	if root, ok := moduleRoot(); ok {
-		dirs = append(dirs, filepath.Join(root, "bin"))
-	}
-	for _, d := range dirs {
-		if p := filepath.Join(d, name); isExecutable(p) {
-			return p, true
-		}
-	}
-	p, err := exec.LookPath(name)
-	return p, err == nil
-}
-
 // WaitRunning waits up to limit for the named pod to have a running
 // process, and returns an error with its log's tail if it does not.
 func (k *Kubelet) WaitRunning(name string, limit time.Duration) error {
