@@ -121,7 +121,10 @@ type State struct {
 type FileSet struct {
 	Name     string `json:"name"`
 	Required bool   `json:"required"`
-	Files    int    `json:"files"`
+	// Paths are the set's configured patterns: a restore writes only paths
+	// they match, so a backup cannot place a file anywhere else.
+	Paths []string `json:"paths"`
+	Files int      `json:"files"`
 	Bytes    int64  `json:"bytes"`
 	// Missing lists patterns of an optional set that matched nothing.
 	Missing []string `json:"missing,omitempty"`

@@ -56,7 +56,7 @@ func planState(root string, sets []config.FileSet) (*statePlan, error) {
 	fsys := os.DirFS(root)
 	taken := map[string]bool{}
 	for _, set := range sets {
-		sum := manifest.FileSet{Name: set.Name, Required: set.Required}
+		sum := manifest.FileSet{Name: set.Name, Required: set.Required, Paths: set.Paths}
 		for _, pattern := range set.Paths {
 			rel := strings.TrimPrefix(path.Clean(pattern), "/")
 			matches, err := doublestar.Glob(fsys, rel, doublestar.WithFailOnIOErrors(), doublestar.WithNoFollow())
