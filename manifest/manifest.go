@@ -125,7 +125,7 @@ type FileSet struct {
 	// they match, so a backup cannot place a file anywhere else.
 	Paths []string `json:"paths"`
 	Files int      `json:"files"`
-	Bytes    int64  `json:"bytes"`
+	Bytes int64    `json:"bytes"`
 	// Missing lists patterns of an optional set that matched nothing.
 	Missing []string `json:"missing,omitempty"`
 }
