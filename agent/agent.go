@@ -61,6 +61,11 @@ type Agent struct {
 	work       context.Context
 	cancelWork context.CancelFunc
 
+	// verified remembers the sets whose manifest verified, by target,
+	// cluster, ID and trusted keys, so each check reads only new ones.
+	verifiedMu sync.Mutex
+	verified   map[string]bool
+
 	leader      atomic.Bool
 	leaderKnown atomic.Bool
 	leaderID    atomic.Value // string

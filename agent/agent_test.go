@@ -65,6 +65,7 @@ const testConfig = `clusters:
     state: []
 encryption:
   recipients: [age1pfz2wqrkh05nrg847tuc2dxryzlecazwrh2nc4prwmp6d98g23es6jnthh]
+signing: {trustedKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDkgk7G8drVjg7ABJHxC/jw5i0O5/dYexhQP+MkHl32q"]}
 targets:
   - name: usb
     local: {path: %q}
@@ -94,8 +95,8 @@ func TestReload(t *testing.T) {
 	good, _ := os.ReadFile(path)
 	os.WriteFile(path, []byte(strings.Replace(string(good), "@every 1h", "every hour", 1)), 0o600)
 	err := a.Reload()
-	if err == nil || !strings.Contains(err.Error(), "kdr.yaml:10") {
-		t.Fatalf("bad schedule reloaded: %v, want an error naming kdr.yaml:10", err)
+	if err == nil || !strings.Contains(err.Error(), "kdr.yaml:11") {
+		t.Fatalf("bad schedule reloaded: %v, want an error naming kdr.yaml:11", err)
 	}
 	if got := testutil.ToFloat64(a.m.reloadOK); got != 0 {
 		t.Errorf("config_last_reload_successful %v after a refused reload", got)

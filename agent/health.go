@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
@@ -140,6 +141,7 @@ func (a *Agent) refresh(parent context.Context, cfg *config.Config) {
 	for _, c := range cfg.Clusters {
 		sets[c.Name] = map[string]setsView{}
 	}
+	trust, terr := fromconfig.Trust(cfg)
 	// reachable holds the targets opened and pinged here, for the reads
 	// that follow.
 	reachable := map[string]storage.Target{}
@@ -162,9 +164,12 @@ func (a *Agent) refresh(parent context.Context, cfg *config.Config) {
 		}
 		for _, c := range cfg.Clusters {
 			v := setsView{}
-			if err == nil {
-				v = a.countSets(ctx, t, c.Name)
-			} else {
+			switch {
+			case terr != nil:
+				v.Error = terr.Error()
+			case err == nil:
+				v = a.countSets(ctx, t, trust, c.Name)
+			default:
 				v.Error = err.Error()
 			}
 			sets[c.Name][tcfg.Name] = v
@@ -174,18 +179,21 @@ func (a *Agent) refresh(parent context.Context, cfg *config.Config) {
 	a.health.sets, a.health.checked = sets, true
 	seen := maps.Clone(a.health.manifests)
 	a.health.mu.Unlock()
-	a.readNewestManifests(ctx, reachable, sets, seen)
+	if terr != nil {
+		return
+	}
+	a.readNewestManifests(ctx, trust, reachable, sets, seen)
 	if tcfg, err := fromconfig.PickTarget(cfg, cfg.Drill.Target); err == nil && reachable[tcfg.Name] != nil {
-		a.readDrills(ctx, cfg, reachable[tcfg.Name])
+		a.readDrills(ctx, cfg, trust, reachable[tcfg.Name])
 	}
 }
 
 // readDrills exports the newest successful drill of each cluster stored
 // on the drill target, so the figures survive a restart and reach a
 // standby.
-func (a *Agent) readDrills(ctx context.Context, cfg *config.Config, t storage.Target) {
+func (a *Agent) readDrills(ctx context.Context, cfg *config.Config, trust *manifest.Trust, t storage.Target) {
 	for _, c := range cfg.Clusters {
-		hist, err := drill.History(ctx, t, c.Name)
+		hist, err := drill.History(ctx, t, trust, c.Name)
 		if err != nil {
 			continue
 		}
@@ -198,8 +206,11 @@ func (a *Agent) readDrills(ctx context.Context, cfg *config.Config, t storage.Ta
 	}
 }
 
-// countSets exports one cluster's complete sets on one target.
-func (a *Agent) countSets(ctx context.Context, t storage.Target, cluster string) setsView {
+// countSets exports one cluster's trusted sets on one target. Only a
+// set whose manifest a trusted key signed counts, so a planted set far in
+// the future cannot keep the backup-age alert quiet. A manifest verified
+// once is remembered by key, so a check reads only new sets.
+func (a *Agent) countSets(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string) setsView {
 	all, err := catalog.Sets(ctx, t, cluster)
 	if err != nil {
 		return setsView{Error: err.Error()}
@@ -207,7 +218,7 @@ func (a *Agent) countSets(ctx context.Context, t storage.Target, cluster string)
 	var v setsView
 	var oldest, newest time.Time
 	for _, s := range all {
-		if !s.Complete {
+		if !s.Complete || !a.trusted(ctx, t, trust, s) {
 			continue
 		}
 		taken, err := manifest.IDTime(s.ID)
@@ -235,7 +246,7 @@ func (a *Agent) countSets(ctx context.Context, t storage.Target, cluster string)
 // readNewestManifests loads the newest manifest of each cluster when the
 // metrics do not show it yet: after a restart, or a backup by another
 // replica.
-func (a *Agent) readNewestManifests(ctx context.Context, reachable map[string]storage.Target, sets map[string]map[string]setsView, seen map[string]string) {
+func (a *Agent) readNewestManifests(ctx context.Context, trust *manifest.Trust, reachable map[string]storage.Target, sets map[string]map[string]setsView, seen map[string]string) {
 	for cluster, byTarget := range sets {
 		var newest setsView
 		var from string
@@ -248,7 +259,7 @@ func (a *Agent) readNewestManifests(ctx context.Context, reachable map[string]st
 		if newest.Newest <= seen[cluster] || t == nil {
 			continue
 		}
-		m, _, err := catalog.LoadManifest(ctx, t, cluster, newest.Newest)
+		m, _, err := catalog.LoadManifest(ctx, t, trust, cluster, newest.Newest)
 		if err != nil {
 			a.log.Warn("newest manifest unreadable", "cluster", cluster, "target", from, "backup", newest.Newest, "err", err)
 			continue
@@ -262,4 +273,33 @@ func boolFloat(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// maxVerified bounds the memory of verified sets.
+const maxVerified = 10000
+
+// trusted reports whether a set's manifest verifies, from memory when it
+// did before under the same key and trusted keys.
+func (a *Agent) trusted(ctx context.Context, t storage.Target, trust *manifest.Trust, s catalog.Set) bool {
+	key := strings.Join(append([]string{t.Name(), s.Cluster, s.ID}, trust.Fingerprints()...), "/")
+	a.verifiedMu.Lock()
+	ok := a.verified[key]
+	a.verifiedMu.Unlock()
+	if ok {
+		return true
+	}
+	_, _, err := catalog.LoadManifest(ctx, t, trust, s.Cluster, s.ID)
+	if err != nil {
+		if catalog.IsForeign(err) {
+			a.log.Warn("foreign set on target: not counted", "cluster", s.Cluster, "target", t.Name(), "backup", s.ID, "err", err)
+		}
+		return false
+	}
+	a.verifiedMu.Lock()
+	if a.verified == nil || len(a.verified) > maxVerified {
+		a.verified = map[string]bool{} // pruned sets would pile up
+	}
+	a.verified[key] = true
+	a.verifiedMu.Unlock()
+	return true
 }

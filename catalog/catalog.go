@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"time"
 
@@ -81,61 +80,113 @@ func Sets(ctx context.Context, t storage.Target, cluster string) ([]Set, error) 
 	return sets, nil
 }
 
-// LoadManifest reads and parses a set's manifest. It also returns the
-// manifest's sha256, the value the next manifest's chain link holds.
-func LoadManifest(ctx context.Context, t storage.Target, cluster, id string) (*manifest.Manifest, string, error) {
-	raw, err := readManifest(ctx, t, cluster, id)
+// MaxClockSkew is how far in the future a manifest's creation time may
+// lie before it is refused: a set dated ahead of every clock would stay
+// "latest" and keep retention and alerts on its word.
+const MaxClockSkew = 5 * time.Minute
+
+// LoadManifest reads a set's manifest and returns it with the sha256 of
+// its bytes, the value the next manifest's chain link holds, only when a
+// trusted key signed exactly those bytes (or the operator accepted them by
+// hash), before anything is parsed; and only when the manifest describes
+// the set it is stored as, and was not created in the future.
+//
+// A manifest the operator accepted by hash without a trusted signature
+// (Trust.Accept) is not taken here: only LoadNamed takes it, so it is
+// never "latest", never counted by prune and never seen by the agent.
+func LoadManifest(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster, id string) (*manifest.Manifest, string, error) {
+	return loadManifest(ctx, t, trust, cluster, id, false)
+}
+
+// LoadNamed is LoadManifest for a set the operator named by its exact
+// ID, which may also be one accepted by the hash of its manifest.
+func LoadNamed(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster, id string) (*manifest.Manifest, string, error) {
+	return loadManifest(ctx, t, trust, cluster, id, true)
+}
+
+func loadManifest(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster, id string, named bool) (*manifest.Manifest, string, error) {
+	key := manifest.Key(cluster, id, manifest.ManifestObject)
+	raw, err := manifest.ReadBounded(ctx, t, key, maxManifestRead)
 	if err != nil {
 		return nil, "", err
 	}
-	m, err := parseManifest(raw, cluster, id)
+	accepted := named && trust.Accepted(cluster, id, raw)
+	if !accepted {
+		if _, err := manifest.VerifyStored(ctx, t, key, raw, manifest.NamespaceManifest, trust); err != nil {
+			return nil, "", err
+		}
+	}
+	m, err := parseManifest(raw, cluster, id, time.Now())
+	if err == nil && !accepted && m.FormatVersion < manifest.FormatVersion {
+		err = fmt.Errorf("%w: format %d", manifest.ErrInvalid, m.FormatVersion)
+	}
 	if err != nil {
-		return nil, "", fmt.Errorf("%s on target %s: %w", manifest.Key(cluster, id, manifest.ManifestObject), t.Name(), err)
+		return nil, "", fmt.Errorf("%s on target %s: %w", key, t.Name(), err)
 	}
 	return m, manifest.Sum(raw), nil
 }
 
-// readManifest returns a set's manifest.json as stored. The chain links
-// hash these bytes, so they are hashed before any parsing. A missing
-// manifest gives an error wrapping storage.ErrNotExist.
-func readManifest(ctx context.Context, t storage.Target, cluster, id string) ([]byte, error) {
-	key := manifest.Key(cluster, id, manifest.ManifestObject)
-	rc, err := t.Get(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("read %s on target %s: %w", key, t.Name(), err)
-	}
-	defer rc.Close()
-	raw, err := io.ReadAll(io.LimitReader(rc, maxManifestRead))
-	if err != nil {
-		return nil, fmt.Errorf("read %s on target %s: %w", key, t.Name(), err)
-	}
-	return raw, nil
-}
-
 // parseManifest parses a manifest and checks that it describes the set it
-// was found in: a manifest copied from another set is not that set's.
-func parseManifest(raw []byte, cluster, id string) (*manifest.Manifest, error) {
+// was found in: a manifest copied from another set is not that set's, and
+// its ID is its creation time.
+func parseManifest(raw []byte, cluster, id string, now time.Time) (*manifest.Manifest, error) {
 	m, err := manifest.Parse(bytes.NewReader(raw))
 	if err != nil {
 		return nil, err
 	}
-	if m.Cluster != cluster || m.ID != id {
+	idTime, _ := manifest.IDTime(m.ID)
+	switch {
+	case m.Cluster != cluster || m.ID != id:
 		return nil, fmt.Errorf("%w: it describes %s/%s", manifest.ErrInvalid, m.Cluster, m.ID)
+	case !m.Created.Truncate(time.Millisecond).Equal(idTime):
+		return nil, fmt.Errorf("%w: created %s is not the time of its ID", manifest.ErrInvalid, m.Created.Format(time.RFC3339Nano))
+	case m.Created.After(now.Add(MaxClockSkew)):
+		return nil, fmt.Errorf("%w: created %s, in the future", manifest.ErrInvalid, m.Created.Format(time.RFC3339))
 	}
 	return m, nil
 }
 
-// Latest returns the newest complete set's manifest and its sha256, or an
-// error wrapping ErrNoBackup.
-func Latest(ctx context.Context, t storage.Target, cluster string) (*manifest.Manifest, string, error) {
-	sets, err := Sets(ctx, t, cluster)
+// Latest returns the newest trusted set's manifest and its sha256, or an
+// error wrapping ErrNoBackup. "Newest" is the highest ID, everywhere: an
+// ID is its creation time, which LoadManifest holds the manifest to. Sets
+// whose manifest is not ours (unsigned, untrusted, invalid) are passed
+// over; a manifest that cannot be read is an error, so a passing network
+// fault never silently makes an older set the latest.
+func Latest(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string) (*manifest.Manifest, string, error) {
+	ids, _, err := completeIDs(ctx, t, cluster)
 	if err != nil {
 		return nil, "", err
 	}
-	for i := len(sets) - 1; i >= 0; i-- {
-		if sets[i].Complete {
-			return LoadManifest(ctx, t, cluster, sets[i].ID)
+	return newestTrusted(ctx, t, trust, cluster, ids, func(string) bool { return true })
+}
+
+// newestTrusted loads the manifest of the newest of ids (oldest first)
+// that take accepts and whose manifest is trusted.
+func newestTrusted(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string, ids []string, take func(id string) bool) (*manifest.Manifest, string, error) {
+	var foreign []error
+	for i := len(ids) - 1; i >= 0; i-- {
+		if !take(ids[i]) {
+			continue
 		}
+		m, sum, err := LoadManifest(ctx, t, trust, cluster, ids[i])
+		if IsForeign(err) {
+			foreign = append(foreign, err)
+			continue
+		}
+		return m, sum, err
 	}
-	return nil, "", fmt.Errorf("%w of cluster %s on target %s", ErrNoBackup, cluster, t.Name())
+	err := fmt.Errorf("%w of cluster %s on target %s", ErrNoBackup, cluster, t.Name())
+	if len(foreign) > 0 {
+		err = fmt.Errorf("%w (%d sets passed over; the newest: %w)", err, len(foreign), foreign[0])
+	}
+	return nil, "", err
+}
+
+// IsForeign reports whether err says an object is not one of ours (no
+// signature, a signature no trusted key made, or content that does not
+// parse or does not belong where it is stored), as opposed to a failure to
+// read it. Readers pass foreign objects over and report them.
+func IsForeign(err error) bool {
+	return errors.Is(err, manifest.ErrUnsigned) || errors.Is(err, manifest.ErrUntrusted) ||
+		errors.Is(err, manifest.ErrInvalid) || errors.Is(err, manifest.ErrNewerFormat)
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/kdr-io/kdr/manifest"
@@ -64,16 +63,11 @@ func isSHA256(s string) bool {
 	return true
 }
 
-func readTombstone(ctx context.Context, t storage.Target, cluster, id string) (*Tombstone, error) {
+func readTombstone(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster, id string) (*Tombstone, error) {
 	key := TombstoneKey(cluster, id)
-	rc, err := t.Get(ctx, key)
+	raw, err := manifest.ReadSigned(ctx, t, key, maxTombstoneRead, manifest.NamespaceTombstone, trust)
 	if err != nil {
-		return nil, fmt.Errorf("read %s on target %s: %w", key, t.Name(), err)
-	}
-	defer rc.Close()
-	raw, err := io.ReadAll(io.LimitReader(rc, maxTombstoneRead))
-	if err != nil {
-		return nil, fmt.Errorf("read %s on target %s: %w", key, t.Name(), err)
+		return nil, err
 	}
 	ts, err := parseTombstone(raw, id)
 	if err != nil {
@@ -82,22 +76,19 @@ func readTombstone(ctx context.Context, t storage.Target, cluster, id string) (*
 	return ts, nil
 }
 
-func writeTombstone(ctx context.Context, t storage.Target, cluster string, ts Tombstone) error {
+func writeTombstone(ctx context.Context, t storage.Target, signer *manifest.Signer, cluster string, ts Tombstone) error {
 	data, err := json.Marshal(ts)
 	if err != nil {
 		return fmt.Errorf("encode tombstone of %s: %w", ts.ID, err)
 	}
-	key := TombstoneKey(cluster, ts.ID)
-	if err := t.Put(ctx, key, bytes.NewReader(append(data, '\n')), storage.PutOptions{ContentType: "application/json"}); err != nil {
-		return fmt.Errorf("write %s on target %s: %w", key, t.Name(), err)
-	}
-	return nil
+	return manifest.PutSigned(ctx, t, TombstoneKey(cluster, ts.ID), append(data, '\n'), manifest.NamespaceTombstone, signer,
+		storage.PutOptions{ContentType: "application/json"})
 }
 
 // checkLink checks a manifest's link to its predecessor on t. lookup
 // returns the sha256 of the predecessor's manifest on t, with exists
 // false when it is not there. It returns what was checked, or the problem.
-func checkLink(ctx context.Context, t storage.Target, cluster, id string, prev *manifest.Link, lookup func(id string) (sum string, exists bool, err error)) (string, *Problem) {
+func checkLink(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster, id string, prev *manifest.Link, lookup func(id string) (sum string, exists bool, err error)) (string, *Problem) {
 	problem := func(err error, format string, args ...any) *Problem {
 		return &Problem{Target: t.Name(), Cluster: cluster, ID: id, Object: manifest.ManifestObject,
 			Reason: oneLine("hash chain: " + fmt.Sprintf(format, args...)), Err: err}
@@ -119,7 +110,7 @@ func checkLink(ctx context.Context, t storage.Target, cluster, id string, prev *
 		}
 		return fmt.Sprintf("hash chain: previous backup %s matches", prev.ID), nil
 	}
-	ts, err := readTombstone(ctx, t, cluster, prev.ID)
+	ts, err := readTombstone(ctx, t, trust, cluster, prev.ID)
 	switch {
 	case errors.Is(err, storage.ErrNotExist):
 		return "", problem(errors.Join(ErrChain, ErrMissing), "predecessor %s missing, and no prune tombstone explains it (deleted outside kdr?)", prev.ID)
@@ -137,7 +128,11 @@ func checkLink(ctx context.Context, t storage.Target, cluster, id string, prev *
 // has the linked sha256, or one that prune removed and recorded. It reads
 // only manifests and tombstones, not the objects. A cancelled context ends
 // the check with a problem saying so.
-func VerifyChain(ctx context.Context, t storage.Target, cluster string) []Problem {
+//
+// A set whose manifest no trusted key signed is not part of the chain: it
+// is reported as a foreign object, since someone who is not a trusted
+// writer put it there.
+func VerifyChain(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string) []Problem {
 	var problems []Problem
 	add := func(id, object string, err error, format string, args ...any) {
 		problems = append(problems, Problem{Target: t.Name(), Cluster: cluster, ID: id, Object: object,
@@ -164,21 +159,24 @@ func VerifyChain(ctx context.Context, t storage.Target, cluster string) []Proble
 			add("", "", err, "chain check stopped before the end: %v", err)
 			return problems
 		}
-		raw, err := readManifest(ctx, t, cluster, s.ID)
+		m, sum, err := LoadManifest(ctx, t, trust, cluster, s.ID)
 		switch {
 		case errors.Is(err, storage.ErrNotExist):
 			continue // removed since the listing: not a set any more
+		case IsForeign(err):
+			add(s.ID, manifest.ManifestObject, errors.Join(ErrForeign, err), "not a trusted set: %v", err)
+			// Its successor's link is still checked against these bytes,
+			// so a swapped manifest is also named as a broken chain.
+			if raw, err := manifest.ReadBounded(ctx, t, manifest.Key(cluster, s.ID, manifest.ManifestObject), maxManifestRead); err == nil {
+				sums[s.ID] = manifest.Sum(raw)
+			}
+			continue
 		case err != nil:
 			add(s.ID, manifest.ManifestObject, err, "cannot read: %v", err)
 			unreadable[s.ID] = true
 			continue
 		}
-		sums[s.ID] = manifest.Sum(raw)
-		m, err := parseManifest(raw, cluster, s.ID)
-		if err != nil {
-			add(s.ID, manifest.ManifestObject, err, "%v", err)
-			continue
-		}
+		sums[s.ID] = sum
 		manifests[s.ID] = m
 		ids = append(ids, s.ID)
 	}
@@ -191,7 +189,7 @@ func VerifyChain(ctx context.Context, t storage.Target, cluster string) []Proble
 		if prev != nil && unreadable[prev.ID] {
 			continue // already reported; its hash is unknown
 		}
-		_, p := checkLink(ctx, t, cluster, id, prev, func(prev string) (string, bool, error) {
+		_, p := checkLink(ctx, t, trust, cluster, id, prev, func(prev string) (string, bool, error) {
 			sum, ok := sums[prev]
 			return sum, ok, nil
 		})

@@ -45,7 +45,7 @@ func TestVerifyChain(t *testing.T) {
 		{
 			name: "middle set deleted with a tombstone",
 			prepare: func(t *testing.T, e *verifyEnv) storage.Target {
-				if err := writeTombstone(context.Background(), e.usb, testCluster, Tombstone{ID: e.b.id, SHA256: e.b.sums["usb"], Pruned: time.Now()}); err != nil {
+				if err := writeTombstone(context.Background(), e.usb, testSigner, testCluster, Tombstone{ID: e.b.id, SHA256: e.b.sums["usb"], Pruned: time.Now()}); err != nil {
 					t.Fatal(err)
 				}
 				for _, o := range []string{manifest.ManifestObject, manifest.EtcdObject, manifest.StateObject} {
@@ -60,7 +60,7 @@ func TestVerifyChain(t *testing.T) {
 				replaceObject(t, e.usb, e.key(e.b.id, manifest.ManifestObject), func([]byte) []byte { return e.b.raw["s3"] })
 				return e.usb
 			},
-			want: []want{{c, ErrChain, "replaced or swapped"}},
+			want: []want{{b, ErrForeign, "not over these bytes"}, {c, ErrChain, "replaced or swapped"}},
 		},
 		{
 			name: "middle manifest unparsable",
@@ -68,7 +68,7 @@ func TestVerifyChain(t *testing.T) {
 				replaceObject(t, e.usb, e.key(e.b.id, manifest.ManifestObject), func(raw []byte) []byte { return raw[:len(raw)/2] })
 				return e.usb
 			},
-			want: []want{{b, manifest.ErrInvalid, "invalid manifest"}, {c, ErrChain, "replaced or swapped"}},
+			want: []want{{b, manifest.ErrUntrusted, "not over these bytes"}, {c, ErrChain, "replaced or swapped"}},
 		},
 		{
 			name: "link to a newer set",
@@ -79,7 +79,11 @@ func TestVerifyChain(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				replaceObject(t, e.usb, e.key(e.b.id, manifest.ManifestObject), func([]byte) []byte { return raw })
+				// Signed by the trusted key: the chain rule holds for trusted
+				// writers too.
+				if err := manifest.PutSigned(context.Background(), e.usb, e.key(e.b.id, manifest.ManifestObject), raw, manifest.NamespaceManifest, testSigner, storage.PutOptions{}); err != nil {
+					t.Fatal(err)
+				}
 				return e.usb
 			},
 			// b's own link is refused, and c's link to b no longer matches.
@@ -109,7 +113,7 @@ func TestVerifyChain(t *testing.T) {
 			if tc.ctx != nil {
 				ctx = tc.ctx()
 			}
-			got := VerifyChain(ctx, target, testCluster)
+			got := VerifyChain(ctx, target, testTrust, testCluster)
 			if len(got) != len(tc.want) {
 				t.Fatalf("%d problems, want %d:\n%s", len(got), len(tc.want), problemLines(got))
 			}
@@ -159,7 +163,7 @@ func TestTombstoneFormat(t *testing.T) {
 	usb := newLocal(t, "usb")
 	id := "20240101T000000.000Z-abcdef"
 	ts := Tombstone{ID: id, SHA256: strings.Repeat("0", 64), Pruned: time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC)}
-	if err := writeTombstone(context.Background(), usb, testCluster, ts); err != nil {
+	if err := writeTombstone(context.Background(), usb, testSigner, testCluster, ts); err != nil {
 		t.Fatal(err)
 	}
 	got := readObject(t, usb, "prod/pruned/"+id+".json")

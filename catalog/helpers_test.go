@@ -247,7 +247,7 @@ func (f *fixture) write(spec setSpec, targets ...storage.Target) builtSet {
 	}
 	for _, t := range targets {
 		tm := m
-		prev, sum, err := Latest(ctx, t, testCluster)
+		prev, sum, err := Latest(ctx, t, testTrust, testCluster)
 		switch {
 		case err == nil:
 			tm.Previous = &manifest.Link{ID: prev.ID, SHA256: sum}
@@ -258,7 +258,7 @@ func (f *fixture) write(spec setSpec, targets ...storage.Target) builtSet {
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		if err := t.Put(ctx, manifest.Key(testCluster, id, manifest.ManifestObject), bytes.NewReader(raw), storage.PutOptions{}); err != nil {
+		if err := manifest.PutSigned(ctx, t, manifest.Key(testCluster, id, manifest.ManifestObject), raw, manifest.NamespaceManifest, testSigner, storage.PutOptions{}); err != nil {
 			f.t.Fatal(err)
 		}
 		b.manifests[t.Name()], b.raw[t.Name()], b.sums[t.Name()] = &tm, raw, manifest.Sum(raw)
@@ -419,4 +419,23 @@ func (h *hookTarget) recorded(prefix string) []string {
 
 func lockedErr(key string) error {
 	return fmt.Errorf("target test: deleting %s: %w", key, storage.ErrLocked)
+}
+
+// testSigner signs every set the fixture writes; testTrust trusts it.
+var testSigner, testTrust = mustSigningKey()
+
+func mustSigningKey() (*manifest.Signer, *manifest.Trust) {
+	priv, pub, err := manifest.GenerateSigningKey("test")
+	if err != nil {
+		panic(err)
+	}
+	s, err := manifest.ParseSigner(priv)
+	if err != nil {
+		panic(err)
+	}
+	trust, err := manifest.ParseTrust([]string{pub})
+	if err != nil {
+		panic(err)
+	}
+	return s, trust
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/kdr-io/kdr/manifest"
@@ -26,18 +27,36 @@ type Backup struct {
 	// Targets name the targets holding the set's manifest, in the order the
 	// targets were given. Presence is not proof: Verify checks the objects.
 	Targets []string `json:"targets"`
-	// Manifest is read from the first target in Targets whose copy parses.
-	// It is nil when none does; the error map of List says why, and
-	// Created then comes from the ID.
+	// Manifest is read from the first target in Targets whose copy a
+	// trusted key signed. It is nil when none is; Created then comes from
+	// the ID.
 	Manifest *manifest.Manifest `json:"-"`
+	// Untrusted says why no copy of the manifest is trusted (unsigned,
+	// signed by an unknown key, invalid): the set is not ours, and no
+	// reader restores, counts or prunes it. Empty for a trusted set.
+	Untrusted string `json:"untrusted,omitempty"`
 }
 
-// List returns the complete sets of a cluster (of every cluster when
-// cluster is empty) across targets, newest first. A target that cannot be
-// listed, or whose manifest cannot be read, has its error in the returned
-// map under its name; the other targets are still listed. The error is for
-// failures of the whole call: invalid arguments or a cancelled context.
-func List(ctx context.Context, targets []storage.Target, cluster string) ([]Backup, map[string]error, error) {
+// Trusted returns the backups whose manifest a trusted key signed, in the
+// order given.
+func Trusted(backups []Backup) []Backup {
+	var out []Backup
+	for _, b := range backups {
+		if b.Untrusted == "" && b.Manifest != nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// List returns the sets with a manifest of a cluster (of every cluster
+// when cluster is empty) across targets, newest (highest ID) first, the
+// untrusted among them marked: Trusted keeps the others. A target that
+// cannot be listed, or whose manifest cannot be read, has its error in the
+// returned map under its name; the other targets are still listed. The
+// error is for failures of the whole call: invalid arguments or a
+// cancelled context.
+func List(ctx context.Context, targets []storage.Target, trust *manifest.Trust, cluster string) ([]Backup, map[string]error, error) {
 	if cluster != "" && !manifest.ValidCluster(cluster) {
 		return nil, nil, fmt.Errorf("list: cluster name %q is not valid", cluster)
 	}
@@ -87,10 +106,14 @@ func List(ctx context.Context, targets []storage.Target, cluster string) ([]Back
 	backups := make([]Backup, 0, len(order))
 	for _, k := range order {
 		e := byKey[k]
+		var foreign []string
 		for _, t := range e.holders {
-			m, _, err := LoadManifest(ctx, t, e.b.Cluster, e.b.ID)
+			m, _, err := LoadManifest(ctx, t, trust, e.b.Cluster, e.b.ID)
 			if cerr := ctx.Err(); cerr != nil {
 				return nil, nil, fmt.Errorf("list: %w", cerr)
+			}
+			if IsForeign(err) {
+				foreign = append(foreign, err.Error())
 			}
 			if err != nil {
 				fail(t, err)
@@ -104,14 +127,14 @@ func List(ctx context.Context, targets []storage.Target, cluster string) ([]Back
 		}
 		if e.b.Manifest == nil {
 			e.b.Created, _ = manifest.IDTime(e.b.ID)
+			if len(foreign) > 0 {
+				e.b.Untrusted = strings.Join(foreign, "; ")
+			}
 		}
 		backups = append(backups, *e.b)
 	}
 	sort.SliceStable(backups, func(i, j int) bool {
 		a, b := backups[i], backups[j]
-		if !a.Created.Equal(b.Created) {
-			return a.Created.After(b.Created)
-		}
 		if a.ID != b.ID {
 			return a.ID > b.ID
 		}

@@ -80,7 +80,7 @@ func TestList(t *testing.T) {
 			f := newFixture(t)
 			usb, s3, gone := newLocal(t, "usb"), newLocal(t, "s3"), missingLocal(t, "gone")
 			sets := tc.build(f, usb, s3)
-			backups, targetErrs, err := List(ctx, tc.targets(usb, s3, gone), tc.cluster)
+			backups, targetErrs, err := List(ctx, tc.targets(usb, s3, gone), testTrust, tc.cluster)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,7 +140,7 @@ func TestListRefuses(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := List(tc.ctx, tc.targets, tc.cluster)
+			_, _, err := List(tc.ctx, tc.targets, testTrust, tc.cluster)
 			if err == nil || (tc.is != nil && !errors.Is(err, tc.is)) {
 				t.Fatalf("error %v, want one (matching %v)", err, tc.is)
 			}
@@ -176,7 +176,7 @@ func TestResolve(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Resolve(ctx, tc.target, testCluster, tc.ref)
+			got, err := Resolve(ctx, tc.target, testTrust, testCluster, tc.ref)
 			if tc.want != "" {
 				if err != nil || got != tc.want {
 					t.Fatalf("Resolve(%q) = %q, %v; want %q", tc.ref, got, err, tc.want)
@@ -216,7 +216,7 @@ func TestBefore(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Before(ctx, usb, testCluster, tc.before)
+			got, err := Before(ctx, usb, testTrust, testCluster, tc.before)
 			if tc.want == "" {
 				if !errors.Is(err, ErrNoBackup) {
 					t.Fatalf("Before = %q, %v; want ErrNoBackup", got, err)
@@ -257,7 +257,7 @@ func TestResolveIn(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ResolveIn(ctx, tc.targets, testCluster, tc.ref)
+			got, err := ResolveIn(ctx, tc.targets, testTrust, testCluster, tc.ref)
 			if tc.want != "" {
 				if err != nil || got != tc.want {
 					t.Fatalf("ResolveIn(%q) = %q, %v; want %q", tc.ref, got, err, tc.want)

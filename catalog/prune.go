@@ -47,6 +47,11 @@ type PruneOptions struct {
 	IncompleteGrace time.Duration
 	// Now is the time the grace is measured from (default time.Now()).
 	Now time.Time
+	// Trust decides which sets are ours: only those are counted by the
+	// policy or removed.
+	Trust *manifest.Trust
+	// Signer signs the tombstones; a prune that removes a set needs it.
+	Signer *manifest.Signer
 }
 
 // KeptSet is a complete set that Prune keeps, and why.
@@ -79,11 +84,20 @@ type PruneReport struct {
 	// IncompleteKept are the sets without a manifest younger than the
 	// grace: perhaps a backup still running.
 	IncompleteKept []string
+	// Foreign are the sets with a manifest that no trusted key signed:
+	// never counted, never removed, reported with the reason.
+	Foreign []ForeignSet
 	// CleanedUp is how many leftovers of interrupted uploads the target
 	// removed.
 	CleanedUp int
 	// Errors are what failed; the rest of the prune went on.
 	Errors []error
+}
+
+// ForeignSet is a set on a target whose manifest is not ours.
+type ForeignSet struct {
+	ID     string
+	Reason string
 }
 
 // Prune applies the retention policy to the complete sets of a cluster on
@@ -109,6 +123,9 @@ func Prune(ctx context.Context, t storage.Target, cluster string, p Policy, o Pr
 	if o.IncompleteGrace < 0 {
 		return rep, fmt.Errorf("prune: negative grace %s", o.IncompleteGrace)
 	}
+	if !o.DryRun && o.Signer == nil {
+		return rep, errors.New("prune: no signing key configured (signing.keyFile): removing a set writes a signed tombstone")
+	}
 	grace := o.IncompleteGrace
 	if grace == 0 {
 		grace = DefaultIncompleteGrace
@@ -123,10 +140,24 @@ func Prune(ctx context.Context, t storage.Target, cluster string, p Policy, o Pr
 	}
 	var complete, incomplete []Set
 	for i := len(sets) - 1; i >= 0; i-- { // newest first
-		if sets[i].Complete {
-			complete = append(complete, sets[i])
-		} else {
-			incomplete = append(incomplete, sets[i])
+		s := sets[i]
+		if !s.Complete {
+			incomplete = append(incomplete, s)
+			continue
+		}
+		// Only a set whose manifest a trusted key signed counts, or the
+		// word of a planted manifest would decide what is deleted.
+		_, _, err := LoadManifest(ctx, t, o.Trust, cluster, s.ID)
+		switch {
+		case IsForeign(err):
+			rep.Foreign = append(rep.Foreign, ForeignSet{ID: s.ID, Reason: err.Error()})
+		case errors.Is(err, storage.ErrNotExist):
+			// Removed since the listing.
+		case err != nil:
+			// Counting without it could remove a set the policy keeps.
+			return rep, fmt.Errorf("prune: %w", err)
+		default:
+			complete = append(complete, s)
 		}
 	}
 
@@ -158,7 +189,7 @@ func Prune(ctx context.Context, t storage.Target, cluster string, p Policy, o Pr
 		case o.DryRun:
 			rep.Removed = append(rep.Removed, s.ID)
 		default:
-			removeComplete(ctx, t, s, now, rep)
+			removeComplete(ctx, t, o, s, now, rep)
 		}
 	}
 
@@ -232,18 +263,17 @@ func isLocked(s Set, now time.Time) bool {
 }
 
 // removeComplete removes one complete set: tombstone, manifest, objects.
-func removeComplete(ctx context.Context, t storage.Target, s Set, now time.Time, rep *PruneReport) {
+func removeComplete(ctx context.Context, t storage.Target, o PruneOptions, s Set, now time.Time, rep *PruneReport) {
 	fail := func(err error) {
 		rep.Errors = append(rep.Errors, fmt.Errorf("prune %s on target %s: %w", s.ID, t.Name(), err))
 	}
-	raw, err := readManifest(ctx, t, s.Cluster, s.ID)
+	_, sum, err := LoadManifest(ctx, t, o.Trust, s.Cluster, s.ID)
 	if err != nil {
 		fail(err)
 		return
 	}
-	sum := manifest.Sum(raw)
-	if ts, err := readTombstone(ctx, t, s.Cluster, s.ID); err != nil || ts.SHA256 != sum {
-		if err := writeTombstone(ctx, t, s.Cluster, Tombstone{ID: s.ID, SHA256: sum, Pruned: now.UTC()}); err != nil {
+	if ts, err := readTombstone(ctx, t, o.Trust, s.Cluster, s.ID); err != nil || ts.SHA256 != sum {
+		if err := writeTombstone(ctx, t, o.Signer, s.Cluster, Tombstone{ID: s.ID, SHA256: sum, Pruned: now.UTC()}); err != nil {
 			fail(err)
 			return
 		}

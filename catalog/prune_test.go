@@ -215,7 +215,7 @@ func TestPrune(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newPruneEnv(t)
-			rep, err := Prune(ctx, e.hook, testCluster, tc.policy, PruneOptions{})
+			rep, err := Prune(ctx, e.hook, testCluster, tc.policy, PruneOptions{Trust: testTrust, Signer: testSigner})
 			if err != nil || len(rep.Errors) > 0 {
 				t.Fatalf("Prune: %v, %v", err, rep.Errors)
 			}
@@ -231,7 +231,7 @@ func TestPrune(t *testing.T) {
 			}
 			var left []string
 			for _, s := range sets {
-				if !s.Complete || len(s.Objects) != 3 {
+				if !s.Complete || len(s.Objects) != 4 {
 					t.Errorf("set %s left with %d objects, complete %v", s.ID, len(s.Objects), s.Complete)
 				}
 				left = append(left, s.ID)
@@ -241,7 +241,7 @@ func TestPrune(t *testing.T) {
 				t.Errorf("sets left %v, want %v", left, e.ids(tc.wantKept...))
 			}
 			for _, id := range e.ids(tc.wantRemoved...) {
-				tomb, err := readTombstone(ctx, e.disk, testCluster, id)
+				tomb, err := readTombstone(ctx, e.disk, testTrust, testCluster, id)
 				if err != nil {
 					t.Errorf("no tombstone for %s: %v", id, err)
 					continue
@@ -254,12 +254,12 @@ func TestPrune(t *testing.T) {
 			}
 			// The gaps are deliberate: the chain still verifies, and so
 			// does every set left.
-			if ps := VerifyChain(ctx, e.disk, testCluster); len(ps) > 0 {
+			if ps := VerifyChain(ctx, e.disk, testTrust, testCluster); len(ps) > 0 {
 				t.Errorf("chain after prune:\n%s", problemLines(ps))
 			}
 			ids, _ := e.f.keys()
 			for _, id := range left {
-				if r := Verify(ctx, e.disk, testCluster, id, VerifyOptions{Identities: ids}); !r.OK() {
+				if r := Verify(ctx, e.disk, testCluster, id, VerifyOptions{Trust: testTrust, Identities: ids}); !r.OK() {
 					t.Errorf("set %s after prune:\n%s", id, problemLines(r.Problems))
 				}
 			}
@@ -271,7 +271,7 @@ func TestPrune(t *testing.T) {
 // interrupted prune never leaves a complete set with objects missing.
 func TestPruneOrder(t *testing.T) {
 	e := newPruneEnv(t)
-	rep, err := Prune(context.Background(), e.hook, testCluster, Policy{KeepLast: 5}, PruneOptions{})
+	rep, err := Prune(context.Background(), e.hook, testCluster, Policy{KeepLast: 5}, PruneOptions{Trust: testTrust, Signer: testSigner})
 	if err != nil || len(rep.Errors) > 0 {
 		t.Fatalf("Prune: %v, %v", err, rep.Errors)
 	}
@@ -283,9 +283,11 @@ func TestPruneOrder(t *testing.T) {
 		}
 	}
 	want := []string{
+		"put " + manifest.SignatureKey(TombstoneKey(testCluster, id)),
 		"put " + TombstoneKey(testCluster, id),
 		"delete " + manifest.Key(testCluster, id, manifest.ManifestObject),
 		"delete " + manifest.Key(testCluster, id, manifest.EtcdObject),
+		"delete " + manifest.SignatureKey(manifest.Key(testCluster, id, manifest.ManifestObject)),
 		"delete " + manifest.Key(testCluster, id, manifest.StateObject),
 	}
 	if !slices.Equal(calls, want) {
@@ -306,7 +308,7 @@ func TestPruneDryRun(t *testing.T) {
 	inc := e.f.write(setSpec{noManifest: true}, e.disk)
 	before := keys(t, e.disk)
 	rep, err := Prune(context.Background(), e.hook, testCluster, Policy{KeepLast: 1},
-		PruneOptions{DryRun: true, Now: time.Now().Add(48 * time.Hour)})
+		PruneOptions{Trust: testTrust, Signer: testSigner, DryRun: true, Now: time.Now().Add(48 * time.Hour)})
 	if err != nil || len(rep.Errors) > 0 {
 		t.Fatalf("Prune: %v, %v", err, rep.Errors)
 	}
@@ -354,7 +356,7 @@ func TestPruneIncomplete(t *testing.T) {
 			if err := os.Chtimes(tmp, old, old); err != nil {
 				t.Fatal(err)
 			}
-			rep, err := Prune(ctx, e.hook, testCluster, Policy{}, PruneOptions{IncompleteGrace: tc.grace, Now: time.Now().Add(tc.since)})
+			rep, err := Prune(ctx, e.hook, testCluster, Policy{}, PruneOptions{Trust: testTrust, Signer: testSigner, IncompleteGrace: tc.grace, Now: time.Now().Add(tc.since)})
 			if err != nil || len(rep.Errors) > 0 {
 				t.Fatalf("Prune: %v, %v", err, rep.Errors)
 			}
@@ -439,7 +441,7 @@ func TestPruneLocked(t *testing.T) {
 			e := newPruneEnv(t)
 			id := e.sets[0].id
 			tc.lock(e.hook, id)
-			rep, err := Prune(ctx, e.hook, testCluster, Policy{KeepLast: 5}, PruneOptions{})
+			rep, err := Prune(ctx, e.hook, testCluster, Policy{KeepLast: 5}, PruneOptions{Trust: testTrust, Signer: testSigner})
 			if err != nil || len(rep.Errors) > 0 {
 				t.Fatalf("Prune: %v, errors %v; locked objects are not errors", err, rep.Errors)
 			}
@@ -458,7 +460,7 @@ func TestPruneLocked(t *testing.T) {
 			if (deletes > 0) != tc.wantDeletes {
 				t.Errorf("%d deletes of the set, want some: %v", deletes, tc.wantDeletes)
 			}
-			_, _, lerr := LoadManifest(ctx, e.disk, testCluster, id)
+			_, _, lerr := LoadManifest(ctx, e.disk, testTrust, testCluster, id)
 			if (lerr == nil) != tc.wantComplete {
 				t.Errorf("set complete: %v, want %v", lerr == nil, tc.wantComplete)
 			}
@@ -480,21 +482,21 @@ func TestPruneInterrupted(t *testing.T) {
 		}
 		return nil
 	}
-	rep, err := Prune(ctx, e.hook, testCluster, Policy{KeepLast: 5}, PruneOptions{})
+	rep, err := Prune(ctx, e.hook, testCluster, Policy{KeepLast: 5}, PruneOptions{Trust: testTrust, Signer: testSigner})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(rep.Errors) != 1 || !errors.Is(rep.Errors[0], boom) || slices.Contains(rep.Removed, id) {
 		t.Fatalf("errors %v, removed %v", rep.Errors, rep.Removed)
 	}
-	if _, err := Resolve(ctx, e.disk, testCluster, id); !errors.Is(err, ErrUnknownBackup) {
+	if _, err := Resolve(ctx, e.disk, testTrust, testCluster, id); !errors.Is(err, ErrUnknownBackup) {
 		t.Fatalf("half-pruned set still resolves: %v", err)
 	}
-	if ps := VerifyChain(ctx, e.disk, testCluster); len(ps) > 0 {
+	if ps := VerifyChain(ctx, e.disk, testTrust, testCluster); len(ps) > 0 {
 		t.Errorf("chain after a half prune:\n%s", problemLines(ps))
 	}
 	e.hook.deleteErr = nil
-	rep, err = Prune(ctx, e.hook, testCluster, Policy{KeepLast: 5}, PruneOptions{Now: time.Now().Add(25 * time.Hour)})
+	rep, err = Prune(ctx, e.hook, testCluster, Policy{KeepLast: 5}, PruneOptions{Trust: testTrust, Signer: testSigner, Now: time.Now().Add(25 * time.Hour)})
 	if err != nil || len(rep.Errors) > 0 {
 		t.Fatalf("second prune: %v, %v", err, rep.Errors)
 	}
@@ -514,10 +516,10 @@ func TestPruneRefuses(t *testing.T) {
 		o       PruneOptions
 		is      error
 	}{
-		{"invalid cluster", context.Background(), newLocal(t, "usb"), "", PruneOptions{}, nil},
-		{"negative grace", context.Background(), newLocal(t, "usb"), testCluster, PruneOptions{IncompleteGrace: -time.Second}, nil},
-		{"unlistable target", context.Background(), missingLocal(t, "gone"), testCluster, PruneOptions{}, storage.ErrPermanent},
-		{"cancelled", cancelled, newLocal(t, "usb"), testCluster, PruneOptions{}, context.Canceled},
+		{"invalid cluster", context.Background(), newLocal(t, "usb"), "", PruneOptions{Trust: testTrust, Signer: testSigner}, nil},
+		{"negative grace", context.Background(), newLocal(t, "usb"), testCluster, PruneOptions{Trust: testTrust, Signer: testSigner, IncompleteGrace: -time.Second}, nil},
+		{"unlistable target", context.Background(), missingLocal(t, "gone"), testCluster, PruneOptions{Trust: testTrust, Signer: testSigner}, storage.ErrPermanent},
+		{"cancelled", cancelled, newLocal(t, "usb"), testCluster, PruneOptions{Trust: testTrust, Signer: testSigner}, context.Canceled},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,7 +28,7 @@ var (
 // Errors wrap ErrNoBackup when the target holds no complete set at all,
 // ErrUnknownBackup when nothing matches, and ErrAmbiguous when a prefix
 // matches several sets (the message names a few of them).
-func Resolve(ctx context.Context, t storage.Target, cluster, ref string) (string, error) {
+func Resolve(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster, ref string) (string, error) {
 	if ref == "" {
 		return "", errors.New("empty backup reference: give an ID, an ID prefix or " + LatestRef)
 	}
@@ -38,6 +38,13 @@ func Resolve(ctx context.Context, t storage.Target, cluster, ref string) (string
 	}
 	if len(complete) == 0 {
 		return "", fmt.Errorf("%w of cluster %s on target %s", ErrNoBackup, cluster, t.Name())
+	}
+	if ref == LatestRef {
+		m, _, err := newestTrusted(ctx, t, trust, cluster, complete, func(string) bool { return true })
+		if err != nil {
+			return "", err
+		}
+		return m.ID, nil
 	}
 	id, err := pick(complete, ref, fmt.Sprintf("cluster %s on target %s", cluster, t.Name()))
 	if errors.Is(err, ErrUnknownBackup) && incomplete[ref] {
@@ -52,17 +59,18 @@ func Resolve(ctx context.Context, t storage.Target, cluster, ref string) (string
 // damaged set can still be named and checked. Targets that cannot be
 // listed are passed over while the others resolve the reference; when
 // none does, their errors are returned.
-func ResolveIn(ctx context.Context, targets []storage.Target, cluster, ref string) (string, error) {
+func ResolveIn(ctx context.Context, targets []storage.Target, trust *manifest.Trust, cluster, ref string) (string, error) {
 	if ref == "" {
 		return "", errors.New("empty backup reference: give an ID, an ID prefix or " + LatestRef)
 	}
 	if manifest.ValidID(ref) {
 		return ref, nil
 	}
-	backups, failed, err := List(ctx, targets, cluster)
+	all, failed, err := List(ctx, targets, trust, cluster)
 	if err != nil {
 		return "", err
 	}
+	backups := Trusted(all)
 	if len(backups) == 0 {
 		var errs []error
 		for name, err := range failed {
@@ -109,38 +117,28 @@ func pick(complete []string, ref, where string) (string, error) {
 		ErrAmbiguous, ref, len(found), where, strings.Join(names, ", "), more)
 }
 
-// Before returns the ID of the newest complete set of the cluster on t
+// Before returns the ID of the newest trusted set of the cluster on t
 // whose manifest was created strictly before the given time, or an error
-// wrapping ErrNoBackup when there is none.
-//
-// A backup ID is its creation time truncated to the millisecond, so only
-// the sets of the boundary millisecond need their manifests read.
-func Before(ctx context.Context, t storage.Target, cluster string, before time.Time) (string, error) {
+// wrapping ErrNoBackup when there is none. A backup ID is its creation
+// time truncated to the millisecond, which LoadManifest holds it to.
+func Before(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string, before time.Time) (string, error) {
 	complete, _, err := completeIDs(ctx, t, cluster)
 	if err != nil {
 		return "", err
 	}
-	for i := len(complete) - 1; i >= 0; i-- {
-		id := complete[i]
+	m, _, err := newestTrusted(ctx, t, trust, cluster, complete, func(id string) bool {
 		idTime, err := manifest.IDTime(id)
-		if err != nil {
-			continue // completeIDs only returns valid IDs
-		}
-		if !idTime.Before(before) {
-			continue
-		}
-		if !idTime.Add(time.Millisecond).After(before) {
-			return id, nil
-		}
-		m, _, err := LoadManifest(ctx, t, cluster, id)
-		if err != nil {
-			return "", fmt.Errorf("backup before %s: %w", before.UTC().Format(time.RFC3339), err)
-		}
-		if m.Created.Before(before) {
-			return id, nil
-		}
+		return err == nil && idTime.Before(before)
+	})
+	// The boundary millisecond: a set started in it may still be later.
+	for err == nil && !m.Created.Before(before) {
+		limit := m.ID
+		m, _, err = newestTrusted(ctx, t, trust, cluster, complete, func(id string) bool { return id < limit })
 	}
-	return "", fmt.Errorf("%w of cluster %s on target %s created before %s", ErrNoBackup, cluster, t.Name(), before.UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return "", fmt.Errorf("backup before %s: %w", before.UTC().Format(time.RFC3339Nano), err)
+	}
+	return m.ID, nil
 }
 
 // completeIDs lists the cluster's complete set IDs oldest first, and the

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 
 	"github.com/kdr-io/kdr/manifest"
@@ -170,6 +171,17 @@ func checkStateTar(ctx context.Context, r io.Reader) (*stateCheck, error) {
 		}
 		seen[name] = e
 		order = append(order, name)
+	}
+	// tar -x writes an entry below one of the tar's own symlinks through
+	// it, wherever it points; a restore never does, so such a tar is not
+	// one it can restore.
+	for _, name := range order {
+		for dir := path.Dir(name); dir != "."; dir = path.Dir(dir) {
+			if seen[dir].typ == manifest.EntrySymlink {
+				res.problem("%s: below the symlink %s, which a restore will not write through", quoteName(name), quoteName(dir))
+				break
+			}
+		}
 	}
 	if res.Index == nil {
 		if !indexSeen {

@@ -205,6 +205,46 @@ func TestCheckStateTar(t *testing.T) {
 			wantFiles: 3,
 		},
 		{
+			name: "device and fifo",
+			tar: with(func(es []rawEntry) []rawEntry {
+				bad := []rawEntry{
+					{hdr: tar.Header{Name: "etc/kubernetes/mem", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 1}},
+					{hdr: tar.Header{Name: "etc/kubernetes/sda", Typeflag: tar.TypeBlock, Devmajor: 8}},
+					{hdr: tar.Header{Name: "etc/kubernetes/pipe", Typeflag: tar.TypeFifo}},
+				}
+				return append(bad, es...)
+			}),
+			want:      []string{`etc/kubernetes/mem: tar entry of type '3'`, `etc/kubernetes/sda: tar entry of type '4'`, `etc/kubernetes/pipe: tar entry of type '6'`},
+			wantFiles: 3,
+		},
+		{
+			name: "file below a symlink of the tar",
+			tar: with(func(es []rawEntry) []rawEntry {
+				below := rawEntry{hdr: tar.Header{Name: "etc/kubernetes/pki/current.pem/x", Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte("x")}
+				return append(es[:len(es)-1:len(es)-1], below, es[len(es)-1])
+			}),
+			want: []string{
+				"etc/kubernetes/pki/current.pem/x: below the symlink etc/kubernetes/pki/current.pem, which a restore will not write through",
+				"etc/kubernetes/pki/current.pem/x: in the tar but not in the index",
+			},
+			wantFiles: 4,
+		},
+		{
+			// The index agrees: only the symlink rule finds it.
+			name: "symlink then files, in the index too",
+			tar: func() []byte {
+				fs := defaultStateFiles()
+				fs[2] = stateFile{path: "etc/kubernetes/pki", typ: manifest.EntrySymlink, mode: 0o777, target: "../../var/lib/etcd"}
+				return buildStateTar(t, fs, nil)
+			}(),
+			want: []string{
+				"etc/kubernetes/pki/ca.crt: below the symlink etc/kubernetes/pki",
+				"etc/kubernetes/pki/ca.key: below the symlink etc/kubernetes/pki",
+				"etc/kubernetes/pki/current.pem: below the symlink etc/kubernetes/pki",
+			},
+			wantFiles: 3,
+		},
+		{
 			name: "control characters in a name stay on one line",
 			tar: with(func(es []rawEntry) []rawEntry {
 				extra := rawEntry{hdr: tar.Header{Name: "etc/evil\nFAILED nothing", Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte("x")}

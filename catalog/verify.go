@@ -35,6 +35,9 @@ var (
 	// ErrChain: the hash chain of manifests is broken: a predecessor was
 	// deleted without a prune tombstone, or its manifest was replaced.
 	ErrChain = errors.New("hash chain broken")
+	// ErrForeign: an object on the target that no trusted key signed:
+	// someone who is not a trusted writer put it there.
+	ErrForeign = errors.New("foreign object")
 )
 
 // maxZstdWindow bounds the memory a zstd frame may demand while it is
@@ -51,6 +54,8 @@ type VerifyOptions struct {
 	// Only, if set, names the objects to check; the others are passed
 	// over (a restore streams the etcd object itself).
 	Only []string
+	// Trust decides whose signature makes a manifest ours.
+	Trust *manifest.Trust
 }
 
 // Problem is one thing wrong with a set on a target.
@@ -136,7 +141,7 @@ func Verify(ctx context.Context, t storage.Target, cluster, id string, o VerifyO
 		r.problem("", nil, "not a valid cluster name and backup ID")
 		return r
 	}
-	v := &verifier{t: t, r: r, ids: o.Identities, only: o.Only}
+	v := &verifier{t: t, r: r, ids: o.Identities, only: o.Only, trust: o.Trust}
 	v.run(ctx)
 	if err := ctx.Err(); err != nil {
 		r.problem("", err, "verification stopped before the end: %v", err)
@@ -145,11 +150,12 @@ func Verify(ctx context.Context, t storage.Target, cluster, id string, o VerifyO
 }
 
 type verifier struct {
-	t    storage.Target
-	r    *Report
-	ids  []age.Identity
-	only []string
-	m    *manifest.Manifest
+	t     storage.Target
+	trust *manifest.Trust
+	r     *Report
+	ids   []age.Identity
+	only  []string
+	m     *manifest.Manifest
 	// wrongIdentity is set once a wrong key was reported, so the other
 	// objects do not repeat it.
 	wrongIdentity bool
@@ -157,10 +163,13 @@ type verifier struct {
 
 func (v *verifier) run(ctx context.Context) {
 	r := v.r
-	raw, err := readManifest(ctx, v.t, r.Cluster, r.ID)
+	m, _, err := LoadManifest(ctx, v.t, v.trust, r.Cluster, r.ID)
 	switch {
 	case errors.Is(err, storage.ErrNotExist):
 		r.problem(manifest.ManifestObject, errors.Join(ErrMissing, err), "missing: no complete set %s on this target", r.ID)
+		return
+	case IsForeign(err):
+		r.problem(manifest.ManifestObject, errors.Join(ErrForeign, err), "not a trusted set: %v", err)
 		return
 	case err != nil:
 		if ctx.Err() == nil {
@@ -168,13 +177,8 @@ func (v *verifier) run(ctx context.Context) {
 		}
 		return
 	}
-	m, err := parseManifest(raw, r.Cluster, r.ID)
-	if err != nil {
-		r.problem(manifest.ManifestObject, err, "%v", err)
-		return
-	}
 	v.m = m
-	r.checked("%s: parses (format %d, created %s, revision %d)", manifest.ManifestObject, m.FormatVersion, m.Created.UTC().Format(time.RFC3339), m.Etcd.Revision)
+	r.checked("%s: signed by a trusted key, parses (format %d, created %s, revision %d)", manifest.ManifestObject, m.FormatVersion, m.Created.UTC().Format(time.RFC3339), m.Etcd.Revision)
 	for _, obj := range m.Objects {
 		if ctx.Err() != nil {
 			return
@@ -187,8 +191,10 @@ func (v *verifier) run(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	checked, p := checkLink(ctx, v.t, r.Cluster, r.ID, m.Previous, func(prev string) (string, bool, error) {
-		raw, err := readManifest(ctx, v.t, r.Cluster, prev)
+	// The predecessor's bytes need no signature of their own: this
+	// trusted manifest names their sha256.
+	checked, p := checkLink(ctx, v.t, v.trust, r.Cluster, r.ID, m.Previous, func(prev string) (string, bool, error) {
+		raw, err := manifest.ReadBounded(ctx, v.t, manifest.Key(r.Cluster, prev, manifest.ManifestObject), maxManifestRead)
 		if errors.Is(err, storage.ErrNotExist) {
 			return "", false, nil
 		}

@@ -58,7 +58,7 @@ func TestVerify(t *testing.T) {
 			name:    "whole set without identities",
 			prepare: func(t *testing.T, e *verifyEnv) (storage.Target, string) { return e.usb, e.c.id },
 			wantChecked: []string{
-				"manifest.json: parses",
+				"manifest.json: signed by a trusted key, parses",
 				"etcd.db.zst.age: stored size and sha256 match",
 				"state.tar.zst.age: stored size and sha256 match",
 				"hash chain: previous backup ",
@@ -109,7 +109,7 @@ func TestVerify(t *testing.T) {
 				replaceObject(t, e.usb, e.key(e.c.id, manifest.ManifestObject), flipByte(func(int) int { return 0 }))
 				return e.usb, e.c.id
 			},
-			want: []wantProblem{{manifest.ManifestObject, manifest.ErrInvalid, "invalid manifest"}},
+			want: []wantProblem{{manifest.ManifestObject, manifest.ErrUntrusted, "but not over these bytes"}},
 		},
 		{
 			name: "flipped byte in the predecessor's manifest text",
@@ -164,7 +164,12 @@ func TestVerify(t *testing.T) {
 		{
 			name: "manifest copied from another set",
 			prepare: func(t *testing.T, e *verifyEnv) (storage.Target, string) {
-				replaceObject(t, e.usb, e.key(e.b.id, manifest.ManifestObject), func([]byte) []byte { return e.a.raw["usb"] })
+				// Signature and all: a genuine set stored under another ID
+				// is not a new backup.
+				mkey := e.key(e.b.id, manifest.ManifestObject)
+				sig := readObject(t, e.usb, manifest.SignatureKey(e.key(e.a.id, manifest.ManifestObject)))
+				replaceObject(t, e.usb, manifest.SignatureKey(mkey), func([]byte) []byte { return sig })
+				replaceObject(t, e.usb, mkey, func([]byte) []byte { return e.a.raw["usb"] })
 				return e.usb, e.b.id
 			},
 			want: []wantProblem{{manifest.ManifestObject, manifest.ErrInvalid, "it describes"}},
@@ -182,7 +187,7 @@ func TestVerify(t *testing.T) {
 		{
 			name: "predecessor pruned with a tombstone",
 			prepare: func(t *testing.T, e *verifyEnv) (storage.Target, string) {
-				if err := writeTombstone(ctx, e.usb, testCluster, Tombstone{ID: e.b.id, SHA256: e.b.sums["usb"], Pruned: time.Now()}); err != nil {
+				if err := writeTombstone(ctx, e.usb, testSigner, testCluster, Tombstone{ID: e.b.id, SHA256: e.b.sums["usb"], Pruned: time.Now()}); err != nil {
 					t.Fatal(err)
 				}
 				deleteObject(t, e.usb, e.key(e.b.id, manifest.ManifestObject))
@@ -193,7 +198,7 @@ func TestVerify(t *testing.T) {
 		{
 			name: "tombstone of another manifest",
 			prepare: func(t *testing.T, e *verifyEnv) (storage.Target, string) {
-				if err := writeTombstone(ctx, e.usb, testCluster, Tombstone{ID: e.b.id, SHA256: e.b.sums["s3"], Pruned: time.Now()}); err != nil {
+				if err := writeTombstone(ctx, e.usb, testSigner, testCluster, Tombstone{ID: e.b.id, SHA256: e.b.sums["s3"], Pruned: time.Now()}); err != nil {
 					t.Fatal(err)
 				}
 				deleteObject(t, e.usb, e.key(e.b.id, manifest.ManifestObject))
@@ -278,7 +283,7 @@ func TestVerify(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newVerifyEnv(t)
 			target, id := tc.prepare(t, e)
-			var o VerifyOptions
+			o := VerifyOptions{Trust: testTrust}
 			if tc.decrypt {
 				o.Identities, _ = e.f.keys()
 				if tc.wrongKey {
@@ -319,7 +324,7 @@ func TestVerifyTruncatedReason(t *testing.T) {
 	key := e.key(e.c.id, manifest.EtcdObject)
 	o, _ := e.c.manifests["usb"].Object(manifest.EtcdObject)
 	replaceObject(t, e.usb, key, func(b []byte) []byte { return b[:1000] })
-	r := Verify(context.Background(), e.usb, testCluster, e.c.id, VerifyOptions{})
+	r := Verify(context.Background(), e.usb, testCluster, e.c.id, VerifyOptions{Trust: testTrust})
 	want := fmt.Sprintf("target usb: %s: truncated: 1000 of %d bytes", key, o.Size)
 	if len(r.Problems) != 1 || r.Problems[0].Error() != want {
 		t.Fatalf("problems %v, want exactly %q", r.Problems, want)

@@ -152,8 +152,8 @@ const minimal = `clusters:
     etcd:
       endpoints: [https://10.0.0.11:2379]
       tls: {ca: /pki/ca.crt, cert: /pki/client.crt, key: /pki/client.key}
-encryption:
-  recipients: [age1pfz2wqrkh05nrg847tuc2dxryzlecazwrh2nc4prwmp6d98g23es6jnthh]
+encryption: {recipients: [age1pfz2wqrkh05nrg847tuc2dxryzlecazwrh2nc4prwmp6d98g23es6jnthh]}
+signing: {trustedKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDkgk7G8drVjg7ABJHxC/jw5i0O5/dYexhQP+MkHl32q"]}
 targets:
   - name: usb
     local: {path: /mnt/usb/kdr}

@@ -6,6 +6,7 @@ import "time"
 type Config struct {
 	Clusters   []Cluster  `yaml:"clusters"`
 	Encryption Encryption `yaml:"encryption"`
+	Signing    Signing    `yaml:"signing"`
 	Targets    []Target   `yaml:"targets"`
 	Schedule   Schedule   `yaml:"schedule"`
 	Retention  Retention  `yaml:"retention"`
@@ -125,6 +126,24 @@ type Encryption struct {
 	Recipients []string `yaml:"recipients"`
 	// RecipientsFiles are files in age's recipients-file format.
 	RecipientsFiles []string `yaml:"recipientsFiles"`
+}
+
+// Signing says whose sets kdr trusts. age encrypts to public keys, so it
+// proves nothing about who wrote a set: every manifest, tombstone, drill
+// report and runbook is signed with an Ed25519 key, and readers use only
+// what verifies against TrustedKeys.
+type Signing struct {
+	// KeyFile is the private signing key of whoever writes sets (the
+	// agent, from its own Secret; an operator running kdr backup or
+	// prune), an unprotected OpenSSH Ed25519 key as `kdr keys generate
+	// --signing` or `ssh-keygen -t ed25519` writes it. Readers need none.
+	KeyFile string `yaml:"keyFile"`
+	// TrustedKeys are the public keys ("ssh-ed25519 AAAA...") whose sets
+	// are restored, listed, counted and pruned. Several, so a key can be
+	// rotated: add the new one, then remove the old one.
+	TrustedKeys []string `yaml:"trustedKeys"`
+	// TrustedKeysFiles hold more trusted keys, one per line.
+	TrustedKeysFiles []string `yaml:"trustedKeysFiles"`
 }
 
 // Target is one storage destination; exactly one of S3 and Local is set.

@@ -44,6 +44,7 @@ func (d *decoder) validate(cfg *Config) {
 		d.inventory(p+".inventory", &c.Inventory)
 	}
 	d.encryption(&cfg.Encryption)
+	d.signing(&cfg.Signing)
 	if len(cfg.Targets) == 0 {
 		d.errorf("targets", "at least one target is required (s3: or local:)")
 	}
@@ -84,13 +85,16 @@ func (d *decoder) etcd(p string, e *Etcd) {
 	for i, ep := range e.Endpoints {
 		ep := strings.TrimSpace(ep)
 		ip := fmt.Sprintf("%s.endpoints[%d]", p, i)
+		// Refused before it is parsed and never echoed: what stands before
+		// an "@" is a user and password, also where the rest is no URL and
+		// would be quoted below.
+		if strings.Contains(ep, "@") {
+			d.errorf(ip, "credentials do not belong in the URL: use username and password or passwordFile")
+			continue
+		}
 		u, err := url.Parse(ep)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			d.errorf(ip, "%q is not a URL (want https://host:port)", ep)
-			continue
-		}
-		if u.User != nil {
-			d.errorf(ip, "credentials do not belong in the URL: use username and password or passwordFile")
 			continue
 		}
 		if u.Port() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
@@ -165,7 +169,12 @@ func (d *decoder) state(p string, sets []FileSet) {
 }
 
 func (d *decoder) inventory(p string, inv *Inventory) {
-	if inv.APIEndpoint != "" {
+	switch {
+	case strings.Contains(inv.APIEndpoint, "@"):
+		// Not echoed: the inventory goes into every manifest in plain text,
+		// so credentials in the URL would be stored with every backup.
+		d.errorf(p+".apiEndpoint", "credentials do not belong in the URL: it is stored in plain text with every backup")
+	case inv.APIEndpoint != "":
 		if u, err := url.Parse(inv.APIEndpoint); err != nil || u.Scheme != "https" || u.Host == "" {
 			d.errorf(p+".apiEndpoint", "%q is not a URL (want https://host:port)", inv.APIEndpoint)
 		}
@@ -248,6 +257,28 @@ func (d *decoder) encryption(e *Encryption) {
 	}
 }
 
+// signing checks trusted keys by form (manifest parses them for real);
+// a private key pasted in is refused without being repeated.
+func (d *decoder) signing(s *Signing) {
+	if len(s.TrustedKeys) == 0 && len(s.TrustedKeysFiles) == 0 {
+		d.errorf("signing", "at least one trusted signing key is required (trustedKeys: [ssh-ed25519 ...] or trustedKeysFiles): kdr uses only sets they signed; `kdr keys generate --signing` makes a pair")
+	}
+	for i, k := range s.TrustedKeys {
+		p := fmt.Sprintf("signing.trustedKeys[%d]", i)
+		switch k = strings.TrimSpace(k); {
+		case strings.Contains(strings.ToUpper(k), "PRIVATE KEY"):
+			d.errorf(p, "this is a private key; configure the public key (the ssh-ed25519 line) and keep the private key in signing.keyFile")
+		case !strings.HasPrefix(k, "ssh-ed25519 "):
+			d.errorf(p, "not an Ed25519 public key: want \"ssh-ed25519 AAAA...\"")
+		}
+	}
+	for i, f := range s.TrustedKeysFiles {
+		if strings.TrimSpace(f) == "" {
+			d.errorf(fmt.Sprintf("signing.trustedKeysFiles[%d]", i), "a file name is required")
+		}
+	}
+}
+
 func (d *decoder) target(p string, t *Target) {
 	switch {
 	case t.S3 == nil && t.Local == nil:
@@ -269,6 +300,9 @@ func (d *decoder) target(p string, t *Target) {
 	switch {
 	case s.Endpoint == "":
 		d.errorf(sp+".endpoint", "required (host or host:port of the S3 service)")
+	case strings.Contains(s.Endpoint, "@"):
+		// Never echoed: before the "@" stand an access key and its secret.
+		d.errorf(sp+".endpoint", "credentials do not belong in the endpoint: give host[:port], and the keys as accessKey and secretKey from ${VAR}, or accessKeyFile and secretKeyFile")
 	case strings.Contains(s.Endpoint, "://"):
 		d.errorf(sp+".endpoint", "%q: give host[:port] without a scheme (insecure: true selects http)", s.Endpoint)
 	default:

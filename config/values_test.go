@@ -310,6 +310,7 @@ func TestValidateBuiltInCode(t *testing.T) {
 		Clusters:   []config.Cluster{{Name: "lab", Etcd: config.Etcd{Endpoints: []string{"http://127.0.0.1:2379"}, Insecure: true}}},
 		Encryption: config.Encryption{Recipients: []string{"age1pfz2wqrkh05nrg847tuc2dxryzlecazwrh2nc4prwmp6d98g23es6jnthh"}},
 		Targets:    []config.Target{{Name: "dir", Local: &config.LocalTarget{Path: "/tmp/kdr"}}},
+		Signing:    config.Signing{TrustedKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDkgk7G8drVjg7ABJHxC/jw5i0O5/dYexhQP+MkHl32q"}},
 	}
 	if err := cfg.Validate(); err == nil {
 		t.Fatal("validated without defaults (prefer is empty)")

@@ -42,7 +42,11 @@
 //     listed.
 //   - targets-failure-domains: a local (offline) target and an S3 (remote)
 //     one pass; one target, or targets of one kind, warn.
-//   - object-lock: an S3 target without objectLock warns.
+//   - object-lock: read from each S3 bucket, not from the config. A
+//     target with objectLock on a bucket without Object Lock fails (its
+//     backups fail); a bucket whose objects get no retention, from the
+//     target's objectLock or the bucket's default, warns, as does a bucket
+//     whose configuration cannot be read.
 //   - drill: the newest report under "<cluster>/drills/<id>.json" on any
 //     target. None warns, a failed one fails, one older than 100 days or
 //     with warnings warns.

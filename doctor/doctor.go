@@ -73,7 +73,7 @@ var checks = []Check{
 	{ID: "etcd-leader-changes", About: "every member reachable, agreeing on one leader and raft term", live: true, grade: gradeLeader},
 	{ID: "backup-age", About: "the newest complete backup on each target against schedule.backup", grade: gradeBackupAge},
 	{ID: "targets-failure-domains", About: "targets on offline media and remote storage both", grade: gradeFailureDomains},
-	{ID: "object-lock", About: "S3 targets with Object Lock, so a stolen credential cannot delete backups", grade: gradeObjectLock},
+	{ID: "object-lock", About: "S3 buckets with Object Lock that retains every backup, so a stolen credential cannot delete them", grade: gradeObjectLock},
 	{ID: "drill", About: "the newest restore drill: its result and its age", grade: gradeDrill},
 	{ID: "certificates", About: "expiry of the certificates the newest backup holds", grade: gradeCertificates},
 	{ID: "recipients", About: "age recipients: more than one, so a lost key loses no backup", grade: gradeRecipients},
@@ -92,6 +92,9 @@ type facts struct {
 	recipients    int
 	recipientsErr error
 	etcd          etcdFacts
+	// locks are what the bucket of each S3 target says of Object Lock,
+	// in config order.
+	locks []lockFacts
 	// stores are what each target holds of the cluster, in config order.
 	stores []storeFacts
 	certs  certFacts
@@ -105,8 +108,13 @@ func Run(ctx context.Context, cfg *config.Config, cluster string) (*Report, erro
 	if err != nil {
 		return nil, err
 	}
+	trust, err := fromconfig.Trust(cfg)
+	if err != nil {
+		return nil, err
+	}
 	now := time.Now()
 	targets := openTargets(ctx, cfg.Targets)
+	locks := readLocks(ctx, cfg.Targets, targets)
 	rs, rerr := fromconfig.Recipients(cfg)
 	rep := &Report{}
 	for _, c := range clusters {
@@ -116,9 +124,10 @@ func Run(ctx context.Context, cfg *config.Config, cluster string) (*Report, erro
 			targets:       cfg.Targets,
 			recipients:    len(rs),
 			recipientsErr: rerr,
+			locks:         locks,
 			etcd:          probeEtcd(ctx, c),
 		}
-		f.stores, f.certs = readTargets(ctx, targets, c.Name)
+		f.stores, f.certs = readTargets(ctx, trust, targets, c.Name)
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("doctor: cluster %s: %w", c.Name, err)
 		}

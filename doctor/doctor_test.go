@@ -10,10 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/drill"
 	"github.com/kdr-io/kdr/internal/testenv"
+	"github.com/kdr-io/kdr/manifest"
 )
 
 const testCluster = "prod"
@@ -29,6 +32,7 @@ func newConfig(t *testing.T, endpoints []string, targets ...config.Target) *conf
 	cfg := &config.Config{
 		Clusters:   []config.Cluster{{Name: testCluster, Etcd: config.Etcd{Endpoints: endpoints, Insecure: true, DialTimeout: 2 * time.Second}}},
 		Encryption: config.Encryption{Recipients: []string{recipient}},
+		Signing:    config.Signing{TrustedKeys: []string{testSigner.PublicKey()}},
 		Targets:    targets,
 	}
 	cfg.ApplyDefaults()
@@ -149,8 +153,28 @@ func writeDrill(t *testing.T, dir string, started time.Time, result string) stri
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	sig, err := testSigner.Sign(b, manifest.NamespaceDrillReport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(manifest.SignatureKey(path), sig, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return id
 }
+
+// testSigner signs the drill reports the tests write; the configs trust it.
+var testSigner = func() *manifest.Signer {
+	priv, _, err := manifest.GenerateSigningKey("test")
+	if err != nil {
+		panic(err)
+	}
+	s, err := manifest.ParseSigner(priv)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}()
 
 func TestRunWithoutEtcd(t *testing.T) {
 	endpoint := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
@@ -232,4 +256,52 @@ func TestReportJSON(t *testing.T) {
 			t.Errorf("%s: %q, want %q: %s", id, grades[id], g, b)
 		}
 	}
+}
+
+// TestRunObjectLock grades what real buckets say of Object Lock: the
+// config's objectLock alone proves nothing.
+func TestRunObjectLock(t *testing.T) {
+	m := testenv.StartMinIO(t, testenv.MinIOOptions{})
+	m.CreateBucket(t, "plain", false)
+	m.CreateBucket(t, "locked", true)
+	m.CreateBucket(t, "defaulted", true)
+	mode, validity, unit := minio.Compliance, uint(3), minio.Days
+	if err := m.Client().SetObjectLockConfig(t.Context(), "defaulted", &mode, &validity, &unit); err != nil {
+		t.Fatal(err)
+	}
+	s3 := func(name, bucket string, lockDays int) config.Target {
+		tg := config.Target{Name: name, S3: &config.S3Target{Endpoint: m.Endpoint(), Bucket: bucket, Insecure: true, PathStyle: true,
+			AccessKey: m.AccessKey(), SecretKey: m.SecretKey()}}
+		if lockDays > 0 {
+			tg.S3.ObjectLock = &config.ObjectLock{Days: lockDays}
+		}
+		return tg
+	}
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
+	check := func(targets []config.Target, w want) map[string]any {
+		t.Helper()
+		cfg := newConfig(t, []string{endpoint}, targets...)
+		cfg.Clusters[0].Etcd.DialTimeout = 500 * time.Millisecond
+		rep := run(t, cfg, map[string]want{"object-lock": w})
+		for _, r := range rep.Clusters[0].Checks {
+			if r.ID == "object-lock" {
+				return r.Evidence
+			}
+		}
+		t.Fatal("no object-lock check in the report")
+		return nil
+	}
+
+	ev := check([]config.Target{s3("s3", "plain", 14)}, want{Fail, []string{"target s3 has objectLock, but bucket plain has no Object Lock enabled"}})
+	if got := ev["targets"].(map[string]any)["s3"].(map[string]any); got["objectLockEnabled"] != false || got["configuredDays"] != 14 {
+		t.Errorf("evidence of the plain bucket: %v", got)
+	}
+	check([]config.Target{s3("s3", "plain", 0)}, want{Warn, []string{"bucket plain has no Object Lock"}})
+	check([]config.Target{s3("s3", "locked", 0)}, want{Warn, []string{"bucket locked has Object Lock but no default retention"}})
+	check([]config.Target{s3("s3", "locked", 14), localTarget(t, "usb")}, want{Pass, []string{"(s3: GOVERNANCE 14 days)"}})
+	ev = check([]config.Target{s3("s3", "defaulted", 0)}, want{Pass, []string{"(s3: bucket default COMPLIANCE 3 days)"}})
+	if got := ev["targets"].(map[string]any)["s3"].(map[string]any); got["objectLockEnabled"] != true || got["defaultMode"] != "COMPLIANCE" || got["defaultValidity"] != uint(3) || got["defaultUnit"] != "DAYS" {
+		t.Errorf("evidence of the bucket with a default: %v", got)
+	}
+	check([]config.Target{s3("s3", "no-such-bucket", 14)}, want{Warn, []string{"target s3: the Object Lock of bucket no-such-bucket cannot be read", "bucket does not exist"}})
 }

@@ -33,26 +33,61 @@ func gradeFailureDomains(f *facts) Result {
 	return verdict(Warn, ev, "%d targets, all %s (%s): one failure domain; %s", len(names), kind, strings.Join(names, ", "), advice)
 }
 
+// gradeObjectLock judges what each S3 bucket says, not what the config
+// asks: an objectLock the bucket cannot honour fails every backup to it,
+// and a bucket's default retention locks objects the config does not.
 func gradeObjectLock(f *facts) Result {
-	var locked, open []string
-	for _, t := range f.targets {
+	perTarget := map[string]any{}
+	ev := map[string]any{"targets": perTarget}
+	worst := Pass
+	var locked, problems []string
+	for _, l := range f.locks {
+		te := map[string]any{"bucket": l.bucket}
+		perTarget[l.name] = te
+		if l.want != nil {
+			te["configuredMode"], te["configuredDays"] = l.want.Mode, l.want.Days
+		}
+		if l.err != nil {
+			te["error"] = l.err.Error()
+			worst = max(worst, Warn)
+			problems = append(problems, fmt.Sprintf("target %s: the Object Lock of bucket %s cannot be read: %v", l.name, l.bucket, l.err))
+			continue
+		}
+		te["objectLockEnabled"] = l.got.Enabled
+		dflt := ""
+		if l.got.DefaultMode != "" {
+			te["defaultMode"], te["defaultValidity"], te["defaultUnit"] = l.got.DefaultMode, l.got.DefaultValidity, l.got.DefaultUnit
+			dflt = l.got.DefaultMode
+			if l.got.DefaultValidity > 0 && l.got.DefaultUnit != "" {
+				// "DAYS" and "YEARS", as S3 spells them.
+				unit := strings.ToLower(strings.TrimSuffix(l.got.DefaultUnit, "S"))
+				dflt += " " + plural(int(l.got.DefaultValidity), unit)
+			}
+		}
 		switch {
-		case t.S3 == nil:
-		case t.S3.ObjectLock != nil:
-			locked = append(locked, fmt.Sprintf("%s: %s %s", t.Name, t.S3.ObjectLock.Mode, plural(t.S3.ObjectLock.Days, "day")))
+		case l.want != nil && !l.got.Enabled:
+			worst = max(worst, Fail)
+			problems = append(problems, fmt.Sprintf("target %s has objectLock, but bucket %s has no Object Lock enabled: every backup to it fails (create the bucket with object locking or remove objectLock)", l.name, l.bucket))
+		case l.want != nil:
+			locked = append(locked, fmt.Sprintf("%s: %s %s", l.name, l.want.Mode, plural(l.want.Days, "day")))
+		case dflt != "":
+			locked = append(locked, fmt.Sprintf("%s: bucket default %s", l.name, dflt))
+		case l.got.Enabled:
+			worst = max(worst, Warn)
+			problems = append(problems, fmt.Sprintf("target %s: bucket %s has Object Lock but no default retention, and the target no objectLock: its objects are stored unlocked", l.name, l.bucket))
 		default:
-			open = append(open, t.Name)
+			worst = max(worst, Warn)
+			problems = append(problems, fmt.Sprintf("target %s: bucket %s has no Object Lock: a stolen credential can delete the backups there", l.name, l.bucket))
 		}
 	}
-	ev := map[string]any{"locked": len(locked), "unlocked": len(open)}
+	ev["locked"], ev["unlocked"] = len(locked), len(f.locks)-len(locked)
 	switch {
-	case len(open) > 0:
-		return verdict(Warn, ev, "%s without objectLock (%s): a stolen credential can delete the backups there",
-			plural(len(open), "S3 target"), strings.Join(open, ", "))
-	case len(locked) == 0:
+	case len(f.locks) == 0:
 		return verdict(Pass, ev, "no S3 target to lock")
+	case len(problems) > 0:
+		return verdict(worst, ev, "%s", strings.Join(problems, "; "))
 	}
-	return verdict(Pass, ev, "every S3 target locks its objects (%s)", strings.Join(locked, "; "))
+	return verdict(Pass, ev, "every S3 target's bucket locks its objects (%s)", strings.Join(locked, "; "))
 }
 
 func gradeRecipients(f *facts) Result {

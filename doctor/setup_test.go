@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/storage"
 )
 
 func local(name string) config.Target {
@@ -33,11 +34,24 @@ func TestGradeFailureDomains(t *testing.T) {
 }
 
 func TestGradeObjectLock(t *testing.T) {
+	lock := func(name string, lockDays int, got storage.BucketLock) lockFacts {
+		return lockFacts{name: name, bucket: "kdr-" + name, want: s3(name, lockDays).S3.ObjectLock, got: got}
+	}
+	on := storage.BucketLock{Enabled: true}
+	dflt := storage.BucketLock{Enabled: true, DefaultMode: "GOVERNANCE", DefaultValidity: 1, DefaultUnit: "YEARS"}
+	locks := func(ls ...lockFacts) facts { return facts{locks: ls} }
 	runGradeCases(t, gradeObjectLock, []gradeCase{
-		{"no s3", targets(local("usb")), Pass, []string{"no S3 target"}},
-		{"locked", targets(s3("s3", 30), local("usb")), Pass, []string{"every S3 target locks its objects (s3: COMPLIANCE 30 days)"}},
-		{"unlocked", targets(s3("s3", 0)), Warn, []string{"1 S3 target without objectLock (s3): a stolen credential can delete"}},
-		{"one of two unlocked", targets(s3("a", 7), s3("b", 0)), Warn, []string{"(b)"}},
+		{"no s3", locks(), Pass, []string{"no S3 target"}},
+		{"locked", locks(lock("s3", 30, on)), Pass, []string{"every S3 target's bucket locks its objects (s3: COMPLIANCE 30 days)"}},
+		{"the bucket's default locks", locks(lock("s3", 0, dflt)), Pass, []string{"(s3: bucket default GOVERNANCE 1 year)"}},
+		{"objectLock on a bucket without", locks(lock("s3", 30, storage.BucketLock{})), Fail,
+			[]string{"target s3 has objectLock, but bucket kdr-s3 has no Object Lock enabled: every backup to it fails"}},
+		{"unlocked", locks(lock("s3", 0, storage.BucketLock{})), Warn, []string{"target s3: bucket kdr-s3 has no Object Lock: a stolen credential can delete"}},
+		{"lock without retention", locks(lock("s3", 0, on)), Warn, []string{"has Object Lock but no default retention, and the target no objectLock"}},
+		{"unreadable", locks(lockFacts{name: "s3", bucket: "kdr", want: &config.ObjectLock{Mode: "GOVERNANCE", Days: 7}, err: errors.New("Access Denied")}), Warn,
+			[]string{"target s3: the Object Lock of bucket kdr cannot be read: Access Denied"}},
+		{"one of two unlocked", locks(lock("a", 7, on), lock("b", 0, storage.BucketLock{})), Warn, []string{"target b:"}},
+		{"the worst counts", locks(lock("a", 7, storage.BucketLock{}), lock("b", 0, storage.BucketLock{})), Fail, []string{"target a has objectLock", "target b: bucket kdr-b has no Object Lock"}},
 	})
 }
 

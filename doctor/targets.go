@@ -71,9 +71,52 @@ func openTargets(ctx context.Context, ts []config.Target) []opened {
 	return out
 }
 
+// lockFacts is what one S3 target's bucket says of Object Lock.
+type lockFacts struct {
+	name, bucket string
+	// want is the target's objectLock, nil when the config sets none.
+	want *config.ObjectLock
+	got  storage.BucketLock
+	// err says why the bucket could not be asked.
+	err error
+}
+
+// bucketLocker is a target that can read its bucket's Object Lock
+// configuration: the S3 target.
+type bucketLocker interface {
+	BucketLock(context.Context) (storage.BucketLock, error)
+}
+
+// readLocks asks the bucket of every S3 target for its Object Lock
+// configuration, once for all clusters: the config says what is wanted,
+// only the bucket what is done.
+func readLocks(ctx context.Context, ts []config.Target, targets []opened) []lockFacts {
+	var out []lockFacts
+	for i, ct := range ts {
+		if ct.S3 == nil {
+			continue
+		}
+		l := lockFacts{name: ct.Name, bucket: ct.S3.Bucket, want: ct.S3.ObjectLock}
+		bl, ok := targets[i].t.(bucketLocker)
+		switch {
+		case targets[i].err != nil:
+			l.err = targets[i].err
+		case !ok:
+			l.err = fmt.Errorf("target %s cannot tell its bucket's Object Lock", ct.Name)
+		default:
+			l.got, l.err = bl.BucketLock(ctx)
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
 // readTargets finds the cluster's newest backup and drill report on each
 // target, and reads the certificates from the newest backup of all.
-func readTargets(ctx context.Context, targets []opened, cluster string) ([]storeFacts, certFacts) {
+//
+// Only sets and reports a trusted key signed count: a planted set or
+// report must not make a stale backup or an old drill look fresh.
+func readTargets(ctx context.Context, trust *manifest.Trust, targets []opened, cluster string) ([]storeFacts, certFacts) {
 	stores := make([]storeFacts, len(targets))
 	for i, o := range targets {
 		s := &stores[i]
@@ -82,8 +125,8 @@ func readTargets(ctx context.Context, targets []opened, cluster string) ([]store
 			s.err, s.drillErr = o.err, o.err
 			continue
 		}
-		s.newest, s.err = newestBackup(ctx, o.t, cluster)
-		s.lastDrill, s.drillErr = newestDrill(ctx, o.t, cluster)
+		s.newest, s.err = newestBackup(ctx, o.t, trust, cluster)
+		s.lastDrill, s.drillErr = newestDrill(ctx, o.t, trust, cluster)
 	}
 	var cf certFacts
 	for _, s := range stores {
@@ -96,7 +139,7 @@ func readTargets(ctx context.Context, targets []opened, cluster string) ([]store
 		if s.newest != cf.backup {
 			continue
 		}
-		m, _, err := catalog.LoadManifest(ctx, targets[i].t, cluster, cf.backup)
+		m, _, err := catalog.LoadManifest(ctx, targets[i].t, trust, cluster, cf.backup)
 		if err != nil {
 			cf.err = err
 			continue
@@ -107,23 +150,21 @@ func readTargets(ctx context.Context, targets []opened, cluster string) ([]store
 	return stores, cf
 }
 
-// newestBackup returns the ID of the newest complete set, "" when none.
-func newestBackup(ctx context.Context, t storage.Target, cluster string) (string, error) {
-	sets, err := catalog.Sets(ctx, t, cluster)
-	if err != nil {
+// newestBackup returns the ID of the newest trusted set, "" when none.
+func newestBackup(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string) (string, error) {
+	m, _, err := catalog.Latest(ctx, t, trust, cluster)
+	switch {
+	case errors.Is(err, catalog.ErrNoBackup):
+		return "", nil
+	case err != nil:
 		return "", err
 	}
-	for _, s := range slices.Backward(sets) {
-		if s.Complete {
-			return s.ID, nil
-		}
-	}
-	return "", nil
+	return m.ID, nil
 }
 
 // newestDrill reads the newest drill report of the cluster on a target.
-func newestDrill(ctx context.Context, t storage.Target, cluster string) (*drill.Summary, error) {
-	hist, err := drill.History(ctx, t, cluster)
+func newestDrill(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string) (*drill.Summary, error) {
+	hist, err := drill.History(ctx, t, trust, cluster)
 	if err != nil {
 		return nil, fmt.Errorf("drill reports on target %s: %w", t.Name(), err)
 	}

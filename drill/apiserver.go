@@ -2,9 +2,12 @@ package drill
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,7 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kdr-io/kdr/pkicheck"
 )
 
 // checkAPIServer starts the configured kube-apiserver on the restored
@@ -29,6 +33,13 @@ func checkAPIServer(ctx context.Context, rep *Report, bin, root, kubeDir, servic
 	port, err := freePort()
 	if err != nil {
 		fail("%v", err)
+		return
+	}
+	// The kubeconfig is read before anything starts: a refused one fails
+	// the check with nothing run.
+	cfg, err := adminConfig(root, kubeDir, port)
+	if err != nil {
+		fail("restored kubeconfig %v", err)
 		return
 	}
 	pki := filepath.Join(root, filepath.FromSlash(kubeDir), "pki")
@@ -66,11 +77,6 @@ func checkAPIServer(ctx context.Context, rep *Report, bin, root, kubeDir, servic
 		cmd.Process.Kill()
 		cmd.Wait()
 	}()
-	cfg, err := adminConfig(filepath.Join(root, filepath.FromSlash(kubeDir)), port)
-	if err != nil {
-		fail("restored kubeconfig: %v", err)
-		return
-	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		fail("%v", err)
@@ -100,21 +106,33 @@ func checkAPIServer(ctx context.Context, rep *Report, bin, root, kubeDir, servic
 }
 
 // adminConfig is the restored administrator's kubeconfig (super-admin.conf
-// where kubeadm made one: its group needs no binding), pointed at the
-// sandbox's API server. The server certificate names the cluster's
-// service name, not the loopback address.
-func adminConfig(kubeDir string, port int) (*rest.Config, error) {
-	var err error
-	for _, name := range []string{"super-admin.conf", "admin.conf"} {
-		var cfg *rest.Config
-		if cfg, err = clientcmd.BuildConfigFromFlags("", filepath.Join(kubeDir, name)); err == nil {
-			cfg.Host = fmt.Sprintf("https://127.0.0.1:%d", port)
-			cfg.TLSClientConfig.ServerName = "kubernetes"
-			cfg.Timeout = 10 * time.Second
-			return cfg, nil
-		}
+// where kubeadm made one: its group needs no binding; admin.conf where it
+// did not), pointed at the sandbox's API server. The server certificate
+// names the cluster's service name, not the loopback address.
+//
+// The file comes from the backup, which anyone who can write to the
+// target may have crafted: it is read inside the restored tree, so its
+// links cannot reach the host's files, and only its embedded certificates
+// and key are used; a command, a file or a proxy it names is refused, never
+// run, read or used. A super-admin.conf that is there but refused or
+// damaged is not passed over for admin.conf: it is a finding.
+func adminConfig(root, kubeDir string, port int) (*rest.Config, error) {
+	p := path.Join(kubeDir, "super-admin.conf")
+	data, err := pkicheck.ReadFile(root, p)
+	if errors.Is(err, fs.ErrNotExist) {
+		p = path.Join(kubeDir, "admin.conf")
+		data, err = pkicheck.ReadFile(root, p)
 	}
-	return nil, err
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	cfg, err := pkicheck.ClientConfig(data, fmt.Sprintf("https://127.0.0.1:%d", port))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	cfg.TLSClientConfig.ServerName = "kubernetes"
+	cfg.Timeout = 10 * time.Second
+	return cfg, nil
 }
 
 func lastLine(path string) string {

@@ -32,6 +32,7 @@ type source struct {
 	dir  string
 	rs   []crypto.Recipient
 	ids  []age.Identity
+	key  *testenv.SigningKey
 }
 
 func newSource(t *testing.T) *source {
@@ -42,6 +43,7 @@ func newSource(t *testing.T) *source {
 	}
 	testenv.KubeadmInit(t, s.root, testenv.KubeOptions{})
 	s.rs, s.ids = testenv.AgeKeys(t)
+	s.key = testenv.NewSigningKey(t)
 	s.dir = t.TempDir()
 	var err error
 	if s.usb, err = storage.NewLocal("usb", s.dir); err != nil {
@@ -53,14 +55,15 @@ func newSource(t *testing.T) *source {
 func (s *source) backup(t *testing.T) *manifest.Manifest {
 	t.Helper()
 	ctx := context.Background()
+	key := s.key
 	res, err := snapshot.Backup(ctx, snapshot.Options{
 		Cluster: "prod", Etcd: snapshot.EtcdOptions{Endpoints: s.etcd.Endpoints()}, Root: s.root, State: config.DefaultState(),
-		Recipients: s.rs, Targets: []storage.Target{s.usb}, Node: "cp1",
+		Recipients: s.rs, Signer: key.Signer, Trust: key.Trust, Targets: []storage.Target{s.usb}, Node: "cp1",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _, err := catalog.LoadManifest(ctx, s.usb, "prod", res.Manifest.ID)
+	m, _, err := catalog.LoadManifest(ctx, s.usb, key.Trust, "prod", res.Manifest.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,10 +115,16 @@ func TestDrillOfAGoodBackup(t *testing.T) {
 		t.Errorf("figures: %d members, %d keys, RTO %v, RPO %v", rep.Members, rep.Keys, rep.RTOSeconds, rep.RPOSeconds)
 	}
 	ctx := context.Background()
-	if err := Store(ctx, s.usb, rep); err != nil {
+	if err := Store(ctx, s.usb, s.key.Signer, rep); err != nil {
 		t.Fatal(err)
 	}
-	hist, err := History(ctx, s.usb, "prod")
+	// A report planted without a trusted signature, dated later, is
+	// never part of the history.
+	planted := `{"id":"20991231T000000.000Z-000000","backup":"x","finished":"2099-12-31T00:00:00Z","result":"pass"}`
+	if err := s.usb.Put(ctx, "prod/drills/20991231T000000.000Z-000000.json", strings.NewReader(planted), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	hist, err := History(ctx, s.usb, s.key.Trust, "prod")
 	if err != nil || len(hist) != 1 || hist[0].ID != rep.ID || hist[0].Result != Pass {
 		t.Fatalf("history %+v, %v", hist, err)
 	}

@@ -127,8 +127,16 @@ func (r *Report) Failures() []string {
 // beside its backup sets; it is no backup ID, so catalogs pass it by.
 func reportPrefix(cluster string) string { return cluster + "/drills/" }
 
-// Store writes the report as JSON, Markdown and PDF to the target.
-func Store(ctx context.Context, t storage.Target, r *Report) error {
+// maxClockSkew is how far ahead a report's time may be.
+const maxClockSkew = 5 * time.Minute
+
+// maxReportSize bounds what History reads of one report.
+const maxReportSize = 4 << 20
+
+// Store writes the report as JSON, Markdown and PDF to the target, each
+// signed: readers (the agent's metrics, doctor, the next drill's history)
+// believe only a report a trusted key signed.
+func Store(ctx context.Context, t storage.Target, signer *manifest.Signer, r *Report) error {
 	if !manifest.ValidCluster(r.Cluster) || !manifest.ValidID(r.ID) {
 		return fmt.Errorf("drill report %s/%s: not a valid name", r.Cluster, r.ID)
 	}
@@ -152,17 +160,17 @@ func Store(ctx context.Context, t storage.Target, r *Report) error {
 		data             []byte
 	}{{"md", "text/markdown; charset=utf-8", md.Bytes()}, {"pdf", "application/pdf", pdf.Bytes()}, {"json", "application/json", js}} {
 		key := reportPrefix(r.Cluster) + r.ID + "." + o.ext
-		if err := t.Put(ctx, key, bytes.NewReader(o.data), storage.PutOptions{ContentType: o.contentType}); err != nil {
-			return fmt.Errorf("store drill report %s: %w", key, err)
+		if err := manifest.PutSigned(ctx, t, key, o.data, manifest.NamespaceDrillReport, signer, storage.PutOptions{ContentType: o.contentType}); err != nil {
+			return fmt.Errorf("store drill report: %w", err)
 		}
 	}
 	return nil
 }
 
 // History reads the drills of a cluster stored on a target, newest first.
-// A report that does not parse is skipped: the history is a record, not a
-// check.
-func History(ctx context.Context, t storage.Target, cluster string) ([]Summary, error) {
+// A report that no trusted key signed, or that does not parse, is
+// skipped: a planted report must not fake a recent successful drill.
+func History(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string) ([]Summary, error) {
 	var keys []string
 	err := t.List(ctx, reportPrefix(cluster), func(o storage.ObjectInfo) error {
 		if strings.HasSuffix(o.Key, ".json") {
@@ -175,7 +183,7 @@ func History(ctx context.Context, t storage.Target, cluster string) ([]Summary, 
 	}
 	var out []Summary
 	for _, k := range slices.Backward(keys) {
-		s, err := readSummary(ctx, t, k)
+		s, err := readSummary(ctx, t, trust, cluster, k)
 		if err != nil {
 			if errors.Is(err, ctx.Err()) && ctx.Err() != nil {
 				return out, err
@@ -187,15 +195,21 @@ func History(ctx context.Context, t storage.Target, cluster string) ([]Summary, 
 	return out, nil
 }
 
-func readSummary(ctx context.Context, t storage.Target, key string) (Summary, error) {
-	rc, err := t.Get(ctx, key)
+func readSummary(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster, key string) (Summary, error) {
+	raw, err := manifest.ReadSigned(ctx, t, key, maxReportSize, manifest.NamespaceDrillReport, trust)
 	if err != nil {
 		return Summary{}, err
 	}
-	defer rc.Close()
 	var s Summary
-	err = json.NewDecoder(io.LimitReader(rc, 4<<20)).Decode(&s)
-	return s, err
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return Summary{}, err
+	}
+	// A genuine report copied to another name, or dated ahead of every
+	// clock, would fake a recent drill.
+	if key != reportPrefix(cluster)+s.ID+".json" || s.Finished.After(time.Now().Add(maxClockSkew)) {
+		return Summary{}, fmt.Errorf("%s: %w: drill %s finished %s", key, manifest.ErrInvalid, s.ID, s.Finished)
+	}
+	return s, nil
 }
 
 var mdTemplate = template.Must(template.New("report").Funcs(template.FuncMap{

@@ -239,11 +239,13 @@ func TestConfigUnknownKey(t *testing.T) {
 	dir := t.TempDir()
 	r := runKdr(t, nil, "keys", "generate", "--out", filepath.Join(dir, "operator.key"))
 	wantExit(t, r, 0)
+	_, signingPub := generateSigningKey(t, dir)
 	base := configSpec{
 		endpoints: []string{"https://127.0.0.1:2379"},
 		ca:        "/etc/kubernetes/pki/etcd/ca.crt", cert: "/etc/kubernetes/pki/apiserver-etcd-client.crt", key: "/etc/kubernetes/pki/apiserver-etcd-client.key",
-		recipients: []string{strings.TrimSpace(r.stdout)},
-		s3Endpoint: "127.0.0.1:9000", usb: filepath.Join(dir, "usb"), incompleteGrace: "24h",
+		recipients:  []string{strings.TrimSpace(r.stdout)},
+		trustedKeys: []string{signingPub},
+		s3Endpoint:  "127.0.0.1:9000", usb: filepath.Join(dir, "usb"), incompleteGrace: "24h",
 	}.render()
 	env := []string{"S3_ACCESS_KEY=access", "S3_SECRET_KEY=secret"}
 	tests := []struct {

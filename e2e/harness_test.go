@@ -285,7 +285,11 @@ type world struct {
 	usb       string
 	identity  string
 	recipient string
-	dir       string
+	// signingKey is the writers' signing key file; signingPub its public
+	// key, the one every config trusts.
+	signingKey string
+	signingPub string
+	dir        string
 }
 
 type worldOptions struct {
@@ -305,7 +309,22 @@ func newWorld(t *testing.T, o worldOptions) *world {
 		w.minio.CreateBucket(t, bucket, false)
 	}
 	w.identity, w.recipient = w.generateKey(t, "operator.key")
+	w.signingKey, w.signingPub = generateSigningKey(t, w.dir)
 	return w
+}
+
+// generateSigningKey makes a signing key pair with `kdr keys generate
+// --signing` in dir: the key file and the printed public key.
+func generateSigningKey(t *testing.T, dir string) (file, public string) {
+	t.Helper()
+	file = filepath.Join(dir, "signing.key")
+	r := runKdr(t, nil, "keys", "generate", "--signing", "--out", file)
+	wantExit(t, r, 0)
+	public = strings.TrimSpace(r.stdout)
+	if !strings.HasPrefix(public, "ssh-ed25519 ") || strings.Contains(public, "\n") {
+		t.Fatalf("keys generate --signing printed %q, want one ssh-ed25519 line\n%s", public, r)
+	}
+	return file, public
 }
 
 // generateKey makes an age key pair with `kdr keys generate`.
@@ -333,6 +352,8 @@ type configSpec struct {
 	endpoints       []string
 	ca, cert, key   string
 	recipients      []string
+	signingKey      string // signing.keyFile; none when empty
+	trustedKeys     []string
 	s3Endpoint      string // no s3 target when empty
 	usb             string // no local target when empty
 	incompleteGrace string
@@ -349,6 +370,8 @@ func (w *world) spec() configSpec {
 		endpoints: w.etcd.Endpoints(),
 		ca:        w.host.etcdCA, cert: w.host.etcdCert, key: w.host.etcdKey,
 		recipients:      []string{w.recipient},
+		signingKey:      w.signingKey,
+		trustedKeys:     []string{w.signingPub},
 		usb:             w.usb,
 		incompleteGrace: "24h",
 	}
@@ -390,8 +413,13 @@ func (c configSpec) render() string {
         - {name: cp1, ip: 10.0.0.11, roles: [control-plane, etcd]}
 encryption:
   recipients: %s
-targets:
-`, cluster, q(c.endpoints), c.ca, c.cert, c.key, q(c.recipients))
+signing:
+  trustedKeys: %s
+`, cluster, q(c.endpoints), c.ca, c.cert, c.key, q(c.recipients), q(c.trustedKeys))
+	if c.signingKey != "" {
+		fmt.Fprintf(&b, "  keyFile: %q\n", c.signingKey)
+	}
+	b.WriteString("targets:\n")
 	if c.s3Endpoint != "" {
 		fmt.Fprintf(&b, `  - name: s3
     s3:

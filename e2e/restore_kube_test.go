@@ -65,6 +65,7 @@ func newKubeSource(t *testing.T, s3 bool) *kubeSource {
 		w.minio.CreateBucket(t, bucket, false)
 	}
 	w.identity, w.recipient = w.generateKey(t, "operator.key")
+	w.signingKey, w.signingPub = generateSigningKey(t, w.dir)
 
 	h := testenv.StartKubeadmHost(t, testenv.KubeOptions{NodeName: kubeNode})
 	s := &kubeSource{w: w, host: h, configmaps: map[string]string{}, rawKeys: map[string]string{}}
@@ -93,6 +94,8 @@ func newKubeSource(t *testing.T, s3 bool) *kubeSource {
 		endpoints: []string{h.EtcdEndpoint},
 		ca:        h.EtcdTLS.CA, cert: h.EtcdTLS.Cert, key: h.EtcdTLS.Key,
 		recipients:      []string{w.recipient},
+		signingKey:      w.signingKey,
+		trustedKeys:     []string{w.signingPub},
 		usb:             w.usb,
 		incompleteGrace: "24h",
 	}

@@ -23,6 +23,8 @@ go run ./hack/demofixture -endpoint "http://127.0.0.1:$CLIENT" -size-mib 16 -roo
 
 printf '\n\033[1m$ %s\033[0m\n' "kdr keys generate --out demo/operator.key"
 "$BIN/kdr" keys generate --out "$DEMO/operator.key" | tee "$DEMO/recipient.txt"
+printf '\n\033[1m$ %s\033[0m\n' "kdr keys generate --signing --out demo/signing.key"
+"$BIN/kdr" keys generate --signing --out "$DEMO/signing.key" | tee "$DEMO/signing.pub"
 mkdir -p "$DEMO/usb"
 cat > "$DEMO/kdr.yaml" <<YAML
 # Demo config: plain http etcd on loopback (insecure: true says so out loud).
@@ -39,6 +41,10 @@ clusters:
       hosts: [{name: cp1, ip: 10.0.0.11, roles: [control-plane, etcd]}]
 encryption:
   recipients: [$(cat "$DEMO/recipient.txt")]
+# Only sets signed by a trusted key are listed, verified, restored or pruned.
+signing:
+  keyFile: $DEMO/signing.key
+  trustedKeys: ["$(cat "$DEMO/signing.pub")"]
 targets:
   - name: usb
     local: {path: $DEMO/usb}

@@ -16,8 +16,10 @@ import (
 )
 
 // FormatVersion is the version of the set format this code writes. A reader
-// refuses a manifest from a newer format rather than misreading it.
-const FormatVersion = 1
+// refuses a manifest from a newer format rather than misreading it. Format
+// 2 signs every object a reader trusts; format 1 sets are unsigned and are
+// read only when an operator names one by the hash of its manifest.
+const FormatVersion = 2
 
 // Object names inside a set.
 const (

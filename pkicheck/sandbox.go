@@ -82,6 +82,15 @@ func (s sandbox) resolve(p string) (string, fs.FileInfo, error) {
 	return s.real(done), fi, nil
 }
 
+// ReadFile reads the regular file at host path p (absolute,
+// slash-separated) below root as Run reads the tree: links resolve inside
+// root, and anything but a regular file of a sane size is refused. A
+// restored file read this way cannot lead to the host's own files or block
+// its reader on a FIFO. Errors name the cause, not the path.
+func ReadFile(root, p string) ([]byte, error) {
+	return sandbox{root: root}.readFile(p)
+}
+
 // readFile reads a regular file at host path p. Anything else is refused
 // before it is opened: a FIFO would block the check for good.
 func (s sandbox) readFile(p string) ([]byte, error) {

@@ -99,6 +99,7 @@ func newFixture(t *testing.T, members int) *fixture {
 	f.before = allKeys(t, f.src.Client())
 	var rs []crypto.Recipient
 	rs, f.ids = testenv.AgeKeys(t)
+	key := testenv.NewSigningKey(t)
 	f.dir = filepath.Join(t.TempDir(), "usb")
 	os.Mkdir(f.dir, 0o755)
 	var err error
@@ -107,12 +108,12 @@ func newFixture(t *testing.T, members int) *fixture {
 	}
 	res, err := snapshot.Backup(ctx, snapshot.Options{
 		Cluster: "prod", Etcd: snapshot.EtcdOptions{Endpoints: f.src.Endpoints()}, Root: t.TempDir(),
-		Recipients: rs, Targets: []storage.Target{f.usb},
+		Recipients: rs, Signer: key.Signer, Trust: key.Trust, Targets: []storage.Target{f.usb},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.m, _, err = catalog.LoadManifest(ctx, f.usb, "prod", res.Manifest.ID); err != nil {
+	if f.m, _, err = catalog.LoadManifest(ctx, f.usb, key.Trust, "prod", res.Manifest.ID); err != nil {
 		t.Fatal(err)
 	}
 	return f

@@ -30,11 +30,12 @@ import (
 type keyPair struct {
 	recipients []crypto.Recipient
 	identities []age.Identity
+	sign       *testenv.SigningKey
 }
 
 func newKeyPair(t *testing.T) keyPair {
 	rs, ids := testenv.AgeKeys(t)
-	return keyPair{recipients: rs, identities: ids}
+	return keyPair{recipients: rs, identities: ids, sign: testenv.NewSigningKey(t)}
 }
 
 func newLocal(t *testing.T, name string) *storage.Local {
@@ -132,9 +133,9 @@ func TestBackupRoundTrip(t *testing.T) {
 		Etcd:       EtcdOptions{Endpoints: etcd.Endpoints(), TLS: etcd.ClientTLS()},
 		State:      kubeadmSets(),
 		Root:       root,
-		Recipients: keys.recipients,
-		Targets:    []storage.Target{usb, nfs},
-		Node:       "cp1",
+		Recipients: keys.recipients, Signer: keys.sign.Signer, Trust: keys.sign.Trust,
+		Targets: []storage.Target{usb, nfs},
+		Node:    "cp1",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -175,16 +176,16 @@ func TestBackupRoundTrip(t *testing.T) {
 	// The second backup links to the first on each target.
 	res2, err := Backup(ctx, Options{
 		Cluster: "prod", Etcd: EtcdOptions{Endpoints: etcd.Endpoints(), TLS: etcd.ClientTLS()},
-		State: kubeadmSets(), Root: root, Recipients: keys.recipients, Targets: []storage.Target{usb, nfs},
+		State: kubeadmSets(), Root: root, Recipients: keys.recipients, Signer: keys.sign.Signer, Trust: keys.sign.Trust, Targets: []storage.Target{usb, nfs},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m2, _, err := catalog.LoadManifest(ctx, usb, "prod", res2.Manifest.ID)
+	m2, _, err := catalog.LoadManifest(ctx, usb, keys.sign.Trust, "prod", res2.Manifest.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, firstSum, err := catalog.LoadManifest(ctx, usb, "prod", m.ID)
+	_, firstSum, err := catalog.LoadManifest(ctx, usb, keys.sign.Trust, "prod", m.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +209,7 @@ func TestBackupHoldsNoSecretInClear(t *testing.T) {
 	usb := newLocal(t, "usb")
 	if _, err := Backup(context.Background(), Options{
 		Cluster: "prod", Etcd: EtcdOptions{Endpoints: etcd.Endpoints()}, State: kubeadmSets(), Root: root,
-		Recipients: keys.recipients, Targets: []storage.Target{usb},
+		Recipients: keys.recipients, Signer: keys.sign.Signer, Trust: keys.sign.Trust, Targets: []storage.Target{usb},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -264,8 +265,8 @@ func TestBackupRetriesOnAnotherMember(t *testing.T) {
 		Cluster:    "prod",
 		Etcd:       EtcdOptions{Endpoints: etcd.Endpoints(), Prefer: PreferAny},
 		Root:       t.TempDir(),
-		Recipients: keys.recipients,
-		Targets:    []storage.Target{usb},
+		Recipients: keys.recipients, Signer: keys.sign.Signer, Trust: keys.sign.Trust,
+		Targets: []storage.Target{usb},
 		Progress: func(read int64) {
 			// With prefer "any" the first endpoint streams first.
 			if killed < 0 && read > 2<<20 {
@@ -311,7 +312,7 @@ func TestBackupFailures(t *testing.T) {
 			usb := newLocal(t, "usb")
 			o := Options{
 				Cluster: "prod", Etcd: EtcdOptions{Endpoints: tt.endpoints, DialTimeout: 2 * time.Second},
-				Root: t.TempDir(), Recipients: keys.recipients, Targets: []storage.Target{usb},
+				Root: t.TempDir(), Recipients: keys.recipients, Signer: keys.sign.Signer, Trust: keys.sign.Trust, Targets: []storage.Target{usb},
 			}
 			if tt.state {
 				o.State = kubeadmSets()
@@ -356,7 +357,7 @@ func TestBackupOneTargetFails(t *testing.T) {
 			bad := failingTarget{Local: newLocal(t, "usb"), failObject: obj}
 			res, err := Backup(context.Background(), Options{
 				Cluster: "prod", Etcd: EtcdOptions{Endpoints: etcd.Endpoints()}, Root: t.TempDir(),
-				Recipients: keys.recipients, Targets: []storage.Target{bad, good},
+				Recipients: keys.recipients, Signer: keys.sign.Signer, Trust: keys.sign.Trust, Targets: []storage.Target{bad, good},
 			})
 			if !errors.Is(err, ErrPartial) || !strings.Contains(err.Error(), "usb") {
 				t.Fatalf("err = %v, want ErrPartial naming usb", err)
@@ -364,7 +365,7 @@ func TestBackupOneTargetFails(t *testing.T) {
 			if len(res.Complete) != 1 || res.Complete[0] != "s3" {
 				t.Errorf("complete on %v, want [s3]", res.Complete)
 			}
-			if _, _, err := catalog.LoadManifest(context.Background(), good, "prod", res.Manifest.ID); err != nil {
+			if _, _, err := catalog.LoadManifest(context.Background(), good, keys.sign.Trust, "prod", res.Manifest.ID); err != nil {
 				t.Errorf("good target lacks the set: %v", err)
 			}
 			sets, _ := catalog.Sets(context.Background(), bad, "prod")
@@ -386,7 +387,7 @@ func TestBackupCancelled(t *testing.T) {
 	defer cancel()
 	_, err := Backup(ctx, Options{
 		Cluster: "prod", Etcd: EtcdOptions{Endpoints: etcd.Endpoints()}, Root: t.TempDir(),
-		Recipients: keys.recipients, Targets: []storage.Target{usb},
+		Recipients: keys.recipients, Signer: keys.sign.Signer, Trust: keys.sign.Trust, Targets: []storage.Target{usb},
 		Progress: func(read int64) {
 			if read > 1<<20 {
 				cancel()

@@ -1,7 +1,6 @@
 package snapshot
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -41,7 +40,11 @@ type Options struct {
 	// Root is where state paths are resolved; "/" unless testing or drilling.
 	Root       string
 	Recipients []crypto.Recipient
-	Targets    []storage.Target
+	// Signer signs the manifests; Trust, which must trust it, decides
+	// which earlier set each manifest links to.
+	Signer  *manifest.Signer
+	Trust   *manifest.Trust
+	Targets []storage.Target
 	// Node names the host whose files are captured (default: hostname).
 	Node       string
 	KdrVersion string
@@ -92,6 +95,9 @@ func newBackup(o Options) (*backup, error) {
 	}
 	if len(o.Recipients) == 0 {
 		return nil, errors.New("backup: no recipients: backups are always encrypted")
+	}
+	if o.Signer == nil || o.Trust == nil {
+		return nil, errors.New("backup: no signing key: readers trust only signed sets")
 	}
 	if !manifest.ValidCluster(o.Cluster) {
 		return nil, fmt.Errorf("backup: cluster name %q cannot name objects", o.Cluster)
@@ -170,7 +176,7 @@ func (b *backup) run(ctx context.Context) (*Result, error) {
 // previous manifest is recorded, not fatal: a backup must still happen.
 func (b *backup) readPrevious(ctx context.Context) {
 	for _, t := range b.live {
-		m, sum, err := catalog.Latest(ctx, t, b.o.Cluster)
+		m, sum, err := catalog.Latest(ctx, t, b.o.Trust, b.o.Cluster)
 		switch {
 		case err == nil:
 			b.prev[t.Name()] = &manifest.Link{ID: m.ID, SHA256: sum}
@@ -371,7 +377,7 @@ func (b *backup) putManifests(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 		key := manifest.Key(b.o.Cluster, b.m.ID, manifest.ManifestObject)
-		if err := t.Put(ctx, key, bytes.NewReader(data), storage.PutOptions{ContentType: "application/json"}); err != nil {
+		if err := manifest.PutSigned(ctx, t, key, data, manifest.NamespaceManifest, b.o.Signer, storage.PutOptions{ContentType: "application/json"}); err != nil {
 			b.failed[t.Name()] = fmt.Errorf("write %s: %w", manifest.ManifestObject, err)
 			continue
 		}

@@ -76,8 +76,13 @@ type S3Options struct {
 	// "GOVERNANCE" or "COMPLIANCE". Empty uses the bucket's default mode, or
 	// GOVERNANCE when the bucket has none.
 	LockMode string
-	// LockDays retains every new object for this many days when the bucket
-	// has Object Lock enabled. Zero retains only objects whose PutOptions ask.
+	// LockDays retains every new object for this many days. Zero retains
+	// only objects whose PutOptions ask.
+	//
+	// With LockMode or LockDays set the target must lock: when the bucket
+	// has no Object Lock enabled, Put and Ping fail with ErrPermanent
+	// rather than store objects anyone with the credentials can delete.
+	// Reading still works, so that backups can be restored from it.
 	LockDays int
 	// PartSize of multipart uploads, at least MinPartSize. Default
 	// DefaultPartSize. Memory per Put in progress is two parts.
@@ -107,8 +112,7 @@ type S3 struct {
 
 	mu        sync.Mutex
 	lockKnown bool
-	lockOn    bool
-	lockDflt  minio.RetentionMode
+	lock      BucketLock
 	inflight  map[string]bool           // upload IDs of Puts in progress
 	leftovers map[string]leftoverUpload // upload IDs whose abort failed
 }
@@ -253,6 +257,12 @@ func parseEndpoint(endpoint string, insecure bool) (host string, secure bool, er
 	if endpoint == "" {
 		return "", false, errors.New("empty endpoint")
 	}
+	// Refused first and never echoed: before an "@" stand an access key and
+	// its secret, which every later message and the target's name in all
+	// its errors would repeat.
+	if strings.Contains(endpoint, "@") {
+		return "", false, errors.New("endpoint holds credentials (user:secret@): give host[:port] and the keys as AccessKey and SecretKey")
+	}
 	if !strings.Contains(endpoint, "://") {
 		return endpoint, !insecure, nil
 	}
@@ -330,40 +340,91 @@ func (s *S3) wrap(op, key string, err error) error {
 	return fmt.Errorf("target %s (%s): %s: %w", s.name, s.where, op, err)
 }
 
-// Locking reports whether the bucket has Object Lock enabled. The answer is
-// asked once and kept; a failed question is asked again next time.
+// BucketLock is a bucket's Object Lock configuration, as the server
+// reports it.
+type BucketLock struct {
+	// Enabled says that the bucket was made (or configured) with Object
+	// Lock: objects in it can be retained.
+	Enabled bool
+	// DefaultMode, DefaultValidity and DefaultUnit are the retention the
+	// bucket gives an object stored without one ("GOVERNANCE", 30,
+	// "DAYS"); empty and zero when it has no default.
+	DefaultMode     string
+	DefaultValidity uint
+	DefaultUnit     string
+}
+
+// Locking reports whether the bucket has Object Lock enabled; see
+// BucketLock.
 func (s *S3) Locking(ctx context.Context) (bool, error) {
+	l, err := s.BucketLock(ctx)
+	return l.Enabled, err
+}
+
+// BucketLock reads the bucket's Object Lock configuration. The answer is
+// asked once and kept; a failed question is asked again next time.
+func (s *S3) BucketLock(ctx context.Context) (BucketLock, error) {
 	s.mu.Lock()
-	known, on := s.lockKnown, s.lockOn
+	known, l := s.lockKnown, s.lock
 	s.mu.Unlock()
 	if known {
-		return on, nil
+		return l, nil
 	}
 	var (
-		enabled string
-		mode    *minio.RetentionMode
+		enabled  string
+		mode     *minio.RetentionMode
+		validity *uint
+		unit     *minio.ValidityUnit
 	)
 	err := s.call(ctx, "reading object lock configuration", "", func(ctx context.Context) error {
 		var err error
-		enabled, mode, _, _, err = s.client.GetObjectLockConfig(ctx, s.bucket)
+		enabled, mode, validity, unit, err = s.client.GetObjectLockConfig(ctx, s.bucket)
 		switch s3Code(err) {
 		case "ObjectLockConfigurationNotFoundError", "NotImplemented":
-			// The bucket has no lock, or the server does not know Object Lock.
-			enabled, err = "", nil
+			// The bucket has no lock, or the server does not know Object
+			// Lock. MinIO answers so for a bucket that does not exist too,
+			// which must not pass for a bucket without a lock.
+			enabled, mode, validity, unit = "", nil, nil, nil
+			exists, err := s.client.BucketExists(ctx, s.bucket)
+			if err == nil && !exists {
+				return mark(ErrPermanent, nil, "bucket does not exist")
+			}
+			return err
 		}
 		return err
 	})
 	if err != nil {
-		return false, err
+		return BucketLock{}, err
+	}
+	l = BucketLock{Enabled: enabled == "Enabled"}
+	if mode != nil && mode.IsValid() {
+		l.DefaultMode = string(*mode)
+		if validity != nil && unit != nil {
+			l.DefaultValidity, l.DefaultUnit = *validity, string(*unit)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lockKnown = true
-	s.lockOn = enabled == "Enabled"
-	if mode != nil && mode.IsValid() {
-		s.lockDflt = *mode
+	s.lockKnown, s.lock = true, l
+	return l, nil
+}
+
+// lockable fails when the target is to lock its objects and the bucket
+// cannot: storing them without retention would quietly leave deletable
+// backups where the configuration promises locked ones.
+func (s *S3) lockable(ctx context.Context) error {
+	if s.lockDays == 0 && s.lockMode == "" {
+		return nil
 	}
-	return s.lockOn, nil
+	on, err := s.Locking(ctx)
+	if err != nil {
+		return err
+	}
+	if !on {
+		return s.wrap("object lock", "", mark(ErrPermanent, nil,
+			fmt.Sprintf("bucket %s has no Object Lock enabled; create it with object locking or remove objectLock from target %s", s.bucket, s.name)))
+	}
+	return nil
 }
 
 // Get opens the object for reading. The first request is made here, so a
@@ -413,7 +474,7 @@ func (s *S3) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 		}
 	}
 	s.mu.Lock()
-	locking := s.lockKnown && s.lockOn
+	locking := s.lockKnown && s.lock.Enabled
 	s.mu.Unlock()
 	if oi.RetainUntil.IsZero() && locking {
 		// HEAD leaves the date out for callers without s3:GetObjectRetention
@@ -652,7 +713,8 @@ func (s *S3) CleanupIncomplete(ctx context.Context, olderThan time.Duration) (in
 	return removed, nil
 }
 
-// Ping checks that the bucket exists and answers with these credentials.
+// Ping checks that the bucket exists and answers with these credentials,
+// and that it has Object Lock enabled when the target is to lock.
 func (s *S3) Ping(ctx context.Context) error {
 	var exists bool
 	err := s.call(ctx, "ping", "", func(ctx context.Context) error {
@@ -666,5 +728,5 @@ func (s *S3) Ping(ctx context.Context) error {
 	if !exists {
 		return s.wrap("ping", "", mark(ErrPermanent, nil, "bucket does not exist"))
 	}
-	return nil
+	return s.lockable(ctx)
 }

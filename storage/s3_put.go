@@ -17,8 +17,11 @@ import (
 
 // retention decides the lock of a new object: none unless retention is asked
 // for (LockDays or opts.RetainUntil, the later wins) and the bucket has
-// Object Lock.
+// Object Lock. A target configured to lock fails on a bucket without it.
 func (s *S3) retention(ctx context.Context, opts PutOptions) (minio.RetentionMode, time.Time, error) {
+	if err := s.lockable(ctx); err != nil {
+		return "", time.Time{}, err
+	}
 	now := time.Now()
 	var until time.Time
 	if s.lockDays > 0 {
@@ -37,7 +40,7 @@ func (s *S3) retention(ctx context.Context, opts PutOptions) (minio.RetentionMod
 	s.mu.Lock()
 	mode := s.lockMode
 	if mode == "" {
-		mode = s.lockDflt
+		mode = minio.RetentionMode(s.lock.DefaultMode)
 	}
 	s.mu.Unlock()
 	if mode == "" {

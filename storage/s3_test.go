@@ -125,6 +125,135 @@ func TestS3ObjectLock(t *testing.T) {
 	}
 }
 
+// TestS3ObjectLockUnavailable: a target configured to lock refuses to
+// store or pass its ping on a bucket without Object Lock, and stores
+// nothing there; it still reads, so backups can be restored from it.
+func TestS3ObjectLockUnavailable(t *testing.T) {
+	m := testenv.StartMinIO(t, testenv.MinIOOptions{})
+	m.CreateBucket(t, "plain", false)
+	m.CreateBucket(t, "locked", true)
+	ctx := t.Context()
+	if err := newS3(t, m, s3Options(m, "plain", "")).Put(ctx, "old", strings.NewReader("x"), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	for name, edit := range map[string]func(*storage.S3Options){
+		"days":      func(o *storage.S3Options) { o.LockDays = 7 },
+		"mode only": func(o *storage.S3Options) { o.LockMode = "GOVERNANCE" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := s3Options(m, "plain", "")
+			edit(&o)
+			s := newS3(t, m, o)
+			want := "target s3 (http://" + m.Endpoint() + ", bucket plain): object lock: bucket plain has no Object Lock enabled; create it with object locking or remove objectLock from target s3"
+			for op, err := range map[string]error{
+				"ping":        s.Ping(ctx),
+				"put":         s.Put(ctx, "set/state", strings.NewReader("x"), storage.PutOptions{}),
+				"put, larger": s.Put(ctx, "set/etcd", io.LimitReader(zeros{}, 2*storage.MinPartSize), storage.PutOptions{}),
+			} {
+				if !errors.Is(err, storage.ErrPermanent) || err.Error() != want {
+					t.Errorf("%s: %v\nwant ErrPermanent: %s", op, err, want)
+				}
+			}
+			if _, err := s.Stat(ctx, "set/state"); !errors.Is(err, storage.ErrNotExist) {
+				t.Errorf("stat of the refused object: %v, want ErrNotExist", err)
+			}
+			if ids := incompleteUploads(t, m, "plain", "set/etcd"); len(ids) != 0 {
+				t.Errorf("the refused put left uploads %q", ids)
+			}
+			if _, err := s.Stat(ctx, "old"); err != nil {
+				t.Errorf("reading from the target: %v", err)
+			}
+		})
+	}
+
+	o := s3Options(m, "locked", "")
+	o.LockDays = 1
+	if err := newS3(t, m, o).Ping(ctx); err != nil {
+		t.Fatalf("ping of a locking target on an Object Lock bucket: %v", err)
+	}
+
+	// MinIO tells of a missing bucket that it has no Object Lock
+	// configuration (with a region given, no location is asked first);
+	// that is not taken for a bucket without a lock.
+	o = s3Options(m, "no-such-bucket", "")
+	o.Region, o.LockDays = "us-east-1", 1
+	err := newS3(t, m, o).Put(ctx, "k", strings.NewReader("x"), storage.PutOptions{})
+	if !errors.Is(err, storage.ErrPermanent) || !strings.HasSuffix(err.Error(), ": reading object lock configuration: bucket does not exist") {
+		t.Fatalf("put to a missing bucket: %v, want ErrPermanent saying the bucket does not exist", err)
+	}
+}
+
+func TestS3BucketLock(t *testing.T) {
+	m := testenv.StartMinIO(t, testenv.MinIOOptions{})
+	m.CreateBucket(t, "plain", false)
+	m.CreateBucket(t, "locked", true)
+	m.CreateBucket(t, "defaulted", true)
+	ctx := t.Context()
+	mode, validity, unit := minio.Compliance, uint(3), minio.Days
+	if err := m.Client().SetObjectLockConfig(ctx, "defaulted", &mode, &validity, &unit); err != nil {
+		t.Fatal(err)
+	}
+	for bucket, want := range map[string]storage.BucketLock{
+		"plain":     {},
+		"locked":    {Enabled: true},
+		"defaulted": {Enabled: true, DefaultMode: "COMPLIANCE", DefaultValidity: 3, DefaultUnit: "DAYS"},
+	} {
+		got, err := newS3(t, m, s3Options(m, bucket, "")).BucketLock(ctx)
+		if err != nil || got != want {
+			t.Errorf("BucketLock of %s: %+v, %v; want %+v", bucket, got, err, want)
+		}
+	}
+}
+
+// TestS3CredentialsNotInErrors: neither an endpoint with credentials in it
+// nor a failed connection repeats a key in an error.
+func TestS3CredentialsNotInErrors(t *testing.T) {
+	const access, secret = "AKIAACCESSPART", "s3cretSECRETPART"
+	m := testenv.StartMinIO(t, testenv.MinIOOptions{})
+	m.CreateBucket(t, "kdr", false)
+	ctx := t.Context()
+	noKeys := func(what string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Errorf("%s: no error", what)
+			return
+		}
+		t.Logf("%s: %v", what, err)
+		for _, s := range []string{access, secret} {
+			if strings.Contains(err.Error(), s) {
+				t.Errorf("%s: error repeats %q: %v", what, s, err)
+			}
+		}
+	}
+	for _, endpoint := range []string{
+		"http://" + access + ":" + secret + "@" + m.Endpoint(),
+		access + ":" + secret + "@" + m.Endpoint(),
+		"http://" + access + ":" + secret + "/+x@" + m.Endpoint(),
+		"http://" + access + ":" + secret + "%zz@" + m.Endpoint(),
+	} {
+		o := s3Options(m, "kdr", "")
+		o.Endpoint = endpoint
+		_, err := storage.NewS3(ctx, "s3", o)
+		noKeys("NewS3 with credentials in the endpoint", err)
+	}
+
+	// A refused signature and a server that is not there.
+	o := s3Options(m, "kdr", "")
+	o.AccessKey, o.SecretKey = m.AccessKey(), secret
+	_, err := storage.NewS3(ctx, "s3", o)
+	noKeys("NewS3 with the wrong secret", err)
+	o = s3Options(m, "kdr", "")
+	o.AccessKey, o.SecretKey = access, secret
+	o.Endpoint, o.MaxRetries = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), -1
+	s, err := storage.NewS3(ctx, "s3", o)
+	if err != nil {
+		t.Fatalf("NewS3 must tolerate a server that is down: %v", err)
+	}
+	noKeys("ping of a server that is down", s.Ping(ctx))
+	noKeys("put to a server that is down", s.Put(ctx, "k", strings.NewReader("x"), storage.PutOptions{}))
+}
+
 func TestS3BadConfiguration(t *testing.T) {
 	m := testenv.StartMinIO(t, testenv.MinIOOptions{})
 	m.CreateBucket(t, "kdr", false)

@@ -1,12 +1,18 @@
 package main
 
 import (
-	"errors"
-	"os"
-
+	"context"
 	"encoding/json"
-	"github.com/kdr-io/kdr/config"
+	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/kdr-io/kdr/action"
+	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/manifest"
 )
 
 // defaultConfigPaths are tried in order when --config is not given.
@@ -38,4 +44,28 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// env loads the config and what every use case needs from it: the
+// trusted keys (with the sets the operator accepted by hash) and the
+// targets (only the one named, when target is not empty).
+func (g *globals) env(ctx context.Context, target string, log *slog.Logger) (*action.Env, error) {
+	cfg, err := loadConfig(g.configPath)
+	if err != nil {
+		return nil, err
+	}
+	env, err := action.Load(ctx, cfg, g.configPath, target, log)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range g.accept {
+		id, sum, ok := strings.Cut(a, "@sha256:")
+		if !ok || !manifest.ValidID(id) || len(sum) != 64 {
+			return nil, fmt.Errorf("--accept-unauthenticated %q: want ID@sha256:<64 hex digits of sha256 of the manifest.json>", a)
+		}
+		for _, c := range cfg.Clusters {
+			env.Trust.Accept(c.Name, id, strings.ToLower(sum))
+		}
+	}
+	return env, nil
 }

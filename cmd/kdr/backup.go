@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kdr-io/kdr/action"
 	"github.com/kdr-io/kdr/internal/fromconfig"
 	"github.com/kdr-io/kdr/snapshot"
 )
@@ -54,35 +55,35 @@ func runBackup(cmd *cobra.Command, g *globals, f *backupFlags) error {
 	if err != nil {
 		return err
 	}
-	rs, err := fromconfig.Recipients(cfg)
+	env, err := action.Load(ctx, cfg, g.configPath, f.target, log)
 	if err != nil {
 		return err
 	}
-	targets, err := fromconfig.Targets(ctx, cfg, f.target)
+	var bars []*progress
+	results, err := env.Backup(ctx, clusters, action.BackupOptions{
+		Root: f.root, Node: f.node,
+		Progress: func(cluster string) func(int64) {
+			p := newProgress(cmd.ErrOrStderr(), "etcd snapshot "+cluster)
+			bars = append(bars, p)
+			return p.update
+		},
+	})
+	for _, p := range bars {
+		p.done()
+	}
 	if err != nil {
 		return err
 	}
 	var failures []error
-	for _, c := range clusters {
-		o, err := fromconfig.Backup(c, rs, targets)
-		if err != nil {
-			// Each cluster is backed up on its own: one bad TLS path must
-			// not cost the others their backup.
-			failures = append(failures, err)
-			continue
+	for _, r := range results {
+		if r.Result != nil && len(r.Result.Complete) > 0 {
+			fmt.Fprintln(cmd.OutOrStdout(), r.Result.Manifest.ID)
 		}
-		progress := newProgress(cmd.ErrOrStderr(), "etcd snapshot "+c.Name)
-		o.Root, o.Node, o.Logger, o.Progress = f.root, f.node, log, progress.update
-		res, err := snapshot.Backup(ctx, o)
-		progress.done()
-		if res != nil && len(res.Complete) > 0 {
-			fmt.Fprintln(cmd.OutOrStdout(), res.Manifest.ID)
-		}
-		if err != nil {
-			if !errors.Is(err, snapshot.ErrPartial) {
-				err = fmt.Errorf("backup of %s: %w", c.Name, err)
+		if r.Err != nil {
+			if !errors.Is(r.Err, snapshot.ErrPartial) {
+				r.Err = fmt.Errorf("backup of %s: %w", r.Cluster, r.Err)
 			}
-			failures = append(failures, err)
+			failures = append(failures, r.Err)
 		}
 	}
 	return errors.Join(failures...)

@@ -1,21 +1,16 @@
 package main
 
 import (
-	"cmp"
-	"context"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
-	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/action"
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/drill"
-	"github.com/kdr-io/kdr/internal/fromconfig"
 )
 
 func newDrillCommand(g *globals) *cobra.Command {
@@ -44,33 +39,19 @@ failed.`,
 			if identity == "" {
 				return fmt.Errorf("--identity is required: the age identity file that decrypts the backup")
 			}
-			b, err := resolveBackup(cmd, g, cluster, target, backup, "")
-			if err != nil {
-				return err
-			}
 			ids, err := crypto.LoadIdentities(identity, passphrase)
 			if err != nil {
 				return err
 			}
-			o := drill.Options{
-				Manifest: b.manifest, Source: fromconfig.Source(b.targetConfig), Target: b.target, Identities: ids,
-				Sandbox: cmp.Or(sandbox, b.config.Drill.Sandbox), KubeAPIServer: b.config.Drill.KubeAPIServer, Log: log,
-			}
-			if live := liveClient(ctx, b.config, b.manifest.Cluster); live != nil {
-				defer live.Close()
-				o.Live = live
-			}
-			rep, err := drill.Run(ctx, o)
+			env, err := g.env(ctx, target, log)
 			if err != nil {
-				return fmt.Errorf("drill of %s: %w", b.manifest.ID, err)
+				return err
 			}
-			if rep.History, err = drill.History(ctx, b.target, rep.Cluster); err != nil {
-				log.Warn("earlier drills unreadable", "target", b.target.Name(), "err", err)
-			}
-			if !noStore {
-				if err := drill.Store(ctx, b.target, rep); err != nil {
-					return err
-				}
+			rep, err := env.Drill(ctx, action.DrillOptions{
+				Ref: action.Ref{Cluster: cluster, Target: target, Backup: backup}, Identities: ids, Sandbox: sandbox, NoStore: noStore,
+			})
+			if err != nil {
+				return err
 			}
 			if err := printDrill(cmd.OutOrStdout(), rep, output); err != nil {
 				return err
@@ -90,33 +71,6 @@ failed.`,
 	fl.StringVarP(&output, "output", "o", "text", "text, json or md")
 	fl.BoolVar(&noStore, "no-store", false, "do not store the report on the target")
 	return cmd
-}
-
-// liveClient dials the cluster the backup came from, for the drift
-// sample, or returns nil when it does not answer quickly.
-func liveClient(ctx context.Context, cfg *config.Config, name string) *clientv3.Client {
-	for _, c := range cfg.Clusters {
-		if c.Name != name {
-			continue
-		}
-		eo, err := fromconfig.Etcd(c)
-		if err != nil {
-			return nil
-		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: eo.Endpoints, TLS: eo.TLS, Username: eo.Username, Password: eo.Password,
-			DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
-		if err != nil {
-			return nil
-		}
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		if _, err := cli.Status(sctx, eo.Endpoints[0]); err != nil {
-			cli.Close()
-			return nil
-		}
-		return cli
-	}
-	return nil
 }
 
 func printDrill(w io.Writer, rep *drill.Report, output string) error {

@@ -17,6 +17,7 @@ type listFlags struct {
 	cluster string
 	target  string
 	output  string
+	all     bool
 }
 
 // listEntry is one line of `kdr list -o json`; its fields are a contract.
@@ -28,6 +29,8 @@ type listEntry struct {
 	DBSize   int64     `json:"dbSize"`
 	Size     int64     `json:"size"`
 	Targets  []string  `json:"targets"`
+	// Untrusted, shown with --all, says why no trusted key signed the set.
+	Untrusted string `json:"untrusted,omitempty"`
 }
 
 func newListCommand(g *globals) *cobra.Command {
@@ -43,6 +46,7 @@ func newListCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&f.cluster, "cluster", "", "only this cluster")
 	cmd.Flags().StringVar(&f.target, "target", "", "only this target")
 	cmd.Flags().StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().BoolVar(&f.all, "all", false, "also show sets no trusted key signed, marked UNTRUSTED (never restored, counted or pruned)")
 	return cmd
 }
 
@@ -51,28 +55,27 @@ func runList(cmd *cobra.Command, g *globals, f *listFlags) error {
 		return fmt.Errorf("-o %q: want table or json", f.output)
 	}
 	ctx := cmd.Context()
-	cfg, err := loadConfig(g.configPath)
+	env, err := g.env(ctx, f.target, nil)
 	if err != nil {
 		return err
 	}
 	if f.cluster != "" {
-		if _, err := fromconfig.Clusters(cfg, f.cluster); err != nil {
+		if _, err := fromconfig.Clusters(env.Config, f.cluster); err != nil {
 			return err
 		}
 	}
-	targets, err := fromconfig.Targets(ctx, cfg, f.target)
-	if err != nil {
-		return err
-	}
-	backups, targetErrs, err := catalog.List(ctx, targets, f.cluster)
+	backups, targetErrs, err := catalog.List(ctx, env.Targets, env.Trust, f.cluster)
 	if err != nil {
 		return err
 	}
 	entries := make([]listEntry, 0, len(backups))
 	for _, b := range backups {
+		if b.Untrusted != "" && !f.all {
+			continue
+		}
 		entries = append(entries, listEntry{
 			ID: b.ID, Cluster: b.Cluster, Created: b.Created, Revision: b.Revision,
-			DBSize: b.DBSize, Size: b.Size, Targets: b.Targets,
+			DBSize: b.DBSize, Size: b.Size, Targets: b.Targets, Untrusted: b.Untrusted,
 		})
 	}
 	out := cmd.OutOrStdout()
@@ -84,7 +87,11 @@ func runList(cmd *cobra.Command, g *globals, f *listFlags) error {
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tCLUSTER\tCREATED\tREVISION\tDB SIZE\tSTORED\tTARGETS")
 		for _, e := range entries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", e.ID, e.Cluster, e.Created.Local().Format(time.DateTime),
+			id := e.ID
+			if e.Untrusted != "" {
+				id += " UNTRUSTED"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", id, e.Cluster, e.Created.Local().Format(time.DateTime),
 				e.Revision, humanBytes(e.DBSize), humanBytes(e.Size), strings.Join(e.Targets, ","))
 		}
 		if err := tw.Flush(); err != nil {

@@ -1,11 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
-	"github.com/kdr-io/kdr/catalog"
+	"github.com/kdr-io/kdr/action"
 	"github.com/kdr-io/kdr/internal/fromconfig"
 )
 
@@ -48,49 +49,52 @@ func runPrune(cmd *cobra.Command, g *globals, f *pruneFlags) error {
 	if err != nil {
 		return err
 	}
-	targets, err := fromconfig.Targets(ctx, cfg, f.target)
+	env, err := action.Load(ctx, cfg, g.configPath, f.target, nil)
 	if err != nil {
 		return err
 	}
-	r := cfg.Retention
-	policy := fromconfig.Policy(r)
+	prunes, err := env.Prune(ctx, clusters, !f.apply)
+	if err != nil {
+		return err
+	}
 	out := cmd.OutOrStdout()
 	verb := "would remove"
 	if f.apply {
 		verb = "removed"
 	}
 	failed := 0
-	for _, c := range clusters {
-		for _, t := range targets {
-			rep, err := catalog.Prune(ctx, t, c.Name, policy, catalog.PruneOptions{DryRun: !f.apply, IncompleteGrace: r.IncompleteGrace})
-			if err != nil {
-				// An unplugged USB disk must not stop pruning the others.
-				failed++
-				fmt.Fprintf(out, "FAILED        %s on %s: %s\n", c.Name, t.Name(), oneLine(err))
-				continue
-			}
-			for _, k := range rep.Kept {
-				fmt.Fprintf(out, "keep          %s %s on %s (%s)\n", c.Name, k.ID, t.Name(), k.Reason)
-			}
-			for _, id := range rep.Removed {
-				fmt.Fprintf(out, "%-13s %s %s on %s\n", verb, c.Name, id, t.Name())
-			}
-			for _, id := range rep.IncompleteRemoved {
-				fmt.Fprintf(out, "%-13s %s %s on %s (incomplete)\n", verb, c.Name, id, t.Name())
-			}
-			for _, id := range rep.IncompleteKept {
-				fmt.Fprintf(out, "keep          %s %s on %s (incomplete, younger than the grace period: may be in progress)\n", c.Name, id, t.Name())
-			}
-			if rep.CleanedUp > 0 {
-				fmt.Fprintf(out, "removed       %d leftover(s) of interrupted uploads on %s\n", rep.CleanedUp, t.Name())
-			}
-			for _, id := range rep.Locked {
-				fmt.Fprintf(out, "locked        %s %s on %s (Object Lock retention; kept)\n", c.Name, id, t.Name())
-			}
-			for _, e := range rep.Errors {
-				failed++
-				fmt.Fprintf(out, "FAILED        %s on %s: %v\n", c.Name, t.Name(), e)
-			}
+	for _, p := range prunes {
+		c, t, rep := p.Cluster, p.Target, p.Report
+		if p.Err != nil {
+			// An unplugged USB disk must not stop pruning the others.
+			failed++
+			fmt.Fprintf(out, "FAILED        %s on %s: %s\n", c, t, oneLine(p.Err))
+			continue
+		}
+		for _, k := range rep.Kept {
+			fmt.Fprintf(out, "keep          %s %s on %s (%s)\n", c, k.ID, t, k.Reason)
+		}
+		for _, id := range rep.Removed {
+			fmt.Fprintf(out, "%-13s %s %s on %s\n", verb, c, id, t)
+		}
+		for _, id := range rep.IncompleteRemoved {
+			fmt.Fprintf(out, "%-13s %s %s on %s (incomplete)\n", verb, c, id, t)
+		}
+		for _, id := range rep.IncompleteKept {
+			fmt.Fprintf(out, "keep          %s %s on %s (incomplete, younger than the grace period: may be in progress)\n", c, id, t)
+		}
+		if rep.CleanedUp > 0 {
+			fmt.Fprintf(out, "removed       %d leftover(s) of interrupted uploads on %s\n", rep.CleanedUp, t)
+		}
+		for _, id := range rep.Locked {
+			fmt.Fprintf(out, "locked        %s %s on %s (Object Lock retention; kept)\n", c, id, t)
+		}
+		for _, f := range rep.Foreign {
+			fmt.Fprintf(out, "foreign       %s %s on %s (not counted, not removed: %s)\n", c, f.ID, t, oneLine(errors.New(f.Reason)))
+		}
+		for _, e := range rep.Errors {
+			failed++
+			fmt.Fprintf(out, "FAILED        %s on %s: %v\n", c, t, e)
 		}
 	}
 	if failed > 0 {

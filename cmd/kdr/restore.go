@@ -7,15 +7,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"context"
-	"github.com/kdr-io/kdr/catalog"
-	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/action"
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/internal/fromconfig"
-	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/restore"
 	"github.com/kdr-io/kdr/storage"
-	"math/rand/v2"
 )
 
 // restoreFlags pick the backup and shape the plan; plan and apply share them.
@@ -149,92 +145,39 @@ func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore
 	if err != nil {
 		return nil, nil, err
 	}
-	plan, err := restore.BuildPlan(b.manifest, fromconfig.Source(b.targetConfig), restore.Options{
-		Target: b.targetConfig.Name, Topology: f.topology, Nodes: nodes, Token: f.token, APIEndpoint: f.apiURL, RevisionBump: f.bump,
+	plan, err := restore.BuildPlan(b.Manifest, fromconfig.Source(b.TargetConfig), restore.Options{
+		Target: b.TargetConfig.Name, Topology: f.topology, Nodes: nodes, Token: f.token, APIEndpoint: f.apiURL, RevisionBump: f.bump,
 		EtcdDataDir: f.dataDir, KubernetesDir: f.kubeDir, StagingDir: f.stagingDir, ConfigFile: g.configPath,
 		IdentityFile: f.identity,
 	})
-	return plan, b.target, err
-}
-
-// randomBackup picks any complete backup: a drill of old ones too proves
-// that retention keeps restorable sets, not only the newest.
-func randomBackup(ctx context.Context, t storage.Target, cluster string) (string, error) {
-	sets, err := catalog.Sets(ctx, t, cluster)
-	if err != nil {
-		return "", err
-	}
-	var ids []string
-	for _, s := range sets {
-		if s.Complete {
-			ids = append(ids, s.ID)
-		}
-	}
-	if len(ids) == 0 {
-		return "", fmt.Errorf("no complete backup of %s on target %s", cluster, t.Name())
-	}
-	return ids[rand.IntN(len(ids))], nil
+	return plan, b.Target, err
 }
 
 // resolvedBackup is a backup found on a configured target.
 type resolvedBackup struct {
-	config       *config.Config
-	targetConfig config.Target
-	target       storage.Target
-	manifest     *manifest.Manifest
+	env *action.Env
+	*action.Resolved
 }
 
-// resolveBackup finds the backup a restore or drill works on: an ID,
-// latest, or the newest taken before a time.
+// resolveBackup finds the backup a restore or runbook works on: an ID,
+// latest, or the newest taken before a time, among the trusted sets.
 func resolveBackup(cmd *cobra.Command, g *globals, clusterName, targetName, backup, before string) (*resolvedBackup, error) {
 	ctx := cmd.Context()
-	cfg, err := loadConfig(g.configPath)
+	env, err := g.env(ctx, targetName, nil)
 	if err != nil {
 		return nil, err
 	}
-	cluster, err := onlyCluster(cfg, clusterName)
-	if err != nil {
-		return nil, err
-	}
-	tcfg, err := fromconfig.PickTarget(cfg, targetName)
-	if err != nil {
-		return nil, err
-	}
-	target, err := fromconfig.Target(ctx, tcfg)
-	if err != nil {
-		return nil, err
-	}
-	var id string
+	ref := action.Ref{Cluster: clusterName, Target: targetName, Backup: backup}
 	if before != "" {
-		t, perr := time.Parse(time.RFC3339, before)
-		if perr != nil {
+		if ref.Before, err = time.Parse(time.RFC3339, before); err != nil {
 			return nil, fmt.Errorf("--before %q: want a time like 2026-11-24T20:00:00Z", before)
 		}
-		id, err = catalog.Before(ctx, target, cluster, t)
-	} else if backup == "random" {
-		id, err = randomBackup(ctx, target, cluster)
-	} else {
-		id, err = catalog.Resolve(ctx, target, cluster, backup)
 	}
+	r, err := env.Resolve(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	m, _, err := catalog.LoadManifest(ctx, target, cluster, id)
-	if err != nil {
-		return nil, err
-	}
-	return &resolvedBackup{config: cfg, targetConfig: tcfg, target: target, manifest: m}, nil
-}
-
-func onlyCluster(cfg *config.Config, name string) (string, error) {
-	if name != "" {
-		_, err := fromconfig.Clusters(cfg, name)
-		return name, err
-	}
-	if len(cfg.Clusters) != 1 {
-		return "", fmt.Errorf("the config has %d clusters: name one with --cluster", len(cfg.Clusters))
-	}
-	return cfg.Clusters[0].Name, nil
+	return &resolvedBackup{env: env, Resolved: r}, nil
 }
 
 // parseNodes reads NAME=IP[,PEER_URL,CLIENT_URL].

@@ -16,6 +16,9 @@ type globals struct {
 	configPath string
 	logLevel   string
 	logFormat  string
+	// accept names unsigned sets the operator vouches for:
+	// ID@sha256:<manifest hash>.
+	accept []string
 }
 
 func newRootCommand() *cobra.Command {
@@ -33,6 +36,7 @@ control plane from them.`,
 	f.StringVar(&g.configPath, "config", "", "config file (default ./kdr.yaml, then /etc/kdr/kdr.yaml)")
 	f.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&g.logFormat, "log-format", "", "log format: text or json (default text on a terminal, json otherwise)")
+	f.StringArrayVar(&g.accept, "accept-unauthenticated", nil, "use this one set without a trusted signature: ID@sha256:<sha256 of its manifest.json> (only when named by ID; never latest, prune or the agent)")
 	root.AddCommand(
 		newInitCommand(),
 		newBackupCommand(g),
@@ -44,7 +48,7 @@ control plane from them.`,
 		newPruneCommand(g),
 		newRestoreCommand(g),
 		newRunbookCommand(g),
-		newKeysCommand(),
+		newKeysCommand(g),
 		newVersionCommand(),
 	)
 	return root

@@ -50,11 +50,11 @@ wrong, naming the target, the object and the reason.`,
 
 func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, ref string) error {
 	ctx := cmd.Context()
-	cfg, err := loadConfig(g.configPath)
+	env, err := g.env(ctx, f.target, nil)
 	if err != nil {
 		return err
 	}
-	clusters, err := fromconfig.Clusters(cfg, f.cluster)
+	clusters, err := fromconfig.Clusters(env.Config, f.cluster)
 	if err != nil {
 		return err
 	}
@@ -64,10 +64,7 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, ref string) error
 			return err
 		}
 	}
-	targets, err := fromconfig.Targets(ctx, cfg, f.target)
-	if err != nil {
-		return err
-	}
+	targets := env.Targets
 	out := cmd.OutOrStdout()
 	bad, matched := 0, 0
 	fail := func(format string, args ...any) {
@@ -75,7 +72,7 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, ref string) error
 		fmt.Fprintf(out, "FAILED  "+format+"\n", args...)
 	}
 	for _, c := range clusters {
-		id, err := catalog.ResolveIn(ctx, targets, c.Name, ref)
+		id, err := catalog.ResolveIn(ctx, targets, env.Trust, c.Name, ref)
 		if err != nil {
 			// A prefix of another cluster's backup is no problem of this one.
 			if len(clusters) > 1 && errors.Is(err, catalog.ErrUnknownBackup) {
@@ -89,7 +86,7 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, ref string) error
 		}
 		matched++
 		for _, t := range targets {
-			rep := catalog.Verify(ctx, t, c.Name, id, catalog.VerifyOptions{Identities: ids})
+			rep := catalog.Verify(ctx, t, c.Name, id, catalog.VerifyOptions{Identities: ids, Trust: env.Trust})
 			if rep.OK() {
 				fmt.Fprintf(out, "ok      %s %s on %s (%d checks)\n", c.Name, id, t.Name(), len(rep.Checked))
 			}
@@ -98,7 +95,7 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, ref string) error
 			}
 			// The whole chain, so a deleted or swapped older backup is seen
 			// too; the chosen set's own link was checked above.
-			for _, p := range catalog.VerifyChain(ctx, t, c.Name) {
+			for _, p := range catalog.VerifyChain(ctx, t, env.Trust, c.Name) {
 				if p.ID != id {
 					fail("%s %s: target %s: hash chain: %s", c.Name, p.ID, t.Name(), p.Reason)
 				}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/kdr-io/kdr/manifest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -466,14 +467,24 @@ func recipientOf(keyFile string) (string, error) {
 	return "", fmt.Errorf("%s has no public key comment", keyFile)
 }
 
-// writeBenchConfig writes a config for the bench cluster with the given
+// writeBenchConfig writes a config for the bench cluster, signing with a
+// key made beside it, with the given
 // targets (YAML list items) and anything else after them.
 func writeBenchConfig(path, endpoint, recipient, targets string) error {
+	priv, pub, err := manifest.GenerateSigningKey("bench")
+	if err != nil {
+		return err
+	}
+	keyFile := filepath.Join(filepath.Dir(path), "signing.key")
+	if err := os.WriteFile(keyFile, priv, 0o600); err != nil {
+		return err
+	}
 	return os.WriteFile(path, []byte(fmt.Sprintf(`clusters:
   - name: bench
     etcd: {endpoints: [%s], insecure: true}
     state: []
 encryption: {recipients: [%s]}
+signing: {keyFile: %q, trustedKeys: [%q]}
 targets:
-%s`, endpoint, recipient, targets)), 0o600)
+%s`, endpoint, recipient, keyFile, pub, targets)), 0o600)
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -15,6 +17,7 @@ import (
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/internal/version"
+	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/restore"
 	"github.com/kdr-io/kdr/snapshot"
 	"github.com/kdr-io/kdr/storage"
@@ -85,25 +88,54 @@ func Target(ctx context.Context, t config.Target) (storage.Target, error) {
 	return nil, fmt.Errorf("target %s: neither s3 nor local is set", t.Name)
 }
 
-// Recipients parses the public keys every backup is encrypted to.
+// Recipients parses the public keys every backup is encrypted to: the
+// inline ones and those of every recipients file, each key once. Either
+// source may be empty (kdr init writes a config with only a file); the
+// two together must name at least one key.
 func Recipients(cfg *config.Config) ([]crypto.Recipient, error) {
-	rs, err := crypto.ParseRecipients(cfg.Encryption.Recipients)
-	if err != nil {
-		return nil, err
+	var all []crypto.Recipient
+	// ParseRecipients refuses an empty list, which is no error here: the
+	// keys may all be in files.
+	if len(cfg.Encryption.Recipients) > 0 {
+		rs, err := crypto.ParseRecipients(cfg.Encryption.Recipients)
+		if err != nil {
+			return nil, fmt.Errorf("encryption.recipients: %w", err)
+		}
+		all = rs
 	}
 	for _, f := range cfg.Encryption.RecipientsFiles {
-		more, err := crypto.LoadRecipientsFile(f)
+		rs, err := crypto.LoadRecipientsFile(f)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("encryption.recipientsFiles: %w", err)
 		}
-		rs = append(rs, more...)
+		all = append(all, rs...)
 	}
-	return rs, nil
+	// A key both inline and in a file, or in two files, is one recipient:
+	// the manifest lists each fingerprint once.
+	seen := map[string]bool{}
+	out := all[:0]
+	for _, r := range all {
+		if !seen[r.Fingerprint] {
+			seen[r.Fingerprint] = true
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("encryption: %w", crypto.ErrNoRecipients)
+	}
+	return out, nil
 }
 
 // Etcd turns a cluster's etcd section into client options,
 // loading the TLS files now so a bad path fails before any upload starts.
 func Etcd(c config.Cluster) (snapshot.EtcdOptions, error) {
+	// Validation refuses these; a config built in code may not have been
+	// validated, and the endpoints go into the snapshot's errors and logs.
+	for i, ep := range c.Etcd.Endpoints {
+		if strings.Contains(ep, "@") {
+			return snapshot.EtcdOptions{}, fmt.Errorf("cluster %s: etcd endpoint %d holds credentials: use username and password or passwordFile", c.Name, i+1)
+		}
+	}
 	o := snapshot.EtcdOptions{
 		Endpoints:   c.Etcd.Endpoints,
 		Username:    c.Etcd.Username,
@@ -189,7 +221,7 @@ func Source(t config.Target) restore.Source {
 
 // Backup returns the options that back up cluster c to targets. The etcd
 // TLS files are loaded now, so a bad path fails before any upload starts.
-func Backup(c config.Cluster, rs []crypto.Recipient, targets []storage.Target) (snapshot.Options, error) {
+func Backup(c config.Cluster, rs []crypto.Recipient, signer *manifest.Signer, trust *manifest.Trust, targets []storage.Target) (snapshot.Options, error) {
 	eo, err := Etcd(c)
 	if err != nil {
 		return snapshot.Options{}, err
@@ -200,6 +232,8 @@ func Backup(c config.Cluster, rs []crypto.Recipient, targets []storage.Target) (
 		State:      c.State,
 		Inventory:  c.Inventory,
 		Recipients: rs,
+		Signer:     signer,
+		Trust:      trust,
 		Targets:    targets,
 		KdrVersion: version.Version,
 	}, nil
@@ -211,4 +245,42 @@ func Policy(r config.Retention) catalog.Policy {
 		KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily,
 		KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly,
 	}
+}
+
+// Trust loads the public keys whose signatures make a set ours: the
+// inline ones and those of every trusted keys file.
+func Trust(cfg *config.Config) (*manifest.Trust, error) {
+	lines := append([]string(nil), cfg.Signing.TrustedKeys...)
+	for _, f := range cfg.Signing.TrustedKeysFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("signing.trustedKeysFiles: %w", err)
+		}
+		lines = append(lines, strings.Split(string(b), "\n")...)
+	}
+	t, err := manifest.ParseTrust(lines)
+	if err != nil {
+		return nil, fmt.Errorf("signing: %w", err)
+	}
+	if len(t.Fingerprints()) == 0 {
+		return nil, fmt.Errorf("signing: %w", manifest.ErrNoTrustedKeys)
+	}
+	return t, nil
+}
+
+// Signer loads the signing key of a writer (backup, prune, the agent),
+// and refuses one that the config's own trusted keys do not include: what
+// it signed would be refused by every reader of this config.
+func Signer(cfg *config.Config, trust *manifest.Trust) (*manifest.Signer, error) {
+	if cfg.Signing.KeyFile == "" {
+		return nil, errors.New("signing.keyFile is not set: a writer signs what it stores, and readers trust nothing else (`kdr keys generate --signing --out signing.key` makes a key)")
+	}
+	s, err := manifest.LoadSigner(cfg.Signing.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("signing.keyFile: %w", err)
+	}
+	if !slices.Contains(trust.Fingerprints(), s.Fingerprint()) {
+		return nil, fmt.Errorf("signing.keyFile: key %s is not among the trusted keys (signing.trustedKeys): add its public key %q", s.Fingerprint(), s.PublicKey())
+	}
+	return s, nil
 }

@@ -1,11 +1,14 @@
 package testenv
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"filippo.io/age"
 
 	"github.com/kdr-io/kdr/crypto"
+	"github.com/kdr-io/kdr/manifest"
 )
 
 // AgeKeys makes a fresh age key pair: the recipients backups are
@@ -25,4 +28,44 @@ func AgeKeys(t testing.TB) ([]crypto.Recipient, []age.Identity) {
 		t.Fatal(err)
 	}
 	return rs, []age.Identity{id}
+}
+
+// SigningKey is a fresh Ed25519 signing key: the signer writers use, the
+// Trust readers verify with, and the same as files and config values.
+type SigningKey struct {
+	Signer *manifest.Signer
+	Trust  *manifest.Trust
+	// Public is the authorized_keys line of signing.trustedKeys.
+	Public string
+	// Private is the OpenSSH private key, as signing.keyFile holds it.
+	Private []byte
+}
+
+// NewSigningKey makes a SigningKey trusted by its own Trust.
+func NewSigningKey(t testing.TB) *SigningKey {
+	t.Helper()
+	priv, pub, err := manifest.GenerateSigningKey("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := manifest.ParseSigner(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, err := manifest.ParseTrust([]string{pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &SigningKey{Signer: s, Trust: trust, Public: pub, Private: priv}
+}
+
+// WriteFile writes the private key to dir/signing.key (0600) and returns
+// its path.
+func (k *SigningKey) WriteFile(t testing.TB, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "signing.key")
+	if err := os.WriteFile(p, k.Private, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -1,0 +1,99 @@
+package action
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"time"
+
+	"filippo.io/age"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/kdr-io/kdr/drill"
+	"github.com/kdr-io/kdr/internal/fromconfig"
+)
+
+// DrillOptions are what a front end sets on a drill beyond the config.
+type DrillOptions struct {
+	// Ref names the backup; Ref.Backup may also be RandomRef.
+	Ref        Ref
+	Identities []age.Identity
+	// Sandbox overrides drill.sandbox.
+	Sandbox string
+	// NoStore keeps the report off the target.
+	NoStore bool
+}
+
+// Drill restores a backup into a sandbox and proves it whole, as `kdr
+// drill` and the agent's scheduled drill both do: the same backup gives
+// the same checks, a sample of keys compared with the live cluster when it
+// answers, and the report, signed, stored beside the backups with the
+// history of earlier drills.
+func (e *Env) Drill(ctx context.Context, o DrillOptions) (*drill.Report, error) {
+	var r *Resolved
+	var err error
+	if o.Ref.Backup == RandomRef {
+		r, err = e.resolveRandom(ctx, o.Ref)
+	} else {
+		r, err = e.Resolve(ctx, o.Ref)
+	}
+	if err != nil {
+		return nil, err
+	}
+	signer, err := e.signerOrNil(!o.NoStore)
+	if err != nil {
+		return nil, err
+	}
+	do := drill.Options{
+		Manifest: r.Manifest, Source: fromconfig.Source(r.TargetConfig), Target: r.Target, Identities: o.Identities,
+		Sandbox: cmp.Or(o.Sandbox, e.Config.Drill.Sandbox), KubeAPIServer: e.Config.Drill.KubeAPIServer, Log: e.Log,
+	}
+	if live := e.liveClient(ctx, r.Manifest.Cluster); live != nil {
+		defer live.Close()
+		do.Live = live
+	}
+	rep, err := drill.Run(ctx, do)
+	if err != nil {
+		return nil, fmt.Errorf("drill of %s: %w", r.Manifest.ID, err)
+	}
+	if rep.History, err = drill.History(ctx, r.Target, e.Trust, rep.Cluster); err != nil {
+		e.Log.Warn("earlier drills unreadable", "target", r.Target.Name(), "err", err)
+	}
+	e.Log.Info("drill", "cluster", rep.Cluster, "backup", rep.Backup, "result", rep.Result, "rto", rep.RTOSeconds, "rpo", rep.RPOSeconds)
+	if !o.NoStore {
+		if err := drill.Store(ctx, r.Target, signer, rep); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// liveClient dials the cluster the backup came from, for the drift
+// sample, or returns nil when it does not answer quickly: a drill runs
+// when the cluster is healthy or gone, and neither must stop it.
+func (e *Env) liveClient(ctx context.Context, name string) *clientv3.Client {
+	for _, c := range e.Config.Clusters {
+		if c.Name != name {
+			continue
+		}
+		eo, err := fromconfig.Etcd(c)
+		if err != nil {
+			return nil
+		}
+		cli, err := clientv3.New(clientv3.Config{Endpoints: eo.Endpoints, TLS: eo.TLS, Username: eo.Username, Password: eo.Password,
+			DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			return nil
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if _, err := cli.Status(sctx, eo.Endpoints[0]); err != nil {
+			cli.Close()
+			return nil
+		}
+		return cli
+	}
+	return nil
+}
+

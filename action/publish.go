@@ -1,0 +1,68 @@
+package action
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/kdr-io/kdr/internal/fromconfig"
+	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/restore"
+	"github.com/kdr-io/kdr/runbooks"
+	"github.com/kdr-io/kdr/storage"
+)
+
+// Runbook objects stored beside each set, unencrypted and signed: they
+// hold the plan, the inventory and certificate dates, never a key.
+const (
+	RunbookMarkdown = "runbook.md"
+	RunbookPDF      = "runbook.pdf"
+)
+
+// PublishRunbook renders the backup's runbook, as it would be printed for
+// a restore from this very target, and stores it signed beside the set,
+// so a printed copy can be checked with ssh-keygen alone.
+func (e *Env) PublishRunbook(ctx context.Context, signer *manifest.Signer, target string, m *manifest.Manifest) error {
+	tcfg, err := fromconfig.PickTarget(e.Config, target)
+	if err != nil {
+		return err
+	}
+	t, err := e.target(target)
+	if err != nil {
+		return err
+	}
+	plan, err := restore.BuildPlan(m, fromconfig.Source(tcfg), restore.Options{Target: target, ConfigFile: e.ConfigPath})
+	if err != nil {
+		return fmt.Errorf("plan: %w", err)
+	}
+	o := runbooks.Options{Now: time.Now()}
+	for _, r := range []struct {
+		name, contentType string
+		render            func(io.Writer, *restore.Plan, runbooks.Options) error
+	}{
+		{RunbookMarkdown, "text/markdown; charset=utf-8", runbooks.Markdown},
+		{RunbookPDF, "application/pdf", runbooks.PDF},
+	} {
+		var buf bytes.Buffer
+		if err := r.render(&buf, plan, o); err != nil {
+			return fmt.Errorf("render %s: %w", r.name, err)
+		}
+		key := manifest.Key(m.Cluster, m.ID, r.name)
+		if err := manifest.PutSigned(ctx, t, key, buf.Bytes(), manifest.NamespaceRunbook, signer, storage.PutOptions{ContentType: r.contentType}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// target finds an opened target by name.
+func (e *Env) target(name string) (storage.Target, error) {
+	for _, t := range e.Targets {
+		if t.Name() == name {
+			return t, nil
+		}
+	}
+	return nil, fmt.Errorf("no target %q is open", name)
+}
