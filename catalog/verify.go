@@ -56,6 +56,11 @@ type VerifyOptions struct {
 	Only []string
 	// Trust decides whose signature makes a manifest ours.
 	Trust *manifest.Trust
+	// Manifest, if set, is the set's manifest as the caller already
+	// verified it (a restore's plan, whose fetched copy was compared by
+	// hash): it is used instead of the stored one, and the hash chain,
+	// which needs the other sets, is not checked.
+	Manifest *manifest.Manifest
 }
 
 // Problem is one thing wrong with a set on a target.
@@ -141,7 +146,7 @@ func Verify(ctx context.Context, t storage.Target, cluster, id string, o VerifyO
 		r.problem("", nil, "not a valid cluster name and backup ID")
 		return r
 	}
-	v := &verifier{t: t, r: r, ids: o.Identities, only: o.Only, trust: o.Trust}
+	v := &verifier{t: t, r: r, ids: o.Identities, only: o.Only, trust: o.Trust, m: o.Manifest}
 	v.run(ctx)
 	if err := ctx.Err(); err != nil {
 		r.problem("", err, "verification stopped before the end: %v", err)
@@ -163,6 +168,10 @@ type verifier struct {
 
 func (v *verifier) run(ctx context.Context) {
 	r := v.r
+	if v.m != nil {
+		v.objects(ctx)
+		return
+	}
 	m, _, err := LoadManifest(ctx, v.t, v.trust, r.Cluster, r.ID)
 	switch {
 	case errors.Is(err, storage.ErrNotExist):
@@ -179,15 +188,7 @@ func (v *verifier) run(ctx context.Context) {
 	}
 	v.m = m
 	r.checked("%s: signed by a trusted key, parses (format %d, created %s, revision %d)", manifest.ManifestObject, m.FormatVersion, m.Created.UTC().Format(time.RFC3339), m.Etcd.Revision)
-	for _, obj := range m.Objects {
-		if ctx.Err() != nil {
-			return
-		}
-		if v.only != nil && !slices.Contains(v.only, obj.Name) {
-			continue
-		}
-		v.object(ctx, obj)
-	}
+	v.objects(ctx)
 	if ctx.Err() != nil {
 		return
 	}
@@ -207,6 +208,19 @@ func (v *verifier) run(ctx context.Context) {
 		r.Problems = append(r.Problems, *p)
 	} else {
 		r.checked("%s", checked)
+	}
+}
+
+// objects checks the manifest's objects, or those of them asked for.
+func (v *verifier) objects(ctx context.Context) {
+	for _, obj := range v.m.Objects {
+		if ctx.Err() != nil {
+			return
+		}
+		if v.only != nil && !slices.Contains(v.only, obj.Name) {
+			continue
+		}
+		v.object(ctx, obj)
 	}
 }
 

@@ -233,6 +233,10 @@ func checkRunbooks(t *testing.T, w *world) {
 		if bytes.Contains(readFile(t, filepath.Join(newest, f)), []byte("PRIVATE KEY")) {
 			t.Errorf("%s holds a private key", f)
 		}
+		// Signed like the set, so a printed copy can be checked.
+		if _, err := os.Stat(filepath.Join(newest, f+".sig")); err != nil {
+			t.Errorf("%s is not signed: %v", f, err)
+		}
 	}
 }
 

@@ -22,15 +22,18 @@ func TestVerifySwappedManifest(t *testing.T) {
 	for _, id := range ids {
 		wantExit(t, w.kdr(t, cfg, "verify", id), 0)
 	}
-	first, second := w.usbPath(ids[0], "manifest.json"), w.usbPath(ids[1], "manifest.json")
-	a, b := readFile(t, first), readFile(t, second)
-	for _, p := range []string{first, second} {
-		if err := os.Remove(p); err != nil {
-			t.Fatal(err)
+	// Signatures and all: each manifest is genuine, only not where it is.
+	for _, name := range []string{"manifest.json", "manifest.json.sig"} {
+		first, second := w.usbPath(ids[0], name), w.usbPath(ids[1], name)
+		a, b := readFile(t, first), readFile(t, second)
+		for _, p := range []string{first, second} {
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
 		}
+		writeFile(t, first, b, 0o444)
+		writeFile(t, second, a, 0o444)
 	}
-	writeFile(t, first, b, 0o444)
-	writeFile(t, second, a, 0o444)
 
 	tests := []struct {
 		name string

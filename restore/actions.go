@@ -268,13 +268,11 @@ func decrypt(ctx context.Context, e *Env) error {
 	}
 	m := e.Plan.Manifest
 	if st, ok := m.Object(manifest.StateObject); ok {
-		rep := catalog.Verify(ctx, local, m.Cluster, m.ID, catalog.VerifyOptions{Identities: e.Identities, Only: []string{manifest.StateObject}})
-		for _, p := range rep.Problems {
-			// The staging copy has no predecessors: the chain is checked on
-			// the target, not here.
-			if !errors.Is(p.Err, catalog.ErrChain) {
-				return p // names the object and the reason, and unwraps to the sentinel
-			}
+		// The plan's manifest was verified when the plan was made, and
+		// fetch compared the staged copy with it by hash.
+		rep := catalog.Verify(ctx, local, m.Cluster, m.ID, catalog.VerifyOptions{Identities: e.Identities, Only: []string{manifest.StateObject}, Manifest: m})
+		if len(rep.Problems) > 0 {
+			return rep.Problems[0] // names the object and the reason, and unwraps to the sentinel
 		}
 		if err := decryptTo(ctx, e, local, st, filepath.Join(e.staging(), stateFile)); err != nil {
 			return err

@@ -248,8 +248,8 @@ func TestBackupHoldsNoSecretInClear(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if scanned != 3 {
-		t.Errorf("scanned %d stored files, want the 3 objects of the set", scanned)
+	if scanned != 4 {
+		t.Errorf("scanned %d stored files, want the 4 objects of the set (manifest signature included)", scanned)
 	}
 }
 
@@ -288,8 +288,8 @@ func TestBackupRetriesOnAnotherMember(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(sets) != 1 || !sets[0].Complete || len(sets[0].Objects) != 3 {
-		t.Errorf("target holds %+v, want one complete set of 3 objects", sets)
+	if len(sets) != 1 || !sets[0].Complete || len(sets[0].Objects) != 4 {
+		t.Errorf("target holds %+v, want one complete set of 4 objects (manifest signature included)", sets)
 	}
 }
 
