@@ -67,7 +67,7 @@ func TestCredentialsInEndpointsNotRepeated(t *testing.T) {
 	spec.endpoints = []string{strings.Replace(spec.endpoints[0], "https://", "https://root:"+etcdPassword+"@", 1)}
 	cfg := writeConfig(t, spec)
 	for _, args := range [][]string{w.backupArgs(cfg), {"--config", cfg, "list"}, {"--config", cfg, "doctor"}} {
-		r := runKdr(t, nil, args...)
+		r := runKdr(t, w.env(), args...)
 		if r.code == 0 {
 			t.Fatalf("kdr ran with credentials in the endpoints\n%s", r)
 		}
