@@ -33,7 +33,7 @@ func (e *Env) PublishRunbook(ctx context.Context, signer *manifest.Signer, targe
 	if err != nil {
 		return err
 	}
-	plan, err := restore.BuildPlan(m, fromconfig.Source(tcfg), restore.Options{Target: target, ConfigFile: e.ConfigPath})
+	plan, err := restore.BuildPlan(m, fromconfig.Source(tcfg), restore.Options{Target: target, ConfigFile: e.ConfigPath, AllowedSigners: e.Trust.AllowedSigners()})
 	if err != nil {
 		return fmt.Errorf("plan: %w", err)
 	}

@@ -58,6 +58,10 @@ type Options struct {
 	IdentityFile string
 	// ConfigFile is the kdr config's path in commands. Default /etc/kdr/kdr.yaml.
 	ConfigFile string
+	// AllowedSigners is the trusted signing keys as an OpenSSH
+	// allowed_signers file, printed in the runbook so that the set's
+	// signature can be checked with ssh-keygen alone. Default none.
+	AllowedSigners string `json:",omitempty"`
 }
 
 // Node is one control-plane node of the restored cluster.

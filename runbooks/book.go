@@ -379,6 +379,18 @@ func breakGlass(p *restore.Plan, m *manifest.Manifest) []block {
 	if len(fetch.output) > 0 {
 		fetch.text += " sha256sum must print what follows the commands."
 	}
+	if o.AllowedSigners != "" {
+		// The hashes above are only as good as the manifest that holds
+		// them: a set someone else wrote must not pass for ours.
+		fetch.text += " First check that a trusted key signed the manifest: ssh-keygen must print Good \"" +
+			manifest.NamespaceManifest + "\" signature."
+		code := []string{"cat > allowed_signers <<'EOF'"}
+		code = append(code, strings.Split(strings.TrimSpace(o.AllowedSigners), "\n")...)
+		code = append(code, "EOF", "ssh-keygen -Y verify -f allowed_signers -I "+manifest.SignaturePrincipal+" -n "+
+			manifest.NamespaceManifest+" -s "+manifest.SignatureKey(manifest.ManifestObject)+" < "+manifest.ManifestObject)
+		fetch.code = append(code, fetch.code[1:]...)
+		fetch.code = append([]string{"mkdir -p " + staging + " && cd " + staging}, fetch.code...)
+	}
 	out = append(out, fetch)
 
 	decrypt := block{

@@ -26,6 +26,11 @@ var now = time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 
 const goldenPath = "testdata/runbook.golden.md"
 
+// testAllowedSigners is a trusted key as the runbook prints it; its
+// private half was thrown away.
+const testAllowedSigners = `kdr namespaces="kdr-manifest,kdr-tombstone,kdr-drill-report,kdr-runbook" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDkgk7G8drVjg7ABJHxC/jw5i0O5/dYexhQP+MkHl32q
+`
+
 // testManifest is a backup of a 3-node kubeadm cluster as kdr records it.
 func testManifest() *manifest.Manifest {
 	sum := func(c string) string { return strings.Repeat(c, 64) }
@@ -106,7 +111,7 @@ func buildPlan(t *testing.T, m *manifest.Manifest, o restore.Options) *restore.P
 }
 
 func testPlan(t *testing.T) *restore.Plan {
-	return buildPlan(t, testManifest(), restore.Options{Target: "s3"})
+	return buildPlan(t, testManifest(), restore.Options{Target: "s3", AllowedSigners: testAllowedSigners})
 }
 
 func markdown(t *testing.T, p *restore.Plan) string {

@@ -148,7 +148,7 @@ func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore
 	plan, err := restore.BuildPlan(b.Manifest, fromconfig.Source(b.TargetConfig), restore.Options{
 		Target: b.TargetConfig.Name, Topology: f.topology, Nodes: nodes, Token: f.token, APIEndpoint: f.apiURL, RevisionBump: f.bump,
 		EtcdDataDir: f.dataDir, KubernetesDir: f.kubeDir, StagingDir: f.stagingDir, ConfigFile: g.configPath,
-		IdentityFile: f.identity,
+		IdentityFile: f.identity, AllowedSigners: b.env.Trust.AllowedSigners(),
 	})
 	return plan, b.Target, err
 }
