@@ -96,4 +96,3 @@ func (e *Env) liveClient(ctx context.Context, name string) *clientv3.Client {
 	}
 	return nil
 }
-

@@ -40,18 +40,11 @@ type Resolved struct {
 // the target. A set the operator accepted by the hash of its manifest
 // is found only by its full ID.
 func (e *Env) Resolve(ctx context.Context, r Ref) (*Resolved, error) {
-	cluster, err := OnlyCluster(e.Config, r.Cluster)
+	cluster, res, err := e.where(r)
 	if err != nil {
 		return nil, err
 	}
-	tcfg, err := fromconfig.PickTarget(e.Config, r.Target)
-	if err != nil {
-		return nil, err
-	}
-	t, err := e.target(tcfg.Name)
-	if err != nil {
-		return nil, err
-	}
+	t := res.Target
 	var id string
 	switch {
 	case !r.Before.IsZero():
@@ -64,27 +57,36 @@ func (e *Env) Resolve(ctx context.Context, r Ref) (*Resolved, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, _, err := catalog.LoadNamed(ctx, t, e.Trust, cluster, id)
-	if err != nil {
+	if res.Manifest, _, err = catalog.LoadNamed(ctx, t, e.Trust, cluster, id); err != nil {
 		return nil, err
 	}
-	return &Resolved{TargetConfig: tcfg, Target: t, Manifest: m}, nil
+	return res, nil
+}
+
+// where names the cluster and opens the target a reference is about.
+func (e *Env) where(r Ref) (string, *Resolved, error) {
+	cluster, err := OnlyCluster(e.Config, r.Cluster)
+	if err != nil {
+		return "", nil, err
+	}
+	tcfg, err := fromconfig.PickTarget(e.Config, r.Target)
+	if err != nil {
+		return "", nil, err
+	}
+	t, err := e.target(tcfg.Name)
+	if err != nil {
+		return "", nil, err
+	}
+	return cluster, &Resolved{TargetConfig: tcfg, Target: t}, nil
 }
 
 // resolveRandom picks a trusted set of the cluster at random.
 func (e *Env) resolveRandom(ctx context.Context, r Ref) (*Resolved, error) {
-	cluster, err := OnlyCluster(e.Config, r.Cluster)
+	cluster, res, err := e.where(r)
 	if err != nil {
 		return nil, err
 	}
-	tcfg, err := fromconfig.PickTarget(e.Config, r.Target)
-	if err != nil {
-		return nil, err
-	}
-	t, err := e.target(tcfg.Name)
-	if err != nil {
-		return nil, err
-	}
+	t := res.Target
 	all, failed, err := catalog.List(ctx, []storage.Target{t}, e.Trust, cluster)
 	if err != nil {
 		return nil, err
@@ -96,7 +98,8 @@ func (e *Env) resolveRandom(ctx context.Context, r Ref) (*Resolved, error) {
 	if len(trusted) == 0 {
 		return nil, fmt.Errorf("%w of cluster %s on target %s", catalog.ErrNoBackup, cluster, t.Name())
 	}
-	return &Resolved{TargetConfig: tcfg, Target: t, Manifest: trusted[rand.IntN(len(trusted))].Manifest}, nil
+	res.Manifest = trusted[rand.IntN(len(trusted))].Manifest
+	return res, nil
 }
 
 // OnlyCluster names the cluster a command works on: the one given, or

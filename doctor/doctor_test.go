@@ -164,17 +164,7 @@ func writeDrill(t *testing.T, dir string, started time.Time, result string) stri
 }
 
 // testSigner signs the drill reports the tests write; the configs trust it.
-var testSigner = func() *manifest.Signer {
-	priv, _, err := manifest.GenerateSigningKey("test")
-	if err != nil {
-		panic(err)
-	}
-	s, err := manifest.ParseSigner(priv)
-	if err != nil {
-		panic(err)
-	}
-	return s
-}()
+var testSigner = testenv.MustSigningKey().Signer
 
 func TestRunWithoutEtcd(t *testing.T) {
 	endpoint := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))

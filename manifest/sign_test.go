@@ -10,21 +10,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kdr-io/kdr/internal/testenv"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/storage"
 )
 
 func newKey(t *testing.T) (*manifest.Signer, string) {
-	t.Helper()
-	priv, pub, err := manifest.GenerateSigningKey("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := manifest.ParseSigner(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, pub
+	k := testenv.NewSigningKey(t)
+	return k.Signer, k.Public
 }
 
 func trust(t *testing.T, pubs ...string) *manifest.Trust {

@@ -44,19 +44,37 @@ type SigningKey struct {
 // NewSigningKey makes a SigningKey trusted by its own Trust.
 func NewSigningKey(t testing.TB) *SigningKey {
 	t.Helper()
-	priv, pub, err := manifest.GenerateSigningKey("test")
+	k, err := generateSigningKey()
 	if err != nil {
 		t.Fatal(err)
+	}
+	return k
+}
+
+// MustSigningKey is NewSigningKey for a package's tests to share, made
+// before any test runs.
+func MustSigningKey() *SigningKey {
+	k, err := generateSigningKey()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+func generateSigningKey() (*SigningKey, error) {
+	priv, pub, err := manifest.GenerateSigningKey("test")
+	if err != nil {
+		return nil, err
 	}
 	s, err := manifest.ParseSigner(priv)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	trust, err := manifest.ParseTrust([]string{pub})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return &SigningKey{Signer: s, Trust: trust, Public: pub, Private: priv}
+	return &SigningKey{Signer: s, Trust: trust, Public: pub, Private: priv}, nil
 }
 
 // WriteFile writes the private key to dir/signing.key (0600) and returns
