@@ -158,8 +158,10 @@ func TestNoSecretReachesATarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inSet != 3 || files != 3 {
-		t.Errorf("scanned %d objects of the set in the bucket and %d files on usb; want the 3 objects on each", inSet, files)
+	// The etcd and state objects, the manifest, the two runbooks, and
+	// the signature of each of those three.
+	if inSet != 8 || files != 8 {
+		t.Errorf("scanned %d objects of the set in the bucket and %d files on usb; want the 8 objects on each", inSet, files)
 	}
 	scan("kdr's output", []byte(r.stdout+r.stderr))
 }
