@@ -30,6 +30,7 @@ import (
 
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/crypto"
+	"github.com/kdr-io/kdr/internal/fromconfig"
 	"github.com/kdr-io/kdr/internal/testenv"
 )
 
@@ -410,6 +411,15 @@ func TestDeployment(t *testing.T) {
 			if _, err := mountOf(d, c, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == "kdr-s3" }); err != nil {
 				return fmt.Errorf("Secret kdr-s3: %w", err)
 			}
+			// The signing key in a Secret of its own, so a stolen bucket
+			// credential does not come with the key that makes sets trusted.
+			sm, err := mountOf(d, c, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == "kdr-signing" })
+			if err != nil {
+				return fmt.Errorf("Secret kdr-signing: %w", err)
+			}
+			if !sm.ReadOnly {
+				return errors.New("Secret kdr-signing is mounted writable")
+			}
 			return nil
 		}},
 	}
@@ -569,6 +579,12 @@ func TestAgentConfig(t *testing.T) {
 
 	if _, err := crypto.ParseRecipients(cfg.Encryption.Recipients); err != nil {
 		t.Errorf("recipients: %v", err)
+	}
+	if _, err := fromconfig.Trust(cfg); err != nil {
+		t.Errorf("trusted signing keys: %v", err)
+	}
+	if !strings.HasPrefix(cfg.Signing.KeyFile, "/etc/kdr-signing/") {
+		t.Errorf("signing.keyFile %q is not in the mounted Secret kdr-signing", cfg.Signing.KeyFile)
 	}
 	if _, port, _ := net.SplitHostPort(cfg.Agent.Listen); port != strconv.Itoa(metricsPort) {
 		t.Errorf("agent.listen %q is not the container's port %d", cfg.Agent.Listen, metricsPort)
