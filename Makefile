@@ -22,7 +22,7 @@ KUBE_LDFLAGS := $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/v
   -X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=$(word 1,$(KUBE_VERSION_PARTS)) \
   -X $(p).gitMinor=$(word 2,$(KUBE_VERSION_PARTS)) -X $(p).gitTreeState=clean)
 TOOLS := $(ETCD_BINS) $(BIN)/minio $(BIN)/staticcheck $(KUBE_BINS) $(BIN)/promtool
-DEBIAN_PKGS := age zstd poppler-utils openssh-client
+DEBIAN_PKGS := age zstd poppler-utils openssh-client rsync
 
 .PHONY: all build tools debian-tools test lint unit fuzz bench demo clean
 
@@ -56,10 +56,11 @@ $(BIN)/promtool: hack/tools/prometheus/go.mod hack/tools/prometheus/go.sum
 	cd hack/tools/prometheus && $(GO) build -o $@ github.com/prometheus/prometheus/cmd/promtool
 
 # Debian packages: age and zstd for the break-glass tests, ssh-keygen to
-# verify signatures as an operator without kdr does, pdftotext to read
+# verify signatures as an operator without kdr does, rsync for the
+# runbook's restore-files commands, pdftotext to read
 # rendered PDFs. Installed only when missing.
 debian-tools:
-	@missing=""; for c in age:age zstd:zstd pdftotext:poppler-utils ssh-keygen:openssh-client; do \
+	@missing=""; for c in age:age zstd:zstd pdftotext:poppler-utils ssh-keygen:openssh-client rsync:rsync; do \
 	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

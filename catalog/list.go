@@ -53,7 +53,9 @@ func Trusted(backups []Backup) []Backup {
 // when cluster is empty) across targets, newest (highest ID) first, the
 // untrusted among them marked: Trusted keeps the others. A target that
 // cannot be listed, or whose manifest cannot be read, has its error in the
-// returned map under its name; the other targets are still listed. The
+// returned map under its name; the other targets are still listed. A set
+// no copy of which is trusted is marked, not an error of its targets; a
+// copy that is not trusted of a set trusted elsewhere is. The
 // error is for failures of the whole call: invalid arguments or a
 // cancelled context.
 func List(ctx context.Context, targets []storage.Target, trust *manifest.Trust, cluster string) ([]Backup, map[string]error, error) {
@@ -106,14 +108,19 @@ func List(ctx context.Context, targets []storage.Target, trust *manifest.Trust, 
 	backups := make([]Backup, 0, len(order))
 	for _, k := range order {
 		e := byKey[k]
-		var foreign []string
+		type foreignCopy struct {
+			t   storage.Target
+			err error
+		}
+		var foreign []foreignCopy
 		for _, t := range e.holders {
 			m, _, err := LoadManifest(ctx, t, trust, e.b.Cluster, e.b.ID)
 			if cerr := ctx.Err(); cerr != nil {
 				return nil, nil, fmt.Errorf("list: %w", cerr)
 			}
 			if IsForeign(err) {
-				foreign = append(foreign, err.Error())
+				foreign = append(foreign, foreignCopy{t, err})
+				continue
 			}
 			if err != nil {
 				fail(t, err)
@@ -125,11 +132,23 @@ func List(ctx context.Context, targets []storage.Target, trust *manifest.Trust, 
 			e.b.DBSize = m.Etcd.DBSize
 			break
 		}
-		if e.b.Manifest == nil {
-			e.b.Created, _ = manifest.IDTime(e.b.ID)
-			if len(foreign) > 0 {
-				e.b.Untrusted = strings.Join(foreign, "; ")
+		switch {
+		case e.b.Manifest != nil:
+			// One of our sets whose copy on another target is not ours
+			// any more (replaced or damaged): that target has a problem.
+			for _, f := range foreign {
+				fail(f.t, f.err)
 			}
+		default:
+			// No copy is ours: a set someone else put there, marked and
+			// passed over. It is no failure to list the target, or
+			// anyone who can write to it could make every list fail.
+			e.b.Created, _ = manifest.IDTime(e.b.ID)
+			reasons := make([]string, len(foreign))
+			for i, f := range foreign {
+				reasons[i] = f.err.Error()
+			}
+			e.b.Untrusted = strings.Join(reasons, "; ")
 		}
 		backups = append(backups, *e.b)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -72,11 +73,29 @@ func ResolveIn(ctx context.Context, targets []storage.Target, trust *manifest.Tr
 	}
 	backups := Trusted(all)
 	if len(backups) == 0 {
-		var errs []error
-		for name, err := range failed {
-			errs = append(errs, fmt.Errorf("target %s: %w", name, err))
+		err := fmt.Errorf("%w of cluster %s on any target", ErrNoBackup, cluster)
+		passed := 0
+		for _, b := range all { // newest first
+			if b.Untrusted == "" {
+				continue
+			}
+			if passed == 0 {
+				err = fmt.Errorf("%w (the newest set passed over: %s", err, b.Untrusted)
+			}
+			passed++
 		}
-		return "", fmt.Errorf("%w of cluster %s on any target: %w", ErrNoBackup, cluster, errors.Join(errs...))
+		if passed > 0 {
+			err = fmt.Errorf("%w; %d sets passed over)", err, passed)
+		}
+		names := make([]string, 0, len(failed))
+		for name := range failed {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			err = fmt.Errorf("%w; target %s: %w", err, name, failed[name])
+		}
+		return "", err
 	}
 	complete := make([]string, len(backups))
 	for i, b := range backups {

@@ -3,10 +3,8 @@ package catalog
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"slices"
 	"strconv"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/manifest"
@@ -30,8 +27,9 @@ var (
 	// not on the target.
 	ErrMissing = errors.New("object missing")
 	// ErrDamaged: stored bytes, or their decrypted content, differ from
-	// what the manifest or the state index records.
-	ErrDamaged = errors.New("object damaged")
+	// what the manifest or the state index records. It is the format
+	// reader's own sentinel, so its errors match it as they are.
+	ErrDamaged = manifest.ErrDamaged
 	// ErrChain: the hash chain of manifests is broken: a predecessor was
 	// deleted without a prune tombstone, or its manifest was replaced.
 	ErrChain = errors.New("hash chain broken")
@@ -39,11 +37,6 @@ var (
 	// someone who is not a trusted writer put it there.
 	ErrForeign = errors.New("foreign object")
 )
-
-// maxZstdWindow bounds the memory a zstd frame may demand while it is
-// decoded. kdr writes 4 MiB windows; a frame asking for more than this is
-// damage or an attack.
-const maxZstdWindow = 64 << 20
 
 // VerifyOptions change what Verify checks.
 type VerifyOptions struct {
@@ -256,25 +249,19 @@ func (v *verifier) object(ctx context.Context, obj manifest.Object) {
 		return
 	}
 	defer rc.Close()
-	stored := newHashReader(&ctxReader{ctx: ctx, r: rc})
+	// The object may have changed since Stat: the reader stops one byte
+	// past the recorded size whatever the target now serves.
+	stored := manifest.NewStoredReader(&ctxReader{ctx: ctx, r: rc}, obj)
 
 	var content *Report // problems and checks of the plaintext, kept apart
 	if len(v.ids) > 0 && !v.wrongIdentity {
 		content = &Report{Target: r.Target, Cluster: r.Cluster, ID: r.ID}
 		v.content(ctx, obj, stored, content)
 	}
-	if _, err := io.Copy(io.Discard, stored); err != nil {
-		if ctx.Err() == nil {
-			r.problem(obj.Name, err, "read failed after %d bytes: %v", stored.n, err)
+	if err := stored.Check(); err != nil {
+		if errors.Is(err, ErrDamaged) || ctx.Err() == nil {
+			r.problem(obj.Name, err, "%v", err)
 		}
-		return
-	}
-	switch {
-	case stored.n != obj.Size:
-		r.problem(obj.Name, ErrDamaged, "%s", sizeReason(stored.n, obj.Size))
-		return
-	case stored.sum() != obj.SHA256:
-		r.problem(obj.Name, ErrDamaged, "sha256 mismatch (stored object changed or corrupt)")
 		return
 	}
 	r.checked("%s: stored size and sha256 match (%d bytes)", obj.Name, obj.Size)
@@ -296,10 +283,12 @@ func (v *verifier) object(ctx context.Context, obj manifest.Object) {
 	}
 }
 
-// content decrypts and decompresses what it reads from stored and checks
-// the plaintext. It may stop reading early; the caller reads the rest.
-func (v *verifier) content(ctx context.Context, obj manifest.Object, stored io.Reader, c *Report) {
-	dec, err := crypto.Decrypt(stored, v.ids)
+// content reads the object's plaintext through the format's one reader,
+// which checks sizes, hashes and etcd's trailing hash, and checks the
+// state tar against its index on the way. It may stop reading early; the
+// caller checks the stored bytes to their end.
+func (v *verifier) content(ctx context.Context, obj manifest.Object, stored *manifest.StoredReader, c *Report) {
+	plain, err := manifest.OpenObject(stored, v.ids, manifest.ReadOptions{})
 	switch {
 	case errors.Is(err, crypto.ErrWrongIdentity):
 		c.problem(obj.Name, err, "cannot decrypt: %v; the manifest lists recipients %s; contents not checked",
@@ -311,40 +300,14 @@ func (v *verifier) content(ctx context.Context, obj manifest.Object, stored io.R
 		}
 		return
 	}
-	zr, err := zstd.NewReader(dec, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
-	if err != nil {
-		c.problem(obj.Name, err, "cannot start decompressing: %v", err)
-		return
-	}
-	defer zr.Close()
-	plain := newHashReader(zr)
+	defer plain.Close()
 	c.Decrypted = true
-	readFailed := func(err error) {
-		if ctx.Err() == nil {
-			c.problem(obj.Name, errors.Join(ErrDamaged, err), "decrypting and decompressing failed after %d plaintext bytes: %v", plain.n, err)
-		}
-	}
 
 	var detail string
-	switch obj.Name {
-	case manifest.EtcdObject:
-		sr := manifest.NewSnapshotReader(plain)
-		_, err := io.Copy(io.Discard, sr)
-		switch {
-		case errors.Is(err, manifest.ErrTrailingHash):
-			c.problem(obj.Name, errors.Join(ErrDamaged, err), "etcd snapshot fails its own check: %v", err)
-		case err != nil:
-			readFailed(err)
-			return
-		case sr.DBSize() != v.m.Etcd.DBSize:
-			c.problem(obj.Name, ErrDamaged, "etcd database is %d bytes, the manifest records %d", sr.DBSize(), v.m.Etcd.DBSize)
-		default:
-			detail = "etcd's trailing sha256 valid"
-		}
-	case manifest.StateObject:
-		res, err := checkStateTar(ctx, plain)
+	if obj.Name == manifest.StateObject {
+		res, err := manifest.CheckStateTar(plain)
 		if err != nil {
-			readFailed(err)
+			v.readFailed(ctx, c, obj, err)
 			return
 		}
 		for _, p := range res.Problems {
@@ -354,27 +317,34 @@ func (v *verifier) content(ctx context.Context, obj manifest.Object, stored io.R
 			c.problem(obj.Name, ErrDamaged, "state: %d more problems", res.More)
 		}
 		if len(res.Problems) == 0 {
-			detail = fmt.Sprintf("%d files, %d directories, %d symlinks match the index", res.Files, res.Dirs, res.Symlinks)
+			detail = fmt.Sprintf(", %d files, %d directories, %d symlinks match the index", res.Files, res.Dirs, res.Symlinks)
 		}
 	}
-	// A tar ends before its stream does; the rest must still be read for
-	// the plaintext hash and for age to authenticate the last chunk.
+	// A tar ends before its stream does; the rest is read for the checks
+	// at the end of the object.
 	if _, err := io.Copy(io.Discard, plain); err != nil {
-		readFailed(err)
+		v.readFailed(ctx, c, obj, err)
 		return
 	}
+	if obj.Name == manifest.EtcdObject {
+		// The reader proved the plaintext is PlainSize bytes ending in a
+		// valid sha256 of the database before it.
+		if db := obj.PlainSize - sha256.Size; db != v.m.Etcd.DBSize {
+			c.problem(obj.Name, ErrDamaged, "etcd database is %d bytes, the manifest records %d", db, v.m.Etcd.DBSize)
+			return
+		}
+		detail = ", etcd's trailing sha256 valid"
+	}
+	c.checked("%s: decrypted: plaintext size and sha256 match%s", obj.Name, detail)
+}
+
+// readFailed reports why the plaintext could not be read to its end.
+func (v *verifier) readFailed(ctx context.Context, c *Report, obj manifest.Object, err error) {
 	switch {
-	case plain.n != obj.PlainSize:
-		c.problem(obj.Name, ErrDamaged, "plaintext is %d bytes, the manifest records %d", plain.n, obj.PlainSize)
-		return
-	case plain.sum() != obj.PlainSHA256:
-		c.problem(obj.Name, ErrDamaged, "plaintext sha256 differs from the manifest")
-		return
-	}
-	if detail != "" {
-		c.checked("%s: decrypted: plaintext size and sha256 match, %s", obj.Name, detail)
-	} else {
-		c.checked("%s: decrypted: plaintext size and sha256 match", obj.Name)
+	case errors.Is(err, manifest.ErrTrailingHash):
+		c.problem(obj.Name, err, "etcd snapshot fails its own check: %v", err)
+	case errors.Is(err, ErrDamaged) || ctx.Err() == nil:
+		c.problem(obj.Name, err, "%v", err)
 	}
 }
 
@@ -385,24 +355,6 @@ func sizeReason(got, want int64) string {
 	}
 	return fmt.Sprintf("%d bytes, the manifest records %d (stored object changed)", got, want)
 }
-
-// hashReader hashes and counts what is read through it.
-type hashReader struct {
-	r io.Reader
-	h hash.Hash
-	n int64
-}
-
-func newHashReader(r io.Reader) *hashReader { return &hashReader{r: r, h: sha256.New()} }
-
-func (h *hashReader) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	h.h.Write(p[:n])
-	h.n += int64(n)
-	return n, err
-}
-
-func (h *hashReader) sum() string { return hex.EncodeToString(h.h.Sum(nil)) }
 
 // ctxReader stops a long read when the context ends, whatever the
 // target's reader does with it.

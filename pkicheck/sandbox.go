@@ -41,6 +41,21 @@ func (s sandbox) real(p string) string {
 // only: callers name the host path, and the machine path means nothing in
 // a report.
 func (s sandbox) resolve(p string) (string, fs.FileInfo, error) {
+	done, err := s.resolveHost(p)
+	if err != nil {
+		return "", nil, err
+	}
+	// done holds no links now, so this describes the file itself.
+	fi, err := os.Lstat(s.real(done))
+	if err != nil {
+		return "", nil, cause(err)
+	}
+	return s.real(done), fi, nil
+}
+
+// resolveHost follows every link of host path p inside the sandbox and
+// returns the host path it leads to, which holds no link.
+func (s sandbox) resolveHost(p string) (string, error) {
 	todo := strings.Split(path.Clean("/"+p), "/")
 	done, hops := "/", 0
 	for len(todo) > 0 {
@@ -56,30 +71,25 @@ func (s sandbox) resolve(p string) (string, fs.FileInfo, error) {
 		next := path.Join(done, name)
 		fi, err := os.Lstat(s.real(next))
 		if err != nil {
-			return "", nil, cause(err)
+			return "", cause(err)
 		}
 		if fi.Mode()&fs.ModeSymlink == 0 {
 			done = next
 			continue
 		}
 		if hops++; hops > maxLinks {
-			return "", nil, errTooManyLinks
+			return "", errTooManyLinks
 		}
 		target, err := os.Readlink(s.real(next))
 		if err != nil {
-			return "", nil, cause(err)
+			return "", cause(err)
 		}
 		if path.IsAbs(target) {
 			done = "/"
 		}
 		todo = append(strings.Split(target, "/"), todo...)
 	}
-	// done holds no links now, so this describes the file itself.
-	fi, err := os.Lstat(s.real(done))
-	if err != nil {
-		return "", nil, cause(err)
-	}
-	return s.real(done), fi, nil
+	return done, nil
 }
 
 // ReadFile reads the regular file at host path p (absolute,

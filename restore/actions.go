@@ -18,11 +18,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/kdr-io/kdr/catalog"
-	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/storage"
 )
@@ -164,7 +162,7 @@ func fetch(ctx context.Context, e *Env) error {
 		if _, err := local.Stat(ctx, key); err == nil && e.noteOf("fetch", o.Name) == o.SHA256 {
 			continue // fetched and checked before an interruption
 		}
-		if err := copyChecked(ctx, e.Target, local, key, o.Size, o.SHA256); err != nil {
+		if err := copyChecked(ctx, e.Target, local, key, o); err != nil {
 			return err
 		}
 		if err := e.note(o.Name, o.SHA256); err != nil {
@@ -195,28 +193,25 @@ func fetchedObjects(m *manifest.Manifest) []manifest.Object {
 }
 
 // copyChecked copies one object, and removes the copy again when its size
-// or hash is not the recorded one.
-func copyChecked(ctx context.Context, from, to storage.Target, key string, size int64, sum string) error {
+// or hash is not the recorded one. The copy stops one byte past the
+// recorded size, so a swapped object cannot fill the staging disk.
+func copyChecked(ctx context.Context, from, to storage.Target, key string, o manifest.Object) error {
 	rc, err := from.Get(ctx, key)
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", key, err)
 	}
 	defer rc.Close()
-	h := sha256.New()
 	if err := to.Delete(ctx, key); err != nil {
 		return err
 	}
-	if err := to.Put(ctx, key, io.TeeReader(rc, h), storage.PutOptions{}); err != nil {
-		return fmt.Errorf("fetch %s: %w", key, err)
+	stored := manifest.NewStoredReader(rc, o)
+	if err := to.Put(ctx, key, stored, storage.PutOptions{}); err != nil {
+		// Wraps the reader's error when it was the cause.
+		return fmt.Errorf("fetch %s from %s: %w", key, from.Name(), err)
 	}
-	info, err := to.Stat(ctx, key)
-	if err != nil {
-		return err
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); info.Size != size || got != sum {
+	if err := stored.Check(); err != nil {
 		to.Delete(ctx, key)
-		return fmt.Errorf("fetch %s from %s: %w: %d bytes with sha256 %s, the manifest says %d bytes with %s",
-			key, from.Name(), catalog.ErrDamaged, info.Size, got, size, sum)
+		return fmt.Errorf("fetch %s from %s: %w", key, from.Name(), err)
 	}
 	return nil
 }
@@ -285,8 +280,11 @@ func decrypt(ctx context.Context, e *Env) error {
 	return decryptTo(ctx, e, e.Target, etcd, filepath.Join(e.staging(), snapshotFile))
 }
 
-// decryptTo streams one object from a target into dst, checking the
-// stored bytes, the plaintext, and for the snapshot etcd's trailing hash.
+// decryptTo streams one object from a target into dst through the
+// format's reader, which checks the stored bytes, the plaintext, and for
+// the snapshot etcd's trailing hash, and cuts the stream off one byte past
+// the recorded plaintext size: a small object that would inflate to
+// gigabytes never fills the staging disk. dst appears only when all pass.
 func decryptTo(ctx context.Context, e *Env, from storage.Target, o manifest.Object, dst string) error {
 	m := e.Plan.Manifest
 	rc, err := from.Get(ctx, manifest.Key(m.Cluster, m.ID, o.Name))
@@ -298,63 +296,20 @@ func decryptTo(ctx context.Context, e *Env, from storage.Target, o manifest.Obje
 	// with decrypting what has arrived.
 	fetched := newReadahead(rc, 4, 1<<20)
 	defer fetched.Close()
-	stored := &hashCounter{h: sha256.New()}
-	plain, err := crypto.Decrypt(io.TeeReader(fetched, stored), e.Identities)
-	if err != nil {
-		return fmt.Errorf("decrypt %s: %w", o.Name, err)
-	}
-	zr, err := zstd.NewReader(plain, zstd.WithDecoderConcurrency(2))
-	if err != nil {
-		return err
-	}
-	defer zr.Close()
-	// Fetching, age and zstd run ahead on one core while hashing and
-	// writing take the other.
-	ahead := newReadahead(zr, 4, 1<<20)
-	defer ahead.Close()
-	// The snapshot reader hashes the stream for etcd's trailing hash and
-	// gives the whole stream's sha256 from the same pass; other objects
-	// are hashed on their way to the file.
-	h := sha256.New()
-	var src io.Reader = io.TeeReader(ahead, h)
-	plainSum := func() string { return hex.EncodeToString(h.Sum(nil)) }
-	if o.Name == manifest.EtcdObject {
-		snap := manifest.NewSnapshotReader(ahead)
-		src, plainSum = snap, snap.SHA256
-	}
-	err = writeStreamChecked(dst, src, 0o600, func() error {
-		// Drain what age and zstd hold back, so the stored hash covers
-		// every byte of the object.
-		if _, err := io.Copy(io.Discard, io.TeeReader(fetched, stored)); err != nil {
-			return err
-		}
-		switch {
-		case stored.n != o.Size || hex.EncodeToString(stored.h.Sum(nil)) != o.SHA256:
-			return fmt.Errorf("%w: %s: stored object is %d bytes with sha256 %s, the manifest says %d bytes with %s",
-				catalog.ErrDamaged, o.Name, stored.n, hex.EncodeToString(stored.h.Sum(nil)), o.Size, o.SHA256)
-		case plainSum() != o.PlainSHA256:
-			return fmt.Errorf("%w: %s: plaintext sha256 does not match the manifest", catalog.ErrDamaged, o.Name)
-		}
-		return nil
+	plain, err := manifest.OpenObject(manifest.NewStoredReader(fetched, o), e.Identities, manifest.ReadOptions{
+		// Fetching, age and zstd run ahead on one core while hashing and
+		// writing take the other.
+		Ahead: func(r io.Reader) io.Reader { return newReadahead(r, 4, 1<<20) },
 	})
 	if err != nil {
 		return fmt.Errorf("decrypt %s: %w", o.Name, err)
 	}
-	return nil
-}
-
-// hashCounter hashes and counts what is written to it.
-type hashCounter struct {
-	h interface {
-		io.Writer
-		Sum([]byte) []byte
+	defer plain.Close()
+	// The reader ends without an error only when every check passed.
+	if err := writeStreamAtomic(dst, plain, 0o600); err != nil {
+		return fmt.Errorf("decrypt %s: %w", o.Name, err)
 	}
-	n int64
-}
-
-func (c *hashCounter) Write(p []byte) (int, error) {
-	c.n += int64(len(p))
-	return c.h.Write(p)
+	return nil
 }
 
 func checkDecrypted(_ context.Context, e *Env) error {
@@ -538,22 +493,14 @@ func (e *Env) eachStateEntry(ctx context.Context, p *entryPolicy, fn func(ent ma
 	}
 }
 
+// readIndex reads the index of the decrypted state, by the format's rules.
 func (e *Env) readIndex() (*manifest.StateIndex, error) {
 	f, err := os.Open(filepath.Join(e.staging(), stateFile))
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	tr := tar.NewReader(f)
-	for {
-		hdr, err := tr.Next()
-		if err != nil {
-			return nil, fmt.Errorf("state index not found: %w", err)
-		}
-		if hdr.Name == manifest.StateIndexPath {
-			return manifest.ParseIndex(tr)
-		}
-	}
+	return manifest.ReadStateIndex(f)
 }
 
 // stateDirs are the directories restore-files writes under, each written

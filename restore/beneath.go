@@ -3,6 +3,7 @@ package restore
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	pathpkg "path"
 	"path/filepath"
@@ -169,4 +170,137 @@ func renameAt(from *os.File, oldName string, to *os.File, newName string) error 
 		return &os.LinkError{Op: "rename", Old: oldName, New: newName, Err: err}
 	}
 	return nil
+}
+
+// rootRel is host path p relative to the restore root, for beneath: clean,
+// slash-separated, without a leading slash ("." for the root itself). A
+// ".." cannot climb above the root, as in a chroot.
+func rootRel(p string) string {
+	rel := strings.TrimPrefix(pathpkg.Clean("/"+filepath.ToSlash(p)), "/")
+	if rel == "" {
+		return "."
+	}
+	return rel
+}
+
+// maxReadSize bounds what readFile takes whole: far above any certificate,
+// key, kubeconfig or static pod manifest. A larger one is not what kubeadm
+// writes, and reading it could exhaust memory.
+const maxReadSize = 4 << 20
+
+// lstat is lstat of rel below b, each directory on the way opened without
+// following a symlink. ok is false when rel or a directory on the way is
+// missing; a symlink on the way is an error naming it.
+func (b *beneath) lstat(rel string) (st unix.Stat_t, ok bool, err error) {
+	dir, err := b.openDir(pathpkg.Dir(rel), 0)
+	if errors.Is(err, unix.ENOENT) {
+		return st, false, nil
+	}
+	if err != nil {
+		return st, false, err
+	}
+	defer dir.Close()
+	st, ok, err = lstatAt(dir, pathpkg.Base(rel))
+	if err != nil {
+		return st, false, fmt.Errorf("lstat %s: %w", b.at(rel), err)
+	}
+	return st, ok, nil
+}
+
+// readFile reads the regular file rel below b without following a symlink
+// on the way or at rel itself: a file of the restore may have come from a
+// backup that links it to any file of the host. Anything but a regular file
+// is refused. A missing file is an error that errors.Is fs.ErrNotExist.
+func (b *beneath) readFile(rel string) ([]byte, os.FileInfo, error) {
+	dir, err := b.openDir(pathpkg.Dir(rel), 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer dir.Close()
+	return readFileIn(dir, pathpkg.Base(rel), b.at(rel))
+}
+
+// readFileIn reads the regular file name in dir without following a
+// symlink; shown is its path on the host, for messages.
+func readFileIn(dir *os.File, name, shown string) ([]byte, os.FileInfo, error) {
+	// O_NONBLOCK: a fifo put in the file's place must not hang the restore.
+	f, err := openAt(dir, name, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, nil, fmt.Errorf("read %s: a symlink, which kdr does not follow: replace it with the file", shown)
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err // the name is in shown already
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", shown, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", shown, err)
+	}
+	switch {
+	case !fi.Mode().IsRegular():
+		return nil, nil, fmt.Errorf("read %s: not a regular file (%s)", shown, fi.Mode().Type())
+	case fi.Size() > maxReadSize:
+		return nil, nil, fmt.Errorf("read %s: %d bytes, more than any file kdr edits holds", shown, fi.Size())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxReadSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", shown, err)
+	}
+	if len(data) > maxReadSize {
+		return nil, nil, fmt.Errorf("read %s: grew past %d bytes while read", shown, maxReadSize)
+	}
+	return data, fi, nil
+}
+
+// writeFile replaces rel below b with data: a temp file beside it, synced,
+// given perm, renamed over rel, and the directory synced. Directories on
+// the way are opened without following a symlink (made with mkPerm when it
+// is not zero); a symlink at rel itself is replaced, never written
+// through, as rename does not follow its last component.
+func (b *beneath) writeFile(rel string, data []byte, perm, mkPerm os.FileMode) error {
+	dir, err := b.openDir(pathpkg.Dir(rel), mkPerm)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", b.at(rel), err)
+	}
+	defer dir.Close()
+	if err := writeFileIn(dir, pathpkg.Base(rel), data, perm); err != nil {
+		return fmt.Errorf("write %s: %w", b.at(rel), err)
+	}
+	return nil
+}
+
+// writeFileIn is writeFile relative to an open directory.
+func writeFileIn(dir *os.File, name string, data []byte, perm os.FileMode) (err error) {
+	tmp, f, err := createTemp(dir)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+		if err != nil {
+			unix.Unlinkat(int(dir.Fd()), tmp, 0)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Chmod(perm.Perm()); err != nil {
+		return err
+	}
+	err = errors.Join(f.Sync(), f.Close())
+	f = nil
+	if err != nil {
+		return err
+	}
+	if err := renameAt(dir, tmp, dir, name); err != nil {
+		return err
+	}
+	// The rename is durable only once the directory is.
+	return dir.Sync()
 }

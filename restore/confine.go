@@ -44,6 +44,13 @@ type entryPolicy struct {
 	// links are the paths of the backup's own symlinks: nothing is
 	// written below one, whether or not it exists yet on this host.
 	links map[string]bool
+	// named are the directories the sets name, each with a pattern that
+	// names it: every ancestor-or-self of a pattern's fixed prefix
+	// (etc/kubernetes/pki and etc/kubernetes for /etc/kubernetes/pki/**).
+	// Later steps write into them (configure-node into pki, the control
+	// plane's start into manifests), so the backup may not make one a
+	// symlink.
+	named map[string]string
 }
 
 func newEntryPolicy(sets []manifest.FileSet, idx *manifest.StateIndex) *entryPolicy {
@@ -51,11 +58,19 @@ func newEntryPolicy(sets []manifest.FileSet, idx *manifest.StateIndex) *entryPol
 		patterns: make(map[string][]string, len(sets)),
 		entries:  make(map[string]manifest.IndexEntry, len(idx.Entries)),
 		links:    map[string]bool{},
+		named:    map[string]string{},
 	}
 	for _, s := range sets {
 		pats := p.patterns[s.Name] // a set without patterns is still a set, refused with its own reason
 		for _, pat := range s.Paths {
-			pats = append(pats, strings.TrimPrefix(pathpkg.Clean(pat), "/"))
+			rel := strings.TrimPrefix(pathpkg.Clean(pat), "/")
+			pats = append(pats, rel)
+			base, _ := doublestar.SplitPattern(rel)
+			for dir := base; dir != "." && dir != "/" && dir != ""; dir = pathpkg.Dir(dir) {
+				if _, ok := p.named[dir]; !ok {
+					p.named[dir] = "/" + rel
+				}
+			}
 		}
 		p.patterns[s.Name] = pats
 	}
@@ -89,6 +104,12 @@ func (p *entryPolicy) admit(ent manifest.IndexEntry) (scope, error) {
 		if p.links[dir] {
 			return 0, refuse(ent.Path, "below the backup's symlink %s; kdr never writes through a symlink", dir)
 		}
+	}
+	// A link where the sets name a directory would take every later
+	// write into that directory with it (configure-node's certificates,
+	// the control plane's manifests), wherever the link points.
+	if pat, ok := p.named[ent.Path]; ok && ent.Type == manifest.EntrySymlink {
+		return 0, refuse(ent.Path, "a symlink where the sets name a directory (%s); kdr restores the directory itself, never a link in its place", pat)
 	}
 	patterns, ok := p.patterns[ent.Set]
 	switch {

@@ -41,7 +41,16 @@ func TestEntryPolicy(t *testing.T) {
 		{"etc/kubernetes/pki/ca.key", "pki", manifest.EntryFile, inSet, ""},
 		{"etc/kubernetes/pki/etcd/ca.crt", "pki", manifest.EntryFile, inSet, ""},
 		{"etc/kubernetes/pki", "pki", manifest.EntryDir, inSet, ""},
-		{"etc/kubernetes/pki", "pki", manifest.EntrySymlink, inSet, ""},
+		// A symlink is data where a pattern matches a file; below a
+		// set's fixed prefix, later writes refuse to follow it.
+		{"etc/kubernetes/admin.conf", "kubeconfigs", manifest.EntrySymlink, inSet, ""},
+		{"etc/kubernetes/pki/etcd", "pki", manifest.EntrySymlink, inSet, ""},
+		// Never where the sets name a directory: later steps write there.
+		{"etc/kubernetes/pki", "pki", manifest.EntrySymlink, 0, "a symlink where the sets name a directory (/etc/kubernetes/pki/**)"},
+		{"etc/kubernetes/manifests", "manifests", manifest.EntrySymlink, 0, "a symlink where the sets name a directory (/etc/kubernetes/manifests/*)"},
+		{"etc/kubernetes", "kubeconfigs", manifest.EntrySymlink, 0, "a symlink where the sets name a directory"},
+		{"etc", "pki", manifest.EntrySymlink, 0, "a symlink where the sets name a directory"},
+		{"etc/kubernetes/manifests", "pki", manifest.EntrySymlink, 0, "a symlink where the sets name a directory"},
 		{"etc/kubernetes", "pki", manifest.EntryDir, aboveSet, ""},
 		{"etc", "pki", manifest.EntryDir, aboveSet, ""},
 		{"etc/kubernetes", "kubeconfigs", manifest.EntryDir, aboveSet, ""},
@@ -50,7 +59,6 @@ func TestEntryPolicy(t *testing.T) {
 		{"etc/kubernetes/pki/sub", "pki", manifest.EntrySymlink, inSet, ""},
 		// Only directories may stand above a set's patterns.
 		{"etc/kubernetes", "pki", manifest.EntryFile, 0, `no pattern of set "pki" matches it (etc/kubernetes/pki/**)`},
-		{"etc/kubernetes", "pki", manifest.EntrySymlink, 0, "no pattern of set"},
 		{"etc/kubernetes/admin.conf", "pki", manifest.EntryFile, 0, "no pattern of set"},
 		{"etc/kubernetes/sub/admin.conf", "kubeconfigs", manifest.EntryFile, 0, "no pattern of set"},
 		{"etc/cron.d/x", "pki", manifest.EntryFile, 0, "no pattern of set"},
@@ -279,12 +287,23 @@ func TestRestoreFilesRefuses(t *testing.T) {
 		want    string
 	}{
 		{"symlink then file", func(canary string) []handEntry {
-			return []handEntry{handLink("etc/kubernetes/pki", "pki", canary), handFile("etc/kubernetes/pki/x", "pki", "owned", 0o644)}
-		}, "below the backup's symlink etc/kubernetes/pki"},
+			return []handEntry{handLink("etc/kubernetes/pki/etcd", "pki", canary), handFile("etc/kubernetes/pki/etcd/x", "pki", "owned", 0o644)}
+		}, "below the backup's symlink etc/kubernetes/pki/etcd"},
 		{"relative symlink then file", func(string) []handEntry {
-			// From root/etc/kubernetes/pki, ../../../canary is the canary.
-			return []handEntry{handLink("etc/kubernetes/pki", "pki", "../../../canary"), handFile("etc/kubernetes/pki/x", "pki", "owned", 0o644)}
-		}, "below the backup's symlink etc/kubernetes/pki"},
+			// From root/etc/kubernetes/pki/etcd, ../../../../canary is the canary.
+			return []handEntry{handLink("etc/kubernetes/pki/etcd", "pki", "../../../../canary"), handFile("etc/kubernetes/pki/etcd/x", "pki", "owned", 0o644)}
+		}, "below the backup's symlink etc/kubernetes/pki/etcd"},
+		// A link where the sets name a directory is refused on its own:
+		// configure-node and the control plane's start write into it later.
+		{"symlink at the pki directory", func(canary string) []handEntry {
+			return []handEntry{handFile("etc/kubernetes/admin.conf", "kubeconfigs", "conf", 0o600), handLink("etc/kubernetes/pki", "pki", canary)}
+		}, `refused state entry "etc/kubernetes/pki": a symlink where the sets name a directory (/etc/kubernetes/pki/**)`},
+		{"relative symlink at the manifests directory", func(string) []handEntry {
+			return []handEntry{ca, handLink("etc/kubernetes/manifests", "manifests", "../../../canary")}
+		}, `refused state entry "etc/kubernetes/manifests": a symlink where the sets name a directory (/etc/kubernetes/manifests/*)`},
+		{"symlink at the Kubernetes directory", func(canary string) []handEntry {
+			return []handEntry{handLink("etc/kubernetes", "kubeconfigs", canary)}
+		}, `refused state entry "etc/kubernetes": a symlink where the sets name a directory`},
 		{"file then symlink", func(canary string) []handEntry {
 			return []handEntry{ca, handFile("etc/kubernetes/pki/etcd/x", "pki", "owned", 0o644), handLink("etc/kubernetes/pki/etcd", "pki", canary)}
 		}, "below the backup's symlink etc/kubernetes/pki/etcd"},
@@ -550,11 +569,14 @@ func restoreAtRootSlash(t *testing.T, parentNS string) {
 		want    string
 	}{
 		{"symlink then file", "", []handEntry{
-			handLink("etc/kubernetes/pki", "pki", escapeDir), handFile("etc/kubernetes/pki/x", "pki", "owned", 0o644),
-		}, "below the backup's symlink etc/kubernetes/pki"},
+			handLink("etc/kubernetes/pki/etcd", "pki", escapeDir), handFile("etc/kubernetes/pki/etcd/x", "pki", "owned", 0o644),
+		}, "below the backup's symlink etc/kubernetes/pki/etcd"},
 		{"relative symlink then file", "", []handEntry{
-			handLink("etc/kubernetes/pki", "pki", "../../var/lib/kdr-test-escape"), handFile("etc/kubernetes/pki/x", "pki", "owned", 0o644),
-		}, "below the backup's symlink etc/kubernetes/pki"},
+			handLink("etc/kubernetes/pki/etcd", "pki", "../../../var/lib/kdr-test-escape"), handFile("etc/kubernetes/pki/etcd/x", "pki", "owned", 0o644),
+		}, "below the backup's symlink etc/kubernetes/pki/etcd"},
+		{"symlink at the pki directory", "", []handEntry{
+			handLink("etc/kubernetes/pki", "pki", escapeDir),
+		}, "a symlink where the sets name a directory (/etc/kubernetes/pki/**)"},
 		{"dot-dot in a name", "", []handEntry{
 			handFile("etc/kubernetes/pki/../../../var/lib/kdr-test-escape/x", "pki", "owned", 0o644),
 		}, "unsafe path"},

@@ -4,12 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
-	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -17,7 +17,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"gopkg.in/yaml.v3"
+	"k8s.io/client-go/rest"
+
+	"github.com/kdr-io/kdr/pkicheck"
 )
 
 // waitFor polls f until it succeeds, the timeout passes or ctx ends.
@@ -38,22 +40,32 @@ func waitFor(ctx context.Context, timeout time.Duration, f func() error) error {
 }
 
 // etcdTLS is the client TLS for the restored etcd: kubeadm's
-// apiserver-etcd-client certificate and etcd CA, from the restored PKI.
+// apiserver-etcd-client certificate and etcd CA, from the restored PKI,
+// read without following a symlink (they came from a backup).
 func (e *Env) etcdTLS() (*tls.Config, error) {
 	if !strings.HasPrefix(e.Node.ClientURL, "https://") {
 		return nil, nil
 	}
+	root, err := openBeneath(e.Root)
+	if err != nil {
+		return nil, fmt.Errorf("restore root: %w", err)
+	}
+	defer root.Close()
 	pki := hostPath(e.Plan.Options.KubernetesDir, "pki")
-	cert, err := tls.LoadX509KeyPair(e.path(hostPath(pki, "apiserver-etcd-client.crt")), e.path(hostPath(pki, "apiserver-etcd-client.key")))
+	var files [3][]byte
+	for i, name := range []string{"apiserver-etcd-client.crt", "apiserver-etcd-client.key", "etcd/ca.crt"} {
+		if files[i], _, err = root.readFile(rootRel(hostPath(pki, name))); err != nil {
+			return nil, fmt.Errorf("etcd client TLS from the restored PKI: %w", err)
+		}
+	}
+	cert, err := tls.X509KeyPair(files[0], files[1])
 	if err != nil {
 		return nil, fmt.Errorf("etcd client certificate from the restored PKI: %w", err)
 	}
-	ca, err := os.ReadFile(e.path(hostPath(pki, "etcd", "ca.crt")))
-	if err != nil {
-		return nil, fmt.Errorf("etcd CA from the restored PKI: %w", err)
-	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
+	if !pool.AppendCertsFromPEM(files[2]) {
+		return nil, fmt.Errorf("etcd CA from the restored PKI: %s holds no PEM certificate", root.at(rootRel(hostPath(pki, "etcd/ca.crt"))))
+	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
@@ -130,49 +142,37 @@ func checkEtcd(ctx context.Context, e *Env) error {
 	})
 }
 
-// kubeconfig is the part of a kubeconfig the API check reads.
-type kubeconfig struct {
-	Clusters []struct {
-		Cluster struct {
-			Server string `yaml:"server"`
-			CA     string `yaml:"certificate-authority-data"`
-		} `yaml:"cluster"`
-	} `yaml:"clusters"`
-	Users []struct {
-		User struct {
-			Cert string `yaml:"client-certificate-data"`
-			Key  string `yaml:"client-key-data"`
-		} `yaml:"user"`
-	} `yaml:"users"`
-}
-
 // checkAPIServer waits for /readyz of this node's API server, trusting
 // the restored CA and authenticating with the restored admin kubeconfig.
+// admin.conf came from a backup: it is read without following a symlink,
+// and only its embedded CA, client certificate and key are used
+// (pkicheck.ClientConfig refuses an exec plugin, an auth provider, a token
+// or a file it names), and not its server: the plan says where the API
+// server is.
 func checkAPIServer(ctx context.Context, e *Env) error {
-	raw, err := os.ReadFile(e.path(hostPath(e.Plan.Options.KubernetesDir, "admin.conf")))
+	root, err := openBeneath(e.Root)
+	if err != nil {
+		return fmt.Errorf("restore root: %w", err)
+	}
+	defer root.Close()
+	rel := rootRel(hostPath(e.Plan.Options.KubernetesDir, "admin.conf"))
+	raw, _, err := root.readFile(rel)
 	if err != nil {
 		return fmt.Errorf("restored admin kubeconfig: %w", err)
-	}
-	var kc kubeconfig
-	if err := yaml.Unmarshal(raw, &kc); err != nil || len(kc.Clusters) == 0 || len(kc.Users) == 0 {
-		return fmt.Errorf("restored admin.conf is not a kubeconfig with a cluster and a user: %v", err)
-	}
-	decode := func(s string) []byte { b, _ := base64.StdEncoding.DecodeString(s); return b }
-	cert, err := tls.X509KeyPair(decode(kc.Users[0].User.Cert), decode(kc.Users[0].User.Key))
-	if err != nil {
-		return fmt.Errorf("admin.conf client certificate: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(decode(kc.Clusters[0].Cluster.CA)) {
-		return errors.New("admin.conf has no CA")
 	}
 	url := e.APIServer
 	if url == "" {
 		url = "https://" + hostPort(e.Node.IP, "6443")
 	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12,
-	}}}
+	cfg, err := pkicheck.ClientConfig(raw, url)
+	if err != nil {
+		return fmt.Errorf("restored admin kubeconfig %s: %w", root.at(rel), err)
+	}
+	tc, err := rest.TLSConfigFor(cfg)
+	if err != nil {
+		return fmt.Errorf("restored admin kubeconfig %s: %w", root.at(rel), err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
 	return waitFor(ctx, e.WaitTimeout, func() error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/readyz", nil)
 		resp, err := client.Do(req)
@@ -193,18 +193,27 @@ var etcdFlag = regexp.MustCompile(`(?m)^(\s*- --)([a-z-]+)=(.*)$`)
 
 // configureEtcdManifest points the restored etcd static pod manifest at
 // this node: its name and URLs, which differ when the backup came from
-// another node or the node has a new address.
+// another node or the node has a new address. The staged manifest came
+// from a backup: it is read without following a symlink and must be a
+// regular file, and is replaced the same way.
 func configureEtcdManifest(e *Env) error {
 	if e.Plan.Options.Topology != TopologyKubeadm {
 		return nil
 	}
-	p := e.stagedManifest("etcd.yaml")
-	raw, err := os.ReadFile(p)
-	if errors.Is(err, os.ErrNotExist) {
+	staged, rel, err := e.stagedManifest("etcd.yaml")
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	defer staged.Close()
+	raw, _, err := staged.readFile(rel)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("restored etcd manifest: %w", err)
 	}
 	n := e.Node
 	local := strings.Replace(n.ClientURL, hostOf(n.ClientURL), "127.0.0.1", 1)
@@ -225,7 +234,7 @@ func configureEtcdManifest(e *Env) error {
 		}
 		return line
 	})
-	return writeFileAtomic(p, []byte(out), 0o600)
+	return staged.writeFile(rel, []byte(out), 0o600, 0)
 }
 
 // checkEtcdManifest proves the staged etcd manifest names this node.
@@ -233,12 +242,20 @@ func checkEtcdManifest(e *Env) error {
 	if e.Plan.Options.Topology != TopologyKubeadm {
 		return nil
 	}
-	raw, err := os.ReadFile(e.stagedManifest("etcd.yaml"))
-	if errors.Is(err, os.ErrNotExist) {
+	staged, rel, err := e.stagedManifest("etcd.yaml")
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	defer staged.Close()
+	raw, _, err := staged.readFile(rel)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("restored etcd manifest: %w", err)
 	}
 	for _, m := range etcdFlag.FindAllStringSubmatch(string(raw), -1) {
 		if m[2] == "name" && m[3] != e.Node.Name {
@@ -251,8 +268,19 @@ func checkEtcdManifest(e *Env) error {
 	return nil
 }
 
-func (e *Env) stagedManifest(name string) string {
-	return e.path(hostPath(e.Plan.Staging(), "manifests", hostPath(e.Plan.Options.KubernetesDir, "manifests", name)))
+// stagedDir is where restore-files keeps static pod manifests until
+// their start step, laid out as under the root.
+func (e *Env) stagedDir() string { return filepath.Join(e.staging(), "manifests") }
+
+// stagedManifest opens the staging tree of static pod manifests and says
+// where the named one lies in it. The caller closes it; an error that
+// errors.Is fs.ErrNotExist means there is no staging tree.
+func (e *Env) stagedManifest(name string) (*beneath, string, error) {
+	staged, err := openBeneath(e.stagedDir())
+	if err != nil {
+		return nil, "", fmt.Errorf("restored manifests: %w", err)
+	}
+	return staged, rootRel(hostPath(e.Plan.Options.KubernetesDir, "manifests", name)), nil
 }
 
 func hostOf(rawURL string) string {

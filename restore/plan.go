@@ -132,6 +132,9 @@ type cmdData struct {
 	MinRevision int64
 	// EtcdctlTLS are etcdctl's certificate flags for https endpoints.
 	EtcdctlTLS string
+	// StateMembers are the state tar's members restore-files extracts by
+	// hand; see stateMembers.
+	StateMembers string
 }
 
 func newCmdData(p *Plan, n Node) cmdData {
@@ -146,9 +149,10 @@ func newCmdData(p *Plan, n Node) cmdData {
 		DataDir: o.EtcdDataDir, KubeDir: o.KubernetesDir, Staging: p.Staging(),
 		Identity: o.IdentityFile, Config: o.ConfigFile, Aside: p.AsideSuffix(),
 		Fetch: fetchCommand(p), Endpoints: strings.Join(eps, ","),
-		SetKey:      manifest.SetPrefix(p.Cluster, p.BackupID),
-		MinRevision: p.Revision + int64(o.RevisionBump),
-		EtcdctlTLS:  etcdctlTLS(o),
+		SetKey:       manifest.SetPrefix(p.Cluster, p.BackupID),
+		MinRevision:  p.Revision + int64(o.RevisionBump),
+		EtcdctlTLS:   etcdctlTLS(o),
+		StateMembers: stateMembers(p.Manifest),
 	}
 }
 

@@ -8,9 +8,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"time"
@@ -60,74 +62,96 @@ func needsConfigure(p *Plan, n Node) bool {
 // configureNode issues this node's certificates again from the restored
 // CAs when its name or address differ from the source host's, and points
 // the kubeconfigs at the new API endpoint. The old files are kept aside.
+//
+// Every file is read and written below the restore root without following
+// a symlink (see beneath): the PKI came from a backup, and a link in it
+// must not make this step read or replace a file elsewhere on the host.
 func configureNode(_ context.Context, e *Env) error {
+	root, err := openBeneath(e.Root)
+	if err != nil {
+		return fmt.Errorf("restore root: %w", err)
+	}
+	defer root.Close()
 	pki := hostPath(e.Plan.Options.KubernetesDir, "pki")
 	oldName, oldIP := e.Plan.sourceHost()
 	for _, c := range nodeCerts {
-		path := e.path(hostPath(pki, c.cert))
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		rel := rootRel(hostPath(pki, c.cert))
+		if _, ok, err := root.lstat(rel); err != nil {
+			return fmt.Errorf("issue %s again: %w", c.cert, err)
+		} else if !ok {
 			continue // not part of this PKI (external etcd)
 		}
-		if e.certFits(path, oldName, oldIP) == nil {
+		cert, _, err := readCertAt(root, rel)
+		if err != nil {
+			return fmt.Errorf("issue %s again: %w", c.cert, err)
+		}
+		if e.certFits(cert, root.at(rel), oldName, oldIP) == nil {
 			continue // already this node's: issued before an interruption
 		}
-		if err := e.reissue(pki, c, oldName, oldIP); err != nil {
+		if err := e.reissue(root, pki, c, oldName, oldIP); err != nil {
 			return fmt.Errorf("issue %s again: %w", c.cert, err)
 		}
 	}
-	return e.rewriteKubeconfigs()
+	return e.rewriteKubeconfigs(root)
 }
 
-// certFits says why a node certificate is not yet this node's: it lacks
-// the node's name or address, or still carries the source host's.
-func (e *Env) certFits(path, oldName, oldIP string) error {
-	cert, err := readCert(path)
-	if err != nil {
-		return err
-	}
+// certFits says why a node certificate (shown is its path, for messages)
+// is not yet this node's: it lacks the node's name or address, or still
+// carries the source host's.
+func (e *Env) certFits(cert *x509.Certificate, shown, oldName, oldIP string) error {
 	var ips []string
 	for _, ip := range cert.IPAddresses {
 		ips = append(ips, ip.String())
 	}
 	switch {
 	case !slices.Contains(ips, e.Node.IP):
-		return fmt.Errorf("%s does not carry the node's address %s", path, e.Node.IP)
+		return fmt.Errorf("%s does not carry the node's address %s", shown, e.Node.IP)
 	case oldIP != "" && oldIP != e.Node.IP && slices.Contains(ips, oldIP):
-		return fmt.Errorf("%s still carries the source host's address %s", path, oldIP)
+		return fmt.Errorf("%s still carries the source host's address %s", shown, oldIP)
 	case !slices.Contains(cert.DNSNames, e.Node.Name) && slices.Contains(cert.DNSNames, oldName):
-		return fmt.Errorf("%s names %s, not %s", path, oldName, e.Node.Name)
+		return fmt.Errorf("%s names %s, not %s", shown, oldName, e.Node.Name)
 	}
 	return nil
 }
 
 func checkConfigured(_ context.Context, e *Env) error {
+	root, err := openBeneath(e.Root)
+	if err != nil {
+		return fmt.Errorf("restore root: %w", err)
+	}
+	defer root.Close()
 	pki := hostPath(e.Plan.Options.KubernetesDir, "pki")
 	oldName, oldIP := e.Plan.sourceHost()
 	for _, c := range nodeCerts {
-		path := e.path(hostPath(pki, c.cert))
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		rel := rootRel(hostPath(pki, c.cert))
+		if _, ok, err := root.lstat(rel); err != nil {
+			return err
+		} else if !ok {
 			continue
 		}
-		cert, err := readCert(path)
+		cert, _, err := readCertAt(root, rel)
 		if err != nil {
 			return err
 		}
-		ca, err := readCert(e.path(hostPath(pki, c.ca)))
+		ca, _, err := readCertAt(root, rootRel(hostPath(pki, c.ca)))
 		if err != nil {
 			return err
 		}
 		if err := cert.CheckSignatureFrom(ca); err != nil {
 			return fmt.Errorf("%s is not signed by the restored %s: %w", c.cert, c.ca, err)
 		}
-		if err := e.certFits(path, oldName, oldIP); err != nil {
+		if err := e.certFits(cert, root.at(rel), oldName, oldIP); err != nil {
 			return err
 		}
 	}
 	if want := e.Plan.Options.APIEndpoint; want != "" {
 		for _, conf := range kubeconfigNames {
-			raw, err := os.ReadFile(e.path(hostPath(e.Plan.Options.KubernetesDir, conf)))
-			if err != nil {
+			raw, _, err := root.readFile(rootRel(hostPath(e.Plan.Options.KubernetesDir, conf)))
+			if errors.Is(err, fs.ErrNotExist) {
 				continue
+			}
+			if err != nil {
+				return err
 			}
 			for _, m := range serverLine.FindAllSubmatch(raw, -1) {
 				if string(m[2]) != want {
@@ -142,21 +166,25 @@ func checkConfigured(_ context.Context, e *Env) error {
 // reissue signs the node certificate again with the restored CA, keeping
 // its key, subject and usages, with the source host's name and address
 // replaced by this node's.
-func (e *Env) reissue(pki string, c nodeCert, oldName, oldIP string) error {
-	certPath := e.path(hostPath(pki, c.cert))
-	old, err := readCert(certPath)
+func (e *Env) reissue(root *beneath, pki string, c nodeCert, oldName, oldIP string) error {
+	certRel := rootRel(hostPath(pki, c.cert))
+	oldRaw, oldInfo, err := root.readFile(certRel)
 	if err != nil {
 		return err
 	}
-	ca, err := readCert(e.path(hostPath(pki, c.ca)))
+	old, err := pkicheck.ParseCert(oldRaw)
+	if err != nil {
+		return fmt.Errorf("%s: %w", root.at(certRel), err)
+	}
+	ca, _, err := readCertAt(root, rootRel(hostPath(pki, c.ca)))
 	if err != nil {
 		return err
 	}
-	caKey, err := readKey(e.path(hostPath(pki, c.caKey)))
+	caKey, err := readKeyAt(root, rootRel(hostPath(pki, c.caKey)))
 	if err != nil {
 		return err
 	}
-	key, err := readKey(e.path(hostPath(pki, c.key)))
+	key, err := readKeyAt(root, rootRel(hostPath(pki, c.key)))
 	if err != nil {
 		return err
 	}
@@ -194,35 +222,33 @@ func (e *Env) reissue(pki string, c nodeCert, oldName, oldIP string) error {
 	tmpl.SubjectKeyId, tmpl.AuthorityKeyId = nil, nil
 	der, err := x509.CreateCertificate(rand.Reader, &tmpl, ca, key.Public(), caKey)
 	if err != nil {
+		return fmt.Errorf("sign with the restored %s: %w", c.ca, err)
+	}
+	if err := e.keepAside(certRel, oldRaw); err != nil {
 		return err
 	}
-	if err := e.keepAside(certPath); err != nil {
-		return err
-	}
-	fi, err := os.Stat(certPath)
-	mode := os.FileMode(0o644)
-	if err == nil {
-		mode = fi.Mode().Perm()
-	}
-	return writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), mode)
+	// The new certificate keeps the restored file's mode.
+	return root.writeFile(certRel, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), oldInfo.Mode().Perm(), 0)
 }
 
-// keepAside copies a file into the staging aside tree before it is
-// replaced, once: the first copy is the restored original.
-func (e *Env) keepAside(p string) error {
-	rel, err := relTo(e.Root, p)
+// keepAside saves the restored file rel (its content read as raw) into
+// the staging aside tree before it is replaced, once: the first copy is
+// the restored original. The aside tree is kdr's own directory, written
+// below without following a symlink all the same.
+func (e *Env) keepAside(rel string, raw []byte) error {
+	dir := filepath.Join(e.staging(), "aside")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("keep the restored %s aside: %w", rel, err)
+	}
+	aside, err := openBeneath(dir)
 	if err != nil {
+		return fmt.Errorf("keep the restored %s aside: %w", rel, err)
+	}
+	defer aside.Close()
+	if _, ok, err := aside.lstat(rel); err != nil || ok {
 		return err
 	}
-	aside := hostPath(e.staging(), "aside", rel)
-	if _, err := os.Stat(aside); err == nil {
-		return nil
-	}
-	data, err := os.ReadFile(p)
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(aside, data, 0o600)
+	return aside.writeFile(rel, raw, 0o600, 0o700)
 }
 
 var kubeconfigNames = []string{"admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf"}
@@ -232,51 +258,55 @@ var serverLine = regexp.MustCompile(`(?m)^(\s*server:\s*)(\S+)\s*$`)
 
 // rewriteKubeconfigs points every kubeconfig at the plan's API endpoint
 // when it differs from the backup's.
-func (e *Env) rewriteKubeconfigs() error {
+func (e *Env) rewriteKubeconfigs(root *beneath) error {
 	want := e.Plan.Options.APIEndpoint
 	if want == "" || want == e.Plan.Manifest.Inventory.APIEndpoint {
 		return nil
 	}
 	for _, conf := range kubeconfigNames {
-		p := e.path(hostPath(e.Plan.Options.KubernetesDir, conf))
-		raw, err := os.ReadFile(p)
-		if errors.Is(err, os.ErrNotExist) {
+		rel := rootRel(hostPath(e.Plan.Options.KubernetesDir, conf))
+		raw, _, err := root.readFile(rel)
+		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		if err := e.keepAside(p); err != nil {
+		if err := e.keepAside(rel, raw); err != nil {
 			return err
 		}
 		out := serverLine.ReplaceAll(raw, []byte("${1}"+want))
-		if err := writeFileAtomic(p, out, 0o600); err != nil {
+		if err := root.writeFile(rel, out, 0o600, 0); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func readCert(p string) (*x509.Certificate, error) {
-	raw, err := os.ReadFile(p)
+// readCertAt reads and parses the certificate rel below root, without
+// following a symlink.
+func readCertAt(root *beneath, rel string) (*x509.Certificate, os.FileInfo, error) {
+	raw, fi, err := root.readFile(rel)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cert, err := pkicheck.ParseCert(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
+		return nil, nil, fmt.Errorf("%s: %w", root.at(rel), err)
 	}
-	return cert, nil
+	return cert, fi, nil
 }
 
-func readKey(p string) (crypto.Signer, error) {
-	raw, err := os.ReadFile(p)
+// readKeyAt reads and parses the private key rel below root, without
+// following a symlink.
+func readKeyAt(root *beneath, rel string) (crypto.Signer, error) {
+	raw, _, err := root.readFile(rel)
 	if err != nil {
 		return nil, err
 	}
 	key, err := pkicheck.ParseKey(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
+		return nil, fmt.Errorf("%s: %w", root.at(rel), err)
 	}
 	return key, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/pkicheck"
 )
 
 // kubeadmPKI writes CAs and node certificates for cp1 at 10.0.0.11, as
@@ -88,10 +89,7 @@ func TestConfigureNodeReissuesForANewNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"apiserver.crt", "etcd/server.crt", "etcd/peer.crt"} {
-		c, err := readCert(filepath.Join(pki, name))
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := certFile(t, filepath.Join(pki, name))
 		var ips []string
 		for _, ip := range c.IPAddresses {
 			ips = append(ips, ip.String())
@@ -101,7 +99,7 @@ func TestConfigureNodeReissuesForANewNode(t *testing.T) {
 		}
 	}
 	if name := "apiserver.crt"; true {
-		c, _ := readCert(filepath.Join(pki, name))
+		c := certFile(t, filepath.Join(pki, name))
 		if !slices.ContainsFunc(c.IPAddresses, func(ip net.IP) bool { return ip.String() == "10.96.0.1" }) {
 			t.Error("the service IP was dropped from the API server certificate")
 		}
@@ -117,4 +115,18 @@ func TestConfigureNodeReissuesForANewNode(t *testing.T) {
 	if _, err := os.Stat(aside); err != nil {
 		t.Errorf("the restored original certificate was not kept aside: %v", err)
 	}
+}
+
+// certFile parses the certificate file at p.
+func certFile(t *testing.T, p string) *x509.Certificate {
+	t.Helper()
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := pkicheck.ParseCert(raw)
+	if err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	return c
 }

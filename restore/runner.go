@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"os/exec"
-	"path/filepath"
+	pathpkg "path"
+	"slices"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Runner stops and starts etcd and the control plane on a node. The engine
@@ -34,27 +37,51 @@ func (HostRunner) StopControlPlane(ctx context.Context, e *Env) error {
 		}
 		return systemctl(ctx, e, "stop", "etcd")
 	}
-	dir := e.path(hostPath(e.Plan.Options.KubernetesDir, "manifests"))
-	aside := dir + e.Plan.AsideSuffix()
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
+	// Both directories are opened without following a symlink, so a
+	// resumed restore moves the manifests of this host, not of wherever
+	// a link put in their place points.
+	root, err := openBeneath(e.Root)
+	if err != nil {
+		return fmt.Errorf("restore root: %w", err)
+	}
+	defer root.Close()
+	rel := rootRel(hostPath(e.Plan.Options.KubernetesDir, "manifests"))
+	dir, err := root.openDir(rel, 0)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(aside, 0o700); err != nil {
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", root.at(rel), err)
+	}
+	slices.Sort(names)
+	asideRel := rel + e.Plan.AsideSuffix()
+	aside, err := root.openDir(asideRel, 0o700)
+	if err != nil {
 		return err
 	}
-	for _, de := range entries {
-		if de.IsDir() || !strings.HasSuffix(de.Name(), ".yaml") {
+	defer aside.Close()
+	for _, name := range names {
+		if !strings.HasSuffix(name, ".yaml") {
 			continue
 		}
-		if err := os.Rename(filepath.Join(dir, de.Name()), filepath.Join(aside, de.Name())); err != nil {
-			return fmt.Errorf("move %s aside: %w", de.Name(), err)
+		st, ok, err := lstatAt(dir, name)
+		if err != nil {
+			return fmt.Errorf("move %s aside: %w", root.at(pathpkg.Join(rel, name)), err)
+		}
+		if !ok || isType(st, unix.S_IFDIR) {
+			continue
+		}
+		// A symlink is moved itself: rename never follows its last component.
+		if err := renameAt(dir, name, aside, name); err != nil {
+			return fmt.Errorf("move %s aside: %w", root.at(pathpkg.Join(rel, name)), err)
 		}
 	}
-	return e.note("manifestsAside", aside)
+	return e.note("manifestsAside", root.at(asideRel))
 }
 
 // StartEtcd puts the restored etcd manifest in place, or starts etcd's unit.
@@ -71,25 +98,49 @@ func (HostRunner) StartControlPlane(_ context.Context, e *Env) error {
 }
 
 // installManifests copies staged manifests into the kubelet's directory.
+// The staged manifests came from a backup: each is opened without
+// following a symlink and must be a regular file, so a manifest linked to
+// a file of the host (/etc/shadow) is refused rather than copied into the
+// kubelet's directory. The copy is written below the restore root without
+// following a symlink either.
 func installManifests(e *Env, want func(string) bool) error {
-	staged := filepath.Dir(e.stagedManifest("etcd.yaml"))
-	dir := e.path(hostPath(e.Plan.Options.KubernetesDir, "manifests"))
-	entries, err := os.ReadDir(staged)
+	staged, err := openBeneath(e.stagedDir())
 	if err != nil {
 		return fmt.Errorf("restored manifests: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+	defer staged.Close()
+	rel := rootRel(hostPath(e.Plan.Options.KubernetesDir, "manifests"))
+	src, err := staged.openDir(rel, 0)
+	if err != nil {
+		return fmt.Errorf("restored manifests: %w", err)
 	}
-	for _, de := range entries {
-		if de.IsDir() || strings.HasPrefix(de.Name(), ".") || !want(de.Name()) {
+	defer src.Close()
+	names, err := src.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("restored manifests: read %s: %w", staged.at(rel), err)
+	}
+	slices.Sort(names)
+	root, err := openBeneath(e.Root)
+	if err != nil {
+		return fmt.Errorf("restore root: %w", err)
+	}
+	defer root.Close()
+	for _, name := range names {
+		if strings.HasPrefix(name, ".") || !want(name) {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(staged, de.Name()))
+		st, ok, err := lstatAt(src, name)
 		if err != nil {
-			return err
+			return fmt.Errorf("restored manifest %s: %w", staged.at(pathpkg.Join(rel, name)), err)
 		}
-		if err := writeFileAtomic(filepath.Join(dir, de.Name()), data, 0o600); err != nil {
+		if !ok || isType(st, unix.S_IFDIR) {
+			continue
+		}
+		data, _, err := readFileIn(src, name, staged.at(pathpkg.Join(rel, name)))
+		if err != nil {
+			return fmt.Errorf("restored manifest: %w", err)
+		}
+		if err := root.writeFile(pathpkg.Join(rel, name), data, 0o600, 0o700); err != nil {
 			return err
 		}
 	}

@@ -1,5 +1,13 @@
 package restore
 
+import (
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/kdr-io/kdr/manifest"
+)
+
 // The restore's steps, in the order they run. Every node prepares before
 // etcd starts anywhere; etcd starts everywhere before the control plane
 // that caches it.
@@ -100,14 +108,58 @@ var stepRestoreFiles = stepDef{
 		"mode 0600 and their owners.",
 	where: EveryNode,
 	commands: []string{
-		"mkdir -p {{.Staging}}/files {{.Staging}}/manifests/etc/kubernetes && tar -x -p -f {{.Staging}}/state.tar -C {{.Staging}}/files --exclude .kdr",
+		// Only the sets' patterns are extracted (see stateMembers); GNU
+		// tar refuses names with "..", and writes nothing through a link
+		// it extracted.
+		"mkdir -p {{.Staging}}/files {{.Staging}}/manifests/etc/kubernetes && tar -x -p -f {{.Staging}}/state.tar -C {{.Staging}}/files " +
+			"{{if .StateMembers}}--wildcards --no-wildcards-match-slash -- {{.StateMembers}}{{else}}--exclude .kdr{{end}}",
 		"mv {{.Staging}}/files/etc/kubernetes/manifests {{.Staging}}/manifests/etc/kubernetes/",
-		"rsync -a --backup --backup-dir={{.Staging}}/aside {{.Staging}}/files/ /",
+		// The tar came from the backup target: rsync copies files,
+		// directories and links that stay among them, and nothing else
+		// (-a less -D: no device or fifo; --safe-links: no link to an
+		// absolute path or out of the tree), and drops setuid, setgid and
+		// sticky bits, as kdr does.
+		"rsync -rlptgo --safe-links --chmod=ug-s,a-t --backup --backup-dir={{.Staging}}/aside {{.Staging}}/files/ /",
 	},
-	expect:      "Every file of the backup's state is in place with the mode and owner it had.",
+	expect: "Every file of the backup's state is in place with the mode and owner it had, less setuid, setgid and " +
+		"sticky bits; rsync skipped any device, fifo or symlink leading out of the restored files.",
 	destructive: true,
 	action:      restoreFiles,
 	check:       checkFilesRestored,
+}
+
+// stateMembers is what restore-files extracts from the state tar by hand:
+// the patterns of the manifest's sets as GNU tar --wildcards members,
+// quoted for the shell. A member matches a pattern's whole name or a
+// directory it names (so pki/** takes everything below pki), never the
+// directory a pattern sits in: a symlink at etc/kubernetes/pki or
+// etc/kubernetes/manifests, which the entry policy refuses, is left in
+// the tar, as is anything outside the sets. A pattern that matched nothing
+// at backup time is left out: tar fails on a member it does not find. ""
+// when a set records no patterns (a backup made before sets did): the
+// runbook then extracts all but the index, as it did.
+func stateMembers(m *manifest.Manifest) string {
+	if m == nil {
+		return ""
+	}
+	var out []string
+	for _, s := range m.State.Sets {
+		if len(s.Paths) == 0 {
+			return ""
+		}
+		for _, pat := range s.Paths {
+			if slices.Contains(s.Missing, pat) {
+				continue
+			}
+			out = append(out, shellQuote(strings.TrimPrefix(path.Clean(pat), "/")))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// shellQuote quotes s as one word for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 var stepConfigureNode = stepDef{

@@ -63,10 +63,10 @@ func testManifest() *manifest.Manifest {
 		Recipients: []string{"age:3f1a2b4c5d6e7f80"},
 		State: manifest.State{
 			Sets: []manifest.FileSet{
-				{Name: "pki", Required: true, Files: 24, Bytes: 61440},
-				{Name: "kubeconfigs", Files: 5, Bytes: 28672},
-				{Name: "manifests", Files: 4, Bytes: 16384},
-				{Name: "loadbalancer", Missing: []string{"/etc/haproxy/haproxy.cfg"}},
+				{Name: "pki", Required: true, Paths: []string{"/etc/kubernetes/pki/**"}, Files: 24, Bytes: 61440},
+				{Name: "kubeconfigs", Paths: []string{"/etc/kubernetes/*.conf"}, Files: 5, Bytes: 28672},
+				{Name: "manifests", Paths: []string{"/etc/kubernetes/manifests/*"}, Files: 4, Bytes: 16384},
+				{Name: "loadbalancer", Paths: []string{"/etc/haproxy/haproxy.cfg"}, Missing: []string{"/etc/haproxy/haproxy.cfg"}},
 			},
 			Certificates: []manifest.Certificate{
 				{Path: "/etc/kubernetes/pki/ca.crt", Subject: "CN=kubernetes", Issuer: "CN=kubernetes", NotAfter: time.Date(2035, 11, 20, 10, 0, 0, 0, time.UTC), IsCA: true},

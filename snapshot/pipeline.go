@@ -3,19 +3,14 @@ package snapshot
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"os"
 	"slices"
 	"strconv"
 	"time"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/config"
@@ -220,13 +215,15 @@ func (b *backup) putEtcdFrom(ctx context.Context, m member) error {
 	}
 	defer snap.Close()
 	var read int64
-	obj, err := b.putObject(ctx, manifest.EtcdObject, manifest.KindEtcdSnapshot, func(w io.Writer) (string, error) {
+	// The snapshot reader hashes every byte to check etcd's trailing hash;
+	// its sum of the whole stream is the plaintext's.
+	obj, err := b.putObject(ctx, manifest.EtcdObject, manifest.KindEtcdSnapshot, snap.reader.SHA256, func(w io.Writer) error {
 		buf := make([]byte, 1<<20)
 		for {
 			n, rerr := snap.reader.Read(buf)
 			if n > 0 {
 				if _, err := w.Write(buf[:n]); err != nil {
-					return "", err
+					return err
 				}
 				read += int64(n)
 				if b.o.Progress != nil {
@@ -234,10 +231,10 @@ func (b *backup) putEtcdFrom(ctx context.Context, m member) error {
 				}
 			}
 			if rerr == io.EOF {
-				return snap.reader.SHA256(), nil
+				return nil
 			}
 			if rerr != nil {
-				return "", fmt.Errorf("%w: member %s (%s): %w", ErrSource, m.name, m.endpoint, rerr)
+				return fmt.Errorf("%w: member %s (%s): %w", ErrSource, m.name, m.endpoint, rerr)
 			}
 		}
 	})
@@ -267,11 +264,10 @@ func (b *backup) putEtcdFrom(ctx context.Context, m member) error {
 
 func (b *backup) putState(ctx context.Context, plan *statePlan) error {
 	var capture *stateCapture
-	obj, err := b.putObject(ctx, manifest.StateObject, manifest.KindState, func(w io.Writer) (string, error) {
-		h := newCounter(w)
+	obj, err := b.putObject(ctx, manifest.StateObject, manifest.KindState, nil, func(w io.Writer) error {
 		var err error
-		capture, err = plan.writeState(h, b.o.Node)
-		return h.sum(), err
+		capture, err = plan.writeState(w, b.o.Node)
+		return err
 	})
 	if err != nil {
 		return err
@@ -282,36 +278,25 @@ func (b *backup) putState(ctx context.Context, plan *statePlan) error {
 	return nil
 }
 
-// putObject streams what produce writes through zstd and age to every
-// live target at once, hashing the ciphertext on the way; produce returns
-// the sha256 of what it wrote (the etcd stream has it already computed).
+// putObject streams what produce writes through the format's writer
+// (zstd, age) to every live target at once. plainSum, if not nil, gives
+// the sha256 of what produce wrote, when produce hashes it anyway.
 // Targets that fail drop out; the object fails only when none is left or
 // produce fails.
-func (b *backup) putObject(ctx context.Context, name, kind string, produce func(io.Writer) (string, error)) (manifest.Object, error) {
+func (b *backup) putObject(ctx context.Context, name, kind string, plainSum func() string, produce func(io.Writer) error) (manifest.Object, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	fan := newFanout(ctx, b.live, manifest.Key(b.o.Cluster, b.m.ID, name))
-	cipher := newCounter(fan)
-	enc, err := crypto.Encrypt(cipher, b.o.Recipients)
+	w, err := manifest.NewObjectWriter(fan, b.o.Recipients, manifest.WriteOptions{Name: name, Kind: kind, PlainSHA256: plainSum})
 	if err != nil {
 		fan.abort(err)
 		return manifest.Object{}, fmt.Errorf("encrypt %s: %w", name, err)
 	}
-	// On etcd's bbolt pages the fastest level compresses as well as the
-	// default (the repetition is local) at twice the speed; a 4 MiB window
-	// keeps the compressor's share of memory small.
-	zw, err := zstd.NewWriter(enc, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2),
-		zstd.WithWindowSize(4<<20))
-	if err != nil {
-		fan.abort(err)
-		return manifest.Object{}, fmt.Errorf("compress %s: %w", name, err)
-	}
-	plain := &sizer{w: zw}
-	plainSum, err := produce(plain)
-	if err == nil {
-		err = closeAll(zw, enc)
+	var obj manifest.Object
+	if err = produce(w); err == nil {
+		obj, err = w.Close()
 	} else {
-		zw.Close()
+		w.Abort()
 	}
 	if err != nil {
 		fan.abort(err)
@@ -323,23 +308,7 @@ func (b *backup) putObject(ctx context.Context, name, kind string, produce func(
 	if len(b.live) == 0 {
 		return manifest.Object{}, fmt.Errorf("write %s: every target failed: %w", name, b.targetErrors())
 	}
-	return manifest.Object{
-		Name:        name,
-		Kind:        kind,
-		PlainSize:   plain.n,
-		PlainSHA256: plainSum,
-		Size:        cipher.n,
-		SHA256:      cipher.sum(),
-	}, nil
-}
-
-func closeAll(cs ...io.Closer) error {
-	for _, c := range cs {
-		if err := c.Close(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return obj, nil
 }
 
 func (b *backup) dropTarget(name string, err error) {
@@ -391,34 +360,4 @@ func (b *backup) putManifests(ctx context.Context) (*Result, error) {
 	}
 	b.log.Info("backup complete", "targets", res.Complete, "revision", b.m.Etcd.Revision, "dbSize", b.m.Etcd.DBSize)
 	return res, nil
-}
-
-// counter hashes and counts what passes through to w.
-type counter struct {
-	w io.Writer
-	h hash.Hash
-	n int64
-}
-
-func newCounter(w io.Writer) *counter { return &counter{w: w, h: sha256.New()} }
-
-func (c *counter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.h.Write(p[:n])
-	c.n += int64(n)
-	return n, err
-}
-
-func (c *counter) sum() string { return hex.EncodeToString(c.h.Sum(nil)) }
-
-// sizer counts what passes through to w.
-type sizer struct {
-	w io.Writer
-	n int64
-}
-
-func (s *sizer) Write(p []byte) (int, error) {
-	n, err := s.w.Write(p)
-	s.n += int64(n)
-	return n, err
 }

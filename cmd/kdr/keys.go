@@ -112,7 +112,11 @@ on a config that still trusts the old key, or sha256sum manifest.json).`,
 			if !ok || !manifest.ValidID(id) || len(sum) != 64 {
 				return fmt.Errorf("%q: want ID@sha256:<64 hex digits of sha256 of manifest.json>", args[0])
 			}
-			env, err := g.env(ctx, target, nil)
+			log, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			env, err := g.env(ctx, target, log)
 			if err != nil {
 				return err
 			}
@@ -129,11 +133,11 @@ on a config that still trusts the old key, or sha256sum manifest.json).`,
 				key := manifest.Key(name, id, manifest.ManifestObject)
 				raw, err := manifest.ReadBounded(ctx, t, key, 16<<20)
 				if err != nil {
-					fmt.Fprintf(cmd.ErrOrStderr(), "skipped target %s: %s\n", t.Name(), oneLine(err))
+					log.Warn("target skipped", "target", t.Name(), "err", oneLine(err))
 					continue
 				}
 				if manifest.Sum(raw) != strings.ToLower(sum) {
-					fmt.Fprintf(cmd.ErrOrStderr(), "skipped target %s: its manifest has sha256 %s, not the one given\n", t.Name(), manifest.Sum(raw))
+					log.Warn("target skipped: its manifest has another sha256 than the one given", "target", t.Name(), "sha256", manifest.Sum(raw))
 					continue
 				}
 				if err := manifest.Countersign(ctx, t, key, raw, manifest.NamespaceManifest, signer); err != nil {

@@ -54,6 +54,16 @@ control plane from them.`,
 	return root
 }
 
+// accepts reports whether --accept-unauthenticated names the set id.
+func (g *globals) accepts(id string) bool {
+	for _, a := range g.accept {
+		if named, _, ok := strings.Cut(a, "@sha256:"); ok && named == id {
+			return true
+		}
+	}
+	return false
+}
+
 // exitError carries an exit code other than 1 (or a quiet exit).
 type exitError struct {
 	code int

@@ -1,17 +1,90 @@
-package catalog
+package manifest
 
 import (
 	"archive/tar"
 	"bytes"
-	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"testing"
-
-	"github.com/kdr-io/kdr/manifest"
+	"time"
 )
+
+// stateFile is one entry of a test state tar.
+type stateFile struct {
+	path   string
+	typ    string
+	data   []byte
+	mode   uint32
+	target string
+}
+
+func defaultStateFiles() []stateFile {
+	return []stateFile{
+		{path: "etc/kubernetes", typ: EntryDir, mode: 0o755},
+		{path: "etc/kubernetes/admin.conf", typ: EntryFile, mode: 0o600, data: []byte("apiVersion: v1\nkind: Config\n")},
+		{path: "etc/kubernetes/pki", typ: EntryDir, mode: 0o755},
+		{path: "etc/kubernetes/pki/ca.crt", typ: EntryFile, mode: 0o644, data: []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")},
+		{path: "etc/kubernetes/pki/ca.key", typ: EntryFile, mode: 0o600, data: bytes.Repeat([]byte("k"), 3000)},
+		{path: "etc/kubernetes/pki/current.pem", typ: EntrySymlink, mode: 0o777, target: "ca.crt"},
+	}
+}
+
+// buildStateTar writes files as snapshot does: PAX headers, directories
+// with a trailing slash, and the index last. editIndex, if set, changes
+// the index before it is written.
+func buildStateTar(t testing.TB, files []stateFile, editIndex func(*StateIndex)) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	idx := StateIndex{Node: "cp1"}
+	mtime := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, f := range files {
+		hdr := &tar.Header{Name: f.path, Mode: int64(f.mode), ModTime: mtime, Format: tar.FormatPAX}
+		e := IndexEntry{Path: f.path, Set: "pki", Type: f.typ, Mode: f.mode, ModTime: mtime}
+		switch f.typ {
+		case EntryDir:
+			hdr.Typeflag, hdr.Name = tar.TypeDir, f.path+"/"
+		case EntrySymlink:
+			hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, f.target
+			e.Target = f.target
+		default:
+			hdr.Typeflag, hdr.Size = tar.TypeReg, int64(len(f.data))
+			e.Size = int64(len(f.data))
+			s := sha256.Sum256(f.data)
+			e.SHA256 = hex.EncodeToString(s[:])
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			t.Fatal(err)
+		}
+		idx.Entries = append(idx.Entries, e)
+	}
+	if editIndex != nil {
+		editIndex(&idx)
+	}
+	data, err := json.MarshalIndent(idx, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := &tar.Header{Name: StateIndexPath, Mode: 0o600, Size: int64(len(data)), Typeflag: tar.TypeReg, Format: tar.FormatPAX, ModTime: mtime}
+	if err := tw.WriteHeader(hdr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
 
 // rawTar writes entries as given, with no index unless one is among them.
 type rawEntry struct {
@@ -46,23 +119,28 @@ func rawTar(t testing.TB, entries []rawEntry) []byte {
 func indexFor(t testing.TB, files []stateFile) []byte {
 	t.Helper()
 	var idx []byte
-	buildStateTar(t, files, func(i *manifest.StateIndex) { idx = mustJSON(t, *i) })
+	buildStateTar(t, files, func(i *StateIndex) {
+		var err error
+		if idx, err = json.MarshalIndent(*i, "", "  "); err != nil {
+			t.Fatal(err)
+		}
+	})
 	return idx
 }
 
 func TestCheckStateTar(t *testing.T) {
 	files := defaultStateFiles()
 	index := indexFor(t, files)
-	indexEntry := rawEntry{hdr: tar.Header{Name: manifest.StateIndexPath, Typeflag: tar.TypeReg, Mode: 0o600}, data: index}
+	indexEntry := rawEntry{hdr: tar.Header{Name: StateIndexPath, Typeflag: tar.TypeReg, Mode: 0o600}, data: index}
 	// entriesOf turns files into raw entries, so cases can change them.
 	entriesOf := func(fs []stateFile) []rawEntry {
 		var out []rawEntry
 		for _, f := range fs {
 			h := tar.Header{Name: f.path, Mode: int64(f.mode), Typeflag: tar.TypeReg}
 			switch f.typ {
-			case manifest.EntryDir:
+			case EntryDir:
 				h.Typeflag, h.Name = tar.TypeDir, f.path+"/"
-			case manifest.EntrySymlink:
+			case EntrySymlink:
 				h.Typeflag, h.Linkname = tar.TypeSymlink, f.target
 			}
 			out = append(out, rawEntry{hdr: h, data: f.data})
@@ -164,7 +242,7 @@ func TestCheckStateTar(t *testing.T) {
 				es[len(es)-1].data = bytes.Replace(index, []byte(`"etc/kubernetes/admin.conf"`), []byte(`"../admin.conf"`), 1)
 				return es
 			}),
-			want:      []string{manifest.StateIndexPath + `: invalid manifest: state index: unsafe path "../admin.conf"`},
+			want:      []string{StateIndexPath + `: invalid manifest: state index: unsafe path "../admin.conf"`},
 			wantFiles: 3,
 		},
 		{
@@ -234,7 +312,7 @@ func TestCheckStateTar(t *testing.T) {
 			name: "symlink then files, in the index too",
 			tar: func() []byte {
 				fs := defaultStateFiles()
-				fs[2] = stateFile{path: "etc/kubernetes/pki", typ: manifest.EntrySymlink, mode: 0o777, target: "../../var/lib/etcd"}
+				fs[2] = stateFile{path: "etc/kubernetes/pki", typ: EntrySymlink, mode: 0o777, target: "../../var/lib/etcd"}
 				return buildStateTar(t, fs, nil)
 			}(),
 			want: []string{
@@ -276,7 +354,7 @@ func TestCheckStateTar(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := checkStateTar(context.Background(), bytes.NewReader(tc.tar))
+			res, err := CheckStateTar(bytes.NewReader(tc.tar))
 			if err != nil {
 				t.Fatalf("error %v; only stream failures are errors", err)
 			}
@@ -351,7 +429,7 @@ func sparseTar() []byte {
 
 // TestCheckStateTarSparse: a sparse entry is refused, not read.
 func TestCheckStateTarSparse(t *testing.T) {
-	res, err := checkStateTar(context.Background(), bytes.NewReader(sparseTar()))
+	res, err := CheckStateTar(bytes.NewReader(sparseTar()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,26 +443,11 @@ func TestCheckStateTarSparse(t *testing.T) {
 func TestCheckStateTarStreamError(t *testing.T) {
 	data := buildStateTar(t, defaultStateFiles(), nil)
 	boom := errors.New("connection reset")
-	cases := []struct {
-		name string
-		ctx  func() context.Context
-		r    func() *failAfter
-		want error
-	}{
-		{"reader fails mid-way", context.Background, func() *failAfter { return &failAfter{data: data, n: 1000, err: boom} }, boom},
-		{"context cancelled", func() context.Context {
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			return ctx
-		}, func() *failAfter { return &failAfter{data: data, n: len(data)} }, context.Canceled},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := checkStateTar(tc.ctx(), tc.r())
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("error %v, want %v", err, tc.want)
-			}
-		})
+	for _, n := range []int{100, 1000, len(data) - 600} {
+		_, err := CheckStateTar(&failAfter{data: data, n: n, err: boom})
+		if !errors.Is(err, boom) {
+			t.Fatalf("cut after %d bytes: error %v, want %v", n, err, boom)
+		}
 	}
 }
 
@@ -415,8 +478,8 @@ func TestCheckStateTarProblemCap(t *testing.T) {
 	for i := range maxStateProblems + 10 {
 		es = append(es, rawEntry{hdr: tar.Header{Name: "x/" + strings.Repeat("a", i+1), Typeflag: tar.TypeReg, Mode: 0o600}})
 	}
-	es = append(es, rawEntry{hdr: tar.Header{Name: manifest.StateIndexPath, Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte(`{"node":"x","entries":[]}`)})
-	res, err := checkStateTar(context.Background(), bytes.NewReader(rawTar(t, es)))
+	es = append(es, rawEntry{hdr: tar.Header{Name: StateIndexPath, Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte(`{"node":"x","entries":[]}`)})
+	res, err := CheckStateTar(bytes.NewReader(rawTar(t, es)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,12 +491,12 @@ func TestCheckStateTarProblemCap(t *testing.T) {
 func FuzzStateTar(f *testing.F) {
 	files := defaultStateFiles()
 	f.Add(buildStateTar(f, files, nil))
-	f.Add(buildStateTar(f, files, func(idx *manifest.StateIndex) { idx.Entries = idx.Entries[:2] }))
+	f.Add(buildStateTar(f, files, func(idx *StateIndex) { idx.Entries = idx.Entries[:2] }))
 	f.Add(buildStateTar(f, files[:1], nil))
 	f.Add(sparseTar())
-	f.Add(rawTar(f, []rawEntry{{hdr: tar.Header{Name: manifest.StateIndexPath, Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte(`{"node":"x","entries":[]}`)}}))
+	f.Add(rawTar(f, []rawEntry{{hdr: tar.Header{Name: StateIndexPath, Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte(`{"node":"x","entries":[]}`)}}))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		res, err := checkStateTar(context.Background(), bytes.NewReader(data))
+		res, err := CheckStateTar(bytes.NewReader(data))
 		if err != nil {
 			t.Fatalf("an in-memory stream cannot fail, got %v", err)
 		}
@@ -450,11 +513,11 @@ func FuzzStateTar(f *testing.F) {
 		var files, dirs, links int
 		for _, e := range res.Index.Entries {
 			switch e.Type {
-			case manifest.EntryFile:
+			case EntryFile:
 				files++
-			case manifest.EntryDir:
+			case EntryDir:
 				dirs++
-			case manifest.EntrySymlink:
+			case EntrySymlink:
 				links++
 			}
 		}
@@ -463,4 +526,39 @@ func FuzzStateTar(f *testing.F) {
 				res.Files, res.Dirs, res.Symlinks, files, dirs, links)
 		}
 	})
+}
+
+// TestReadStateIndex: restore reads the index by the same rules verify
+// checks: the last entry, a regular file, exactly once.
+func TestReadStateIndex(t *testing.T) {
+	files := defaultStateFiles()
+	index := indexFor(t, files)
+	indexEntry := rawEntry{hdr: tar.Header{Name: StateIndexPath, Typeflag: tar.TypeReg, Mode: 0o600}, data: index}
+	late := rawEntry{hdr: tar.Header{Name: "etc/late", Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte("late")}
+	cases := []struct {
+		name   string
+		tar    []byte
+		reason string
+	}{
+		{"as snapshot writes it", buildStateTar(t, files, nil), ""},
+		{"no index", rawTar(t, nil), "no index"},
+		{"entry after the index", rawTar(t, []rawEntry{indexEntry, late}), "etc/late after the index"},
+		{"two indexes", rawTar(t, []rawEntry{indexEntry, indexEntry}), ".kdr/index.json after the index"},
+		{"index not a file", rawTar(t, []rawEntry{{hdr: tar.Header{Name: StateIndexPath, Typeflag: tar.TypeSymlink, Linkname: "/etc/shadow"}}}), "not a regular file"},
+		{"index not JSON", rawTar(t, []rawEntry{{hdr: indexEntry.hdr, data: []byte("{")}}), "state index"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			idx, err := ReadStateIndex(bytes.NewReader(tc.tar))
+			if tc.reason == "" {
+				if err != nil || len(idx.Entries) != len(files) {
+					t.Fatalf("index %v, error %v", idx, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.reason) {
+				t.Fatalf("error %v, want ErrInvalid saying %q", err, tc.reason)
+			}
+		})
+	}
 }
