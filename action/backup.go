@@ -66,7 +66,12 @@ func (e *Env) Backup(ctx context.Context, clusters []config.Cluster, o BackupOpt
 				if !slices.Contains(cb.Result.Complete, t.Name()) {
 					continue
 				}
-				if perr := e.PublishRunbook(ctx, signer, t.Name(), cb.Result.Manifest); perr != nil {
+				perr := e.PublishRunbook(ctx, signer, t.Name(), cb.Result.Manifest)
+				if errors.Is(perr, ErrNoPlan) {
+					e.Log.Warn("no runbook stored beside the backup", "cluster", c.Name, "backup", cb.Result.Manifest.ID, "err", perr)
+					break
+				}
+				if perr != nil {
 					e.Log.Error("runbook not stored beside the backup", "cluster", c.Name, "backup", cb.Result.Manifest.ID, "target", t.Name(), "err", perr)
 					cb.RunbookFailed = append(cb.RunbookFailed, t.Name())
 					cb.Err = errors.Join(cb.Err, fmt.Errorf("runbook on target %s: %w", t.Name(), perr))

@@ -3,6 +3,7 @@ package action
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -21,6 +22,11 @@ const (
 	RunbookPDF      = "runbook.pdf"
 )
 
+// ErrNoPlan means no restore plan, and so no runbook, can be made from
+// the set: its inventory names no host to restore onto. The backup is
+// whole without it.
+var ErrNoPlan = errors.New("no restore plan")
+
 // PublishRunbook renders the backup's runbook, as it would be printed for
 // a restore from this very target, and stores it signed beside the set,
 // so a printed copy can be checked with ssh-keygen alone.
@@ -35,7 +41,7 @@ func (e *Env) PublishRunbook(ctx context.Context, signer *manifest.Signer, targe
 	}
 	plan, err := restore.BuildPlan(m, fromconfig.Source(tcfg), restore.Options{Target: target, ConfigFile: e.ConfigPath, AllowedSigners: e.Trust.AllowedSigners()})
 	if err != nil {
-		return fmt.Errorf("plan: %w", err)
+		return fmt.Errorf("%w: %w", ErrNoPlan, err)
 	}
 	o := runbooks.Options{Now: time.Now()}
 	for _, r := range []struct {

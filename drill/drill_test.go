@@ -168,7 +168,7 @@ func TestDrillFindsDamage(t *testing.T) {
 			f := etcdFile(m)
 			b := readWritable(t, f)
 			os.WriteFile(f, b[:len(b)/2], 0o444)
-		}, "restore", "corrupt or truncated"},
+		}, "restore", "truncated: "},
 		{"swapped manifest", func(t *testing.T, m *manifest.Manifest) {
 			// The other backup's objects under this set's manifest.
 			for _, o := range m.Objects {
@@ -177,7 +177,7 @@ func TestDrillFindsDamage(t *testing.T) {
 				readWritable(t, dst)
 				os.WriteFile(dst, readWritable(t, src), 0o444)
 			}
-		}, "restore", "manifest says"},
+		}, "restore", "the manifest records"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := s.backup(t)

@@ -175,6 +175,10 @@ func (s *StoredReader) Read(p []byte) (int, error) {
 	if s.err != nil {
 		return 0, s.err
 	}
+	if s.obj.Size < 0 {
+		s.err = fmt.Errorf("%w: object %q: negative size", ErrInvalid, s.obj.Name)
+		return 0, s.err
+	}
 	if room := s.obj.Size + 1 - s.n; int64(len(p)) > room {
 		p = p[:room]
 	}
@@ -213,6 +217,15 @@ func (s *StoredReader) Check() error {
 	return *s.check
 }
 
+// failure is what went wrong with the stored bytes themselves, so far:
+// the source failed, or they proved longer or shorter than recorded.
+func (s *StoredReader) failure() error {
+	if s.srcErr != nil || s.n > s.obj.Size || (s.eof && s.n < s.obj.Size) {
+		return s.verdict()
+	}
+	return nil
+}
+
 // verdict judges what was read so far.
 func (s *StoredReader) verdict() error {
 	switch {
@@ -221,7 +234,7 @@ func (s *StoredReader) verdict() error {
 	case s.n > s.obj.Size:
 		return s.err
 	case s.n < s.obj.Size:
-		return fmt.Errorf("%w: truncated: %d of %d bytes", ErrDamaged, s.n, s.obj.Size)
+		return fmt.Errorf("%w: truncated: %d of the %d bytes the manifest records", ErrDamaged, s.n, s.obj.Size)
 	case hex.EncodeToString(s.h.Sum(nil)) != s.obj.SHA256:
 		return fmt.Errorf("%w: sha256 mismatch (stored object changed or corrupt)", ErrDamaged)
 	}
@@ -247,8 +260,9 @@ type ReadOptions struct {
 // it before io.EOF; but never more than the recorded plaintext size: one
 // byte more stops the reader, so a small object that would inflate to
 // gigabytes costs a few chunks' work. Errors are one line and wrap
-// ErrDamaged, crypto.ErrWrongIdentity (with crypto.ErrCorrupt when age
-// found the damage), ErrTrailingHash, or the source's own error.
+// ErrDamaged (with crypto.ErrCorrupt when age found the damage, and
+// ErrTrailingHash when etcd's own check failed), crypto.ErrWrongIdentity,
+// or the source's own error when reading failed.
 type ObjectReader struct {
 	obj    Object
 	stored *StoredReader
@@ -269,13 +283,23 @@ type ObjectReader struct {
 // done, also after an error, and before stored.Check.
 func OpenObject(stored *StoredReader, ids []age.Identity, o ReadOptions) (*ObjectReader, error) {
 	r := &ObjectReader{obj: stored.obj, stored: stored}
+	if r.obj.PlainSize < 0 {
+		return nil, fmt.Errorf("%w: object %q: negative plaintext size", ErrInvalid, r.obj.Name)
+	}
 	plain, err := crypto.Decrypt(stored, ids)
-	if err != nil {
-		return nil, r.fail(err)
+	switch {
+	case err == nil:
+	case stored.failure() != nil:
+		return nil, stored.failure()
+	case errors.Is(err, crypto.ErrCorrupt):
+		return nil, fmt.Errorf("%w: %w", ErrDamaged, err)
+	default: // a key that does not fit, or no key
+		return nil, err
 	}
 	r.age = &firstErr{r: plain}
-	// zstd decodes an in-memory input (a *bytes.Buffer) whole, unbounded
-	// by the window; age's stream is never one, so every frame streams.
+	// zstd decodes an input with a Len method (a *bytes.Buffer) in one
+	// go, bounded only by its 64 GiB default; r.age has none, so every
+	// frame streams, under the window cap.
 	r.zr, err = zstd.NewReader(r.age, zstd.WithDecoderConcurrency(decoderConcurrency), zstd.WithDecoderMaxWindow(maxWindow))
 	if err != nil {
 		return nil, fmt.Errorf("start zstd: %w", err)
@@ -361,16 +385,15 @@ func (r *ObjectReader) finish() error {
 // stored bytes explains everything after it, so it comes first; then
 // age's view of the ciphertext, which zstd only repeats.
 func (r *ObjectReader) fail(err error) error {
-	s := r.stored
-	switch {
-	case s.srcErr != nil || s.n > s.obj.Size || (s.eof && s.n < s.obj.Size):
-		return s.verdict()
-	case errors.Is(err, ErrDamaged), errors.Is(err, crypto.ErrWrongIdentity):
-		return err
-	case r.age != nil && r.age.err != nil:
+	if serr := r.stored.failure(); serr != nil {
+		return serr
+	}
+	if r.age.err != nil {
 		err = r.age.err
 	}
 	switch {
+	case errors.Is(err, ErrDamaged):
+		return err
 	case errors.Is(err, crypto.ErrCorrupt):
 		return fmt.Errorf("%w: %w", ErrDamaged, err)
 	case errors.Is(err, zstd.ErrWindowSizeExceeded), errors.Is(err, zstd.ErrDecoderSizeExceeded):
@@ -407,6 +430,10 @@ func (d *decoded) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		err = d.r.tail()
 	case err != nil:
+		// zstd's input goroutine may still be reading after an error of a
+		// later stage; stop it before looking at what it read. Close waits
+		// for it, and ObjectReader.Close closing again is a no-op.
+		d.r.zr.Close()
 		err = d.r.fail(err)
 	}
 	if err != nil {

@@ -155,6 +155,13 @@ func TestOpenObjectRefuses(t *testing.T) {
 	// the stored hash tells it from the recorded object.
 	again := ageSeal(t, zstdFrame(t, plain), rs)
 	junk := ageSeal(t, append(zstdFrame(t, plain), "junk after the frame"...), rs)
+	// A frame failing its checksum, then more input: zstd's input
+	// goroutine reads on while the error travels to the reader.
+	noise := make([]byte, 4<<20)
+	rand.Read(noise)
+	badCRC := zstdFrame(t, plain)
+	badCRC[len(badCRC)-1] ^= 1
+	crcThenMore := ageSeal(t, append(badCRC, zstdFrame(t, noise)...), rs)
 	snap := withTrailingHash([]byte("database"))
 	snap[len(snap)-1] ^= 1
 	badSnap := ageSeal(t, zstdFrame(t, snap), rs)
@@ -208,7 +215,7 @@ func TestOpenObjectRefuses(t *testing.T) {
 		{
 			name: "cut inside the age header", stored: good[:40], rec: goodRec,
 			is:     []error{ErrDamaged},
-			reason: "truncated: 40 of",
+			reason: "truncated: 40 of the",
 		},
 		{
 			name: "wrong identity", stored: good, rec: goodRec, ids: otherIDs,
@@ -228,6 +235,12 @@ func TestOpenObjectRefuses(t *testing.T) {
 		{
 			name: "data after the zstd frame", stored: junk, rec: recordOf(StateObject, plain, junk),
 			is:     []error{ErrDamaged},
+			reason: "zstd",
+		},
+		{
+			name: "checksum mismatch, then more frames", stored: crcThenMore,
+			rec:    recordOf(StateObject, append(bytes.Clone(plain), noise...), crcThenMore),
+			is:     []error{ErrDamaged, zstd.ErrCRCMismatch},
 			reason: "zstd",
 		},
 		{
@@ -306,7 +319,7 @@ func TestStoredReaderCheck(t *testing.T) {
 		reason string
 	}{
 		{"whole", data, ""},
-		{"short", data[:999], "truncated: 999 of 1000 bytes"},
+		{"short", data[:999], "truncated: 999 of the 1000 bytes the manifest records"},
 		{"long", append(bytes.Clone(data), make([]byte, 1<<20)...), "more than the 1000 bytes"},
 		{"changed", bytes.Repeat([]byte("y"), 1000), "sha256 mismatch"},
 	}
@@ -478,4 +491,33 @@ func FuzzOpenObject(f *testing.F) {
 			t.Fatal("no error, yet the object is not the recorded one")
 		}
 	})
+}
+
+// TestOpenObjectBadCall: a record or a call that cannot be right is an
+// error of its own kind, not damage, and reads nothing.
+func TestOpenObjectBadCall(t *testing.T) {
+	ids, rs := testKeys(t, testIdentity, testRecipient)
+	plain := []byte("state")
+	stored := ageSeal(t, zstdFrame(t, plain), rs)
+	rec := recordOf(StateObject, plain, stored)
+	for _, tc := range []struct {
+		name string
+		rec  Object
+		ids  []age.Identity
+		is   error
+	}{
+		{"no identities", rec, nil, crypto.ErrNoIdentities},
+		{"negative size", func() Object { r := rec; r.Size = -1; return r }(), ids, ErrInvalid},
+		{"negative plaintext size", func() Object { r := rec; r.PlainSize = -1; return r }(), ids, ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, read, err := readObject(t, stored, tc.rec, tc.ids, ReadOptions{})
+			if !errors.Is(err, tc.is) || errors.Is(err, ErrDamaged) {
+				t.Fatalf("error %v, want %v and not damage", err, tc.is)
+			}
+			if read > 0 {
+				t.Errorf("read %d bytes", read)
+			}
+		})
+	}
 }

@@ -1001,12 +1001,3 @@ func writeStreamChecked(dst string, r io.Reader, mode os.FileMode, check func() 
 func writeFileAtomic(dst string, data []byte, mode os.FileMode) error {
 	return writeStreamAtomic(dst, bytes.NewReader(data), mode)
 }
-
-// relTo is p relative to root, slash-separated, with a leading slash.
-func relTo(root, p string) (string, error) {
-	rel, err := filepath.Rel(root, p)
-	if err != nil || strings.HasPrefix(rel, "..") {
-		return "", fmt.Errorf("%s is outside %s", p, root)
-	}
-	return "/" + filepath.ToSlash(rel), nil
-}
