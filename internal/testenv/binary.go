@@ -2,11 +2,14 @@ package testenv
 
 import (
 	"bufio"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -86,15 +89,31 @@ func goModModule(path string) string {
 	return ""
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago. Another
-// process can take it before the caller binds it; callers that start servers
-// retry on "address already in use".
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// never the same twice in one test process. It is picked below the
+// kernel's ephemeral range (32768 and up by default): ports there are also
+// handed out as the source ports of outgoing connections, so one found
+// free could be taken by any client before the server binds it. Another
+// test process can still pick the same port; among 12,000 that is rare.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+	for range 1000 {
+		p := freePortLow + rand.IntN(freePortHigh-freePortLow)
+		if _, taken := handedOut.LoadOrStore(p, true); taken {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("free port: none found below the ephemeral range")
+	return 0
 }
+
+// The range FreePort picks from, and what it handed out already.
+const freePortLow, freePortHigh = 20000, 32000
+
+var handedOut sync.Map
