@@ -706,36 +706,18 @@ func (d *stateDirs) moveAside(dir *os.File, name, rel string) error {
 // its content against the index, gives it its recorded owner, mode and
 // times, and renames it into place: a file that fails the check never
 // appears.
-func writeEntryFile(dir *os.File, name string, r io.Reader, ent manifest.IndexEntry) (err error) {
-	tmp, f, err := createTemp(dir)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if f != nil {
-			f.Close()
-		}
+func writeEntryFile(dir *os.File, name string, r io.Reader, ent manifest.IndexEntry) error {
+	return replaceIn(dir, name, func(tmp string, f *os.File) error {
+		h := sha256.New()
+		n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, ent.Size+1))
 		if err != nil {
-			unix.Unlinkat(int(dir.Fd()), tmp, 0)
+			return err
 		}
-	}()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, ent.Size+1))
-	if err != nil {
-		return err
-	}
-	if n != ent.Size || hex.EncodeToString(h.Sum(nil)) != ent.SHA256 {
-		return fmt.Errorf("%w: content does not match the index", catalog.ErrDamaged)
-	}
-	if err := applyMeta(dir, tmp, f, ent); err != nil {
-		return err
-	}
-	err = errors.Join(f.Sync(), f.Close())
-	f = nil
-	if err != nil {
-		return err
-	}
-	return renameAt(dir, tmp, dir, name)
+		if n != ent.Size || hex.EncodeToString(h.Sum(nil)) != ent.SHA256 {
+			return fmt.Errorf("%w: content does not match the index", catalog.ErrDamaged)
+		}
+		return applyMeta(dir, tmp, f, ent)
+	})
 }
 
 // createTemp creates a new temp file in dir, readable by its owner only

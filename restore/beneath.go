@@ -274,7 +274,24 @@ func (b *beneath) writeFile(rel string, data []byte, perm, mkPerm os.FileMode) e
 }
 
 // writeFileIn is writeFile relative to an open directory.
-func writeFileIn(dir *os.File, name string, data []byte, perm os.FileMode) (err error) {
+func writeFileIn(dir *os.File, name string, data []byte, perm os.FileMode) error {
+	err := replaceIn(dir, name, func(_ string, f *os.File) error {
+		if _, err := f.Write(data); err != nil {
+			return err
+		}
+		return f.Chmod(perm.Perm())
+	})
+	if err != nil {
+		return err
+	}
+	// The rename is durable only once the directory is.
+	return dir.Sync()
+}
+
+// replaceIn writes name in dir through a temp file beside it that fill
+// writes: synced, then renamed over name. A fill or write that fails
+// leaves nothing behind, and name is never seen half written.
+func replaceIn(dir *os.File, name string, fill func(tmp string, f *os.File) error) (err error) {
 	tmp, f, err := createTemp(dir)
 	if err != nil {
 		return err
@@ -287,10 +304,7 @@ func writeFileIn(dir *os.File, name string, data []byte, perm os.FileMode) (err 
 			unix.Unlinkat(int(dir.Fd()), tmp, 0)
 		}
 	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(perm.Perm()); err != nil {
+	if err := fill(tmp, f); err != nil {
 		return err
 	}
 	err = errors.Join(f.Sync(), f.Close())
@@ -298,9 +312,5 @@ func writeFileIn(dir *os.File, name string, data []byte, perm os.FileMode) (err 
 	if err != nil {
 		return err
 	}
-	if err := renameAt(dir, tmp, dir, name); err != nil {
-		return err
-	}
-	// The rename is durable only once the directory is.
-	return dir.Sync()
+	return renameAt(dir, tmp, dir, name)
 }
