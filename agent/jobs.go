@@ -163,7 +163,7 @@ func reason(err error) string {
 		return reasonCanceled
 	case errors.Is(err, snapshot.ErrSource), errors.Is(err, snapshot.ErrNoMember):
 		return reasonEtcd
-	case errors.Is(err, snapshot.ErrRequiredMissing):
+	case errors.Is(err, snapshot.ErrRequiredMissing), errors.Is(err, snapshot.ErrSymlinkedDir):
 		return reasonState
 	}
 	return reasonOther

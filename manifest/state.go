@@ -1,6 +1,8 @@
 package manifest
 
 import (
+	"github.com/bmatcuk/doublestar/v4"
+
 	"archive/tar"
 	"crypto/sha256"
 	"encoding/hex"
@@ -58,16 +60,34 @@ func HeaderEntry(hdr *tar.Header) (name, typ string, err error) {
 	}
 	switch hdr.Typeflag {
 	case tar.TypeReg:
-		if isSparse(hdr) {
-			return name, "", fmt.Errorf("%s: sparse file entry, which kdr never writes", quoteName(name))
+		if !isSparse(hdr) {
+			return name, EntryFile, nil
 		}
-		return name, EntryFile, nil
 	case tar.TypeDir:
 		return name, EntryDir, nil
 	case tar.TypeSymlink:
 		return name, EntrySymlink, nil
 	}
-	return name, "", fmt.Errorf("%s: tar entry of type %q, not a file, directory or symlink", quoteName(name), hdr.Typeflag)
+	return name, "", fmt.Errorf("%s: %s; kdr writes only files, directories and symlinks", quoteName(name), tarKind(hdr))
+}
+
+// tarKind names a tar entry's kind for people.
+func tarKind(hdr *tar.Header) string {
+	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeGNUSparse:
+		return "a sparse file"
+	case tar.TypeLink:
+		return "a hard link"
+	case tar.TypeChar:
+		return "a character device"
+	case tar.TypeBlock:
+		return "a block device"
+	case tar.TypeFifo:
+		return "a fifo"
+	case tar.TypeCont:
+		return "a contiguous file"
+	}
+	return fmt.Sprintf("a tar entry of type %q", hdr.Typeflag)
 }
 
 // SymlinkAbove returns the nearest directory of p that isLink says is a
@@ -282,4 +302,20 @@ func quoteName(s string) string {
 		}
 	}
 	return s
+}
+
+// NamedDirs are the directories a state set's pattern names, relative to
+// the root: its fixed prefix and every directory above it (etc,
+// etc/kubernetes and etc/kubernetes/pki for /etc/kubernetes/pki/**). A
+// restore writes into them after restore-files (configure-node into pki,
+// the control plane's start into manifests), so none of them may be a
+// symlink, in a backup or on the host it was taken from.
+func NamedDirs(pattern string) []string {
+	rel := strings.TrimPrefix(path.Clean(pattern), "/")
+	base, _ := doublestar.SplitPattern(rel)
+	var dirs []string
+	for dir := base; dir != "." && dir != "/" && dir != ""; dir = path.Dir(dir) {
+		dirs = append(dirs, dir)
+	}
+	return dirs
 }

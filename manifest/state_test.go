@@ -279,7 +279,7 @@ func TestCheckStateTar(t *testing.T) {
 				hl := rawEntry{hdr: tar.Header{Name: "etc/kubernetes/hard", Typeflag: tar.TypeLink, Linkname: "etc/kubernetes/admin.conf"}}
 				return append([]rawEntry{hl}, es...)
 			}),
-			want:      []string{`etc/kubernetes/hard: tar entry of type '1'`},
+			want:      []string{`etc/kubernetes/hard: a hard link`},
 			wantFiles: 3,
 		},
 		{
@@ -292,7 +292,7 @@ func TestCheckStateTar(t *testing.T) {
 				}
 				return append(bad, es...)
 			}),
-			want:      []string{`etc/kubernetes/mem: tar entry of type '3'`, `etc/kubernetes/sda: tar entry of type '4'`, `etc/kubernetes/pipe: tar entry of type '6'`},
+			want:      []string{`etc/kubernetes/mem: a character device`, `etc/kubernetes/sda: a block device`, `etc/kubernetes/pipe: a fifo`},
 			wantFiles: 3,
 		},
 		{
@@ -433,7 +433,7 @@ func TestCheckStateTarSparse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Problems) == 0 || !strings.Contains(res.Problems[0], "etc/huge: sparse file entry") {
+	if len(res.Problems) == 0 || !strings.Contains(res.Problems[0], "etc/huge: a sparse file") {
 		t.Fatalf("problems %q, want the sparse entry refused", res.Problems)
 	}
 }

@@ -65,8 +65,7 @@ func newEntryPolicy(sets []manifest.FileSet, idx *manifest.StateIndex) *entryPol
 		for _, pat := range s.Paths {
 			rel := strings.TrimPrefix(pathpkg.Clean(pat), "/")
 			pats = append(pats, rel)
-			base, _ := doublestar.SplitPattern(rel)
-			for dir := base; dir != "." && dir != "/" && dir != ""; dir = pathpkg.Dir(dir) {
+			for _, dir := range manifest.NamedDirs(pat) {
 				if _, ok := p.named[dir]; !ok {
 					p.named[dir] = "/" + rel
 				}
@@ -100,10 +99,8 @@ func (p *entryPolicy) admit(ent manifest.IndexEntry) (scope, error) {
 	}
 	// The symlink may point anywhere: its target is data, never followed.
 	// What would be written through it is not.
-	for dir := pathpkg.Dir(ent.Path); dir != "."; dir = pathpkg.Dir(dir) {
-		if p.links[dir] {
-			return 0, refuse(ent.Path, "below the backup's symlink %s; kdr never writes through a symlink", dir)
-		}
+	if dir, ok := manifest.SymlinkAbove(ent.Path, func(d string) bool { return p.links[d] }); ok {
+		return 0, refuse(ent.Path, "below the backup's symlink %s; kdr never writes through a symlink", dir)
 	}
 	// A link where the sets name a directory would take every later
 	// write into that directory with it (configure-node's certificates,
@@ -139,25 +136,9 @@ func (p *entryPolicy) admit(ent manifest.IndexEntry) (scope, error) {
 // a safe name listed in the index, and the same type, size and target as
 // the index says. It returns the index entry, which is what is restored.
 func (p *entryPolicy) admitHeader(hdr *tar.Header) (manifest.IndexEntry, error) {
-	name := strings.TrimSuffix(hdr.Name, "/")
-	if err := manifest.ValidEntryPath(name); err != nil {
-		return manifest.IndexEntry{}, refuse(hdr.Name, "unsafe path")
-	}
-	var typ string
-	switch hdr.Typeflag {
-	case tar.TypeReg:
-		typ = manifest.EntryFile
-	case tar.TypeDir:
-		typ = manifest.EntryDir
-	case tar.TypeSymlink:
-		typ = manifest.EntrySymlink
-	default:
-		return manifest.IndexEntry{}, refuse(name, "%s; kdr restores only files, directories and symlinks", tarKind(hdr.Typeflag))
-	}
-	// archive/tar expands a sparse entry's holes itself: a few header
-	// bytes could make it write exabytes of zeros. kdr never writes one.
-	if isSparse(hdr) {
-		return manifest.IndexEntry{}, refuse(name, "a sparse file; kdr restores only files, directories and symlinks")
+	name, typ, err := manifest.HeaderEntry(hdr)
+	if err != nil {
+		return manifest.IndexEntry{}, fmt.Errorf("%w: %w", ErrRefused, err)
 	}
 	ent, ok := p.entries[name]
 	switch {
@@ -171,36 +152,6 @@ func (p *entryPolicy) admitHeader(hdr *tar.Header) (manifest.IndexEntry, error) 
 		return ent, refuse(name, "symlink to %q in the tar, to %q in the index", hdr.Linkname, ent.Target)
 	}
 	return ent, nil
-}
-
-func tarKind(t byte) string {
-	switch t {
-	case tar.TypeLink:
-		return "a hard link"
-	case tar.TypeChar:
-		return "a character device"
-	case tar.TypeBlock:
-		return "a block device"
-	case tar.TypeFifo:
-		return "a fifo"
-	case tar.TypeGNUSparse:
-		return "a sparse file"
-	case tar.TypeCont:
-		return "a contiguous file"
-	}
-	return fmt.Sprintf("a tar entry of type %q", t)
-}
-
-func isSparse(hdr *tar.Header) bool {
-	if hdr.Typeflag == tar.TypeGNUSparse {
-		return true
-	}
-	for k := range hdr.PAXRecords {
-		if strings.HasPrefix(k, "GNU.sparse.") {
-			return true
-		}
-	}
-	return false
 }
 
 // safeMode is the permission bits of a recorded mode. Setuid, setgid and

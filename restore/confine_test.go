@@ -336,13 +336,13 @@ func TestRestoreFilesRefuses(t *testing.T) {
 		}, "in the tar but not in the index"},
 		{"hard link", func(canary string) []handEntry {
 			return []handEntry{ca, {hdr: tar.Header{Name: "etc/kubernetes/pki/hard", Typeflag: tar.TypeLink, Linkname: canary + "/x"}, set: "pki"}}
-		}, `"etc/kubernetes/pki/hard": a hard link`},
+		}, `etc/kubernetes/pki/hard: a hard link`},
 		{"character device", func(string) []handEntry {
 			return []handEntry{ca, {hdr: tar.Header{Name: "etc/kubernetes/pki/mem", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 1, Mode: 0o666}, set: "pki"}}
-		}, `"etc/kubernetes/pki/mem": a character device`},
+		}, `etc/kubernetes/pki/mem: a character device`},
 		{"fifo", func(string) []handEntry {
 			return []handEntry{ca, {hdr: tar.Header{Name: "etc/kubernetes/pki/pipe", Typeflag: tar.TypeFifo, Mode: 0o666}, set: "pki"}}
-		}, `"etc/kubernetes/pki/pipe": a fifo`},
+		}, `etc/kubernetes/pki/pipe: a fifo`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -40,7 +40,7 @@ func (r *readahead) fill(src io.Reader) {
 		case <-r.stop:
 			return
 		}
-		n, err := io.ReadFull(src, buf[:cap(buf)])
+		n, err := fillBuf(src, buf[:cap(buf)])
 		if n > 0 {
 			select {
 			case r.full <- buf[:n]:
@@ -48,16 +48,26 @@ func (r *readahead) fill(src io.Reader) {
 				return
 			}
 		}
-		switch err {
-		case nil:
-		case io.ErrUnexpectedEOF:
-			r.err = io.EOF
-			return
-		default:
+		if err != nil {
 			r.err = err
 			return
 		}
 	}
+}
+
+// fillBuf reads into buf until it is full or src fails, keeping src's own
+// error: io.ReadFull would turn a source's io.ErrUnexpectedEOF (a cut-off
+// stream) into the clean end of one.
+func fillBuf(src io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := src.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func (r *readahead) Read(p []byte) (int, error) {

@@ -40,6 +40,12 @@ func TestReadahead(t *testing.T) {
 	if got, err := io.ReadAll(r); !errors.Is(err, boom) || !bytes.Equal(got, data[:100]) {
 		t.Fatalf("read %d bytes and %v, want 100 and the source's error", len(got), err)
 	}
+	// A source cut off mid-stream says so; it is not the clean end of one.
+	cut := newReadahead(io.MultiReader(bytes.NewReader(data[:100]), iotest.ErrReader(io.ErrUnexpectedEOF)), 2, 64)
+	defer cut.Close()
+	if _, err := io.ReadAll(cut); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a cut-off source read as %v, want io.ErrUnexpectedEOF", err)
+	}
 	// Closed early, the reader stops even when nothing reads on.
 	early := newReadahead(bytes.NewReader(data), 2, 16)
 	early.Close()

@@ -30,6 +30,11 @@ import (
 // ErrRequiredMissing means a required file set matched no file.
 var ErrRequiredMissing = errors.New("required file set matched nothing")
 
+// ErrSymlinkedDir means a directory a state set names is a symlink on
+// this host. A restore never writes through a symlink, so such a backup
+// could not be restored: it fails now, not at 2 a.m.
+var ErrSymlinkedDir = errors.New("a directory the state sets name is a symlink")
+
 // certScanLimit bounds how much of a file is kept in memory to look for
 // certificates; PKI files and kubeconfigs are a few KiB.
 const certScanLimit = 1 << 20
@@ -58,6 +63,11 @@ func planState(root string, sets []config.FileSet) (*statePlan, error) {
 	for _, set := range sets {
 		sum := manifest.FileSet{Name: set.Name, Required: set.Required, Paths: set.Paths}
 		for _, pattern := range set.Paths {
+			for _, dir := range manifest.NamedDirs(pattern) {
+				if fi, err := os.Lstat(filepath.Join(root, dir)); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+					return nil, fmt.Errorf("%w: state set %s: /%s (for %s): name the directory it points to instead", ErrSymlinkedDir, set.Name, dir, pattern)
+				}
+			}
 			rel := strings.TrimPrefix(path.Clean(pattern), "/")
 			matches, err := doublestar.Glob(fsys, rel, doublestar.WithFailOnIOErrors(), doublestar.WithNoFollow())
 			if err != nil {

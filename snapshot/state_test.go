@@ -138,6 +138,26 @@ func TestStateUnreadableFile(t *testing.T) {
 	}
 }
 
+// TestStateSymlinkedDir: a directory the sets name that is a symlink on
+// the host fails the backup by name, since no restore would write
+// through it.
+func TestStateSymlinkedDir(t *testing.T) {
+	root := t.TempDir()
+	kubeadmTree(t, root)
+	pki := filepath.Join(root, "etc/kubernetes/pki")
+	moved := filepath.Join(root, "data-pki")
+	if err := os.Rename(pki, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(moved, pki); err != nil {
+		t.Fatal(err)
+	}
+	_, err := planState(root, kubeadmSets())
+	if !errors.Is(err, ErrSymlinkedDir) || !strings.Contains(err.Error(), "/etc/kubernetes/pki") {
+		t.Fatalf("err = %v, want ErrSymlinkedDir naming /etc/kubernetes/pki", err)
+	}
+}
+
 // TestStateRequiredEveryPath: one missing path of a required set fails
 // the backup even when its other paths match.
 func TestStateRequiredEveryPath(t *testing.T) {
