@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,6 +17,10 @@ type globals struct {
 	configPath string
 	logLevel   string
 	logFormat  string
+	// cpuProfile, when set, is where a CPU profile of the command goes:
+	// how a slow backup or restore is looked into on the machine it is
+	// slow on.
+	cpuProfile string
 	// accept names unsigned sets the operator vouches for:
 	// ID@sha256:<manifest hash>.
 	accept []string
@@ -36,6 +41,26 @@ control plane from them.`,
 	f.StringVar(&g.configPath, "config", "", "config file (default ./kdr.yaml, then /etc/kdr/kdr.yaml)")
 	f.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&g.logFormat, "log-format", "", "log format: text or json (default text on a terminal, json otherwise)")
+	f.StringVar(&g.cpuProfile, "cpuprofile", "", "write a CPU profile of the command to this file")
+	f.MarkHidden("cpuprofile")
+	var profile *os.File
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if g.cpuProfile == "" {
+			return nil
+		}
+		var err error
+		if profile, err = os.Create(g.cpuProfile); err != nil {
+			return err
+		}
+		return pprof.StartCPUProfile(profile)
+	}
+	root.PersistentPostRunE = func(*cobra.Command, []string) error {
+		if profile == nil {
+			return nil
+		}
+		pprof.StopCPUProfile()
+		return profile.Close()
+	}
 	f.StringArrayVar(&g.accept, "accept-unauthenticated", nil, "use this one set without a trusted signature: ID@sha256:<sha256 of its manifest.json> (only when named by ID; never latest, prune or the agent)")
 	root.AddCommand(
 		newInitCommand(),
