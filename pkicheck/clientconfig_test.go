@@ -97,7 +97,7 @@ func TestClientConfigRefuses(t *testing.T) {
 		{name: "impersonate uid", user: `    as-uid: "0"`, want: `user "admin" sets as-uid`, refused: true},
 		{name: "impersonate groups", user: `    as-groups: [system:masters]`, want: `user "admin" sets as-groups`, refused: true},
 		{name: "impersonate extra", user: `    as-user-extra: {scopes: [all]}`, want: `user "admin" sets as-user-extra`, refused: true},
-		{name: "client-certificate file", user: `    client-certificate: /root/.kube/client.crt`, want: `user "admin" sets client-certificate`, refused: true},
+		{name: "client-certificate file", user: `    client-certificate: /home/operator/.kube/client.crt`, want: `user "admin" sets client-certificate`, refused: true},
 		{name: "client-key file", user: `    client-key: /etc/shadow`, want: `user "admin" sets client-key`, refused: true},
 		{name: "certificate-authority file", cluster: `    certificate-authority: /etc/ssl/private/host.pem`, want: `cluster "prod" sets certificate-authority`, refused: true},
 		{name: "insecure", cluster: `    insecure-skip-tls-verify: true`, want: `cluster "prod" sets insecure-skip-tls-verify`, refused: true},

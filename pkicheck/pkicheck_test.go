@@ -317,7 +317,7 @@ func TestRunDamaged(t *testing.T) {
 			name: "token file",
 			damage: func(t *testing.T, root string) {
 				editKubeconfig(t, root, "controller-manager.conf", func(cfg *kubeconfig) {
-					cfg.user.TokenFile = "/root/.aws/credentials"
+					cfg.user.TokenFile = "/home/operator/.aws/credentials"
 				})
 			},
 			want: []finding{{kdir + "/controller-manager.conf", IDKubeconfig, Fail, "sets tokenFile, which kubeadm never writes: whoever uses this kubeconfig would read that file of the host"}},
@@ -337,10 +337,10 @@ func TestRunDamaged(t *testing.T) {
 			damage: func(t *testing.T, root string) {
 				editKubeconfig(t, root, "super-admin.conf", func(cfg *kubeconfig) {
 					cfg.user.ClientKeyData = nil
-					cfg.user.ClientKey = "/root/.ssh/id_ed25519"
+					cfg.user.ClientKey = "/home/operator/.ssh/id_ed25519"
 				})
 			},
-			want: []finding{{kdir + "/super-admin.conf", IDKubeconfig, Fail, "client-key /root/.ssh/id_ed25519 is outside /etc/kubernetes, the restored tree"}},
+			want: []finding{{kdir + "/super-admin.conf", IDKubeconfig, Fail, "client-key /home/operator/.ssh/id_ed25519 is outside /etc/kubernetes, the restored tree"}},
 		},
 		{
 			name: "relative CA file climbing out of the tree",
@@ -356,21 +356,21 @@ func TestRunDamaged(t *testing.T) {
 			name: "client certificate file linking out of the tree",
 			damage: func(t *testing.T, root string) {
 				editKubeconfig(t, root, "admin.conf", func(cfg *kubeconfig) {
-					dir := filepath.Join(root, "root")
+					dir := filepath.Join(root, "home/operator")
 					if err := os.MkdirAll(dir, 0o700); err != nil {
 						t.Fatal(err)
 					}
 					if err := os.WriteFile(filepath.Join(dir, "admin.pem"), cfg.user.ClientCertificateData, 0o600); err != nil {
 						t.Fatal(err)
 					}
-					if err := os.Symlink("/root/admin.pem", filepath.Join(root, kdir, "pki/admin.pem")); err != nil {
+					if err := os.Symlink("/home/operator/admin.pem", filepath.Join(root, kdir, "pki/admin.pem")); err != nil {
 						t.Fatal(err)
 					}
 					cfg.user.ClientCertificateData = nil
 					cfg.user.ClientCertificate = "pki/admin.pem"
 				})
 			},
-			want: []finding{{kdir + "/admin.conf", IDKubeconfig, Fail, "client-certificate " + kdir + "/pki/admin.pem links out of /etc/kubernetes, the restored tree, to /root/admin.pem"}},
+			want: []finding{{kdir + "/admin.conf", IDKubeconfig, Fail, "client-certificate " + kdir + "/pki/admin.pem links out of /etc/kubernetes, the restored tree, to /home/operator/admin.pem"}},
 		},
 		{
 			name: "kubelet credentials in another file of the kubelet",
@@ -388,15 +388,15 @@ func TestRunDamaged(t *testing.T) {
 			damage: func(t *testing.T, root string) {
 				editKubeconfig(t, root, "kubelet.conf", func(cfg *kubeconfig) {
 					pair := slices.Concat(cfg.user.ClientCertificateData, cfg.user.ClientKeyData)
-					for _, d := range []string{"var/lib/kubelet/pki", "root"} {
+					for _, d := range []string{"var/lib/kubelet/pki", "home/operator"} {
 						if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
 							t.Fatal(err)
 						}
 					}
-					if err := os.WriteFile(filepath.Join(root, "root/pair.pem"), pair, 0o600); err != nil {
+					if err := os.WriteFile(filepath.Join(root, "home/operator/pair.pem"), pair, 0o600); err != nil {
 						t.Fatal(err)
 					}
-					if err := os.Symlink("/root/pair.pem", filepath.Join(root, "var/lib/kubelet/pki/kubelet-client-current.pem")); err != nil {
+					if err := os.Symlink("/home/operator/pair.pem", filepath.Join(root, "var/lib/kubelet/pki/kubelet-client-current.pem")); err != nil {
 						t.Fatal(err)
 					}
 					cfg.user.ClientCertificateData, cfg.user.ClientKeyData = nil, nil
@@ -404,7 +404,7 @@ func TestRunDamaged(t *testing.T) {
 					cfg.user.ClientKey = "/var/lib/kubelet/pki/kubelet-client-current.pem"
 				})
 			},
-			want: []finding{{kdir + "/kubelet.conf", IDKubeconfig, Fail, "client-certificate /var/lib/kubelet/pki/kubelet-client-current.pem links out of /etc/kubernetes, the restored tree, to /root/pair.pem"}},
+			want: []finding{{kdir + "/kubelet.conf", IDKubeconfig, Fail, "client-certificate /var/lib/kubelet/pki/kubelet-client-current.pem links out of /etc/kubernetes, the restored tree, to /home/operator/pair.pem"}},
 		},
 		{
 			name: "kubelet's rotated certificate named by another kubeconfig",
