@@ -43,7 +43,7 @@ func (e *Env) Drill(ctx context.Context, o DrillOptions) (*drill.Report, error) 
 	}
 	signer, err := e.signerOrNil(!o.NoStore)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the drill's report is stored signed (or run it with --no-store): %w", err)
 	}
 	do := drill.Options{
 		Manifest: r.Manifest, Source: fromconfig.Source(r.TargetConfig), Target: r.Target, Identities: o.Identities,

@@ -10,6 +10,7 @@ import (
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/internal/fromconfig"
+	"github.com/kdr-io/kdr/internal/testenv"
 )
 
 func recipient(t *testing.T) string {
@@ -85,5 +86,53 @@ func TestEtcdCredentialsInEndpoint(t *testing.T) {
 	_, err := fromconfig.Etcd(c)
 	if err == nil || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "cluster prod: etcd endpoint 2 holds credentials") {
 		t.Fatalf("Etcd: %v, want endpoint 2 refused without its password", err)
+	}
+}
+
+// TestTrustAndSigner: the trusted keys come from the config and its
+// files; a writer's key must be one of them; every bad input is one line
+// naming the setting, and none repeats key material.
+func TestTrustAndSigner(t *testing.T) {
+	ours, other := testenv.NewSigningKey(t), testenv.NewSigningKey(t)
+	dir := t.TempDir()
+	trustedFile := filepath.Join(dir, "trusted.txt")
+	if err := os.WriteFile(trustedFile, []byte("# operators\n"+ours.Public+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ourKey, otherKey := ours.WriteFile(t, dir), other.WriteFile(t, t.TempDir())
+	garbage := filepath.Join(dir, "garbage.key")
+	if err := os.WriteFile(garbage, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		signing config.Signing
+		want    string // error prefix; empty for none
+	}{
+		{"inline", config.Signing{TrustedKeys: []string{ours.Public}, KeyFile: ourKey}, ""},
+		{"from a file", config.Signing{TrustedKeysFiles: []string{trustedFile}, KeyFile: ourKey}, ""},
+		{"missing trusted file", config.Signing{TrustedKeysFiles: []string{filepath.Join(dir, "nope")}}, "signing.trustedKeysFiles: "},
+		{"not an ed25519 key", config.Signing{TrustedKeys: []string{"ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ"}}, "signing: trusted key 1"},
+		{"no keys", config.Signing{TrustedKeysFiles: []string{recipientsFile(t)}}, "signing: no trusted signing keys"},
+		{"no key file", config.Signing{TrustedKeys: []string{ours.Public}}, "signing.keyFile is not set"},
+		{"missing key file", config.Signing{TrustedKeys: []string{ours.Public}, KeyFile: filepath.Join(dir, "gone.key")}, "signing.keyFile: signing key: "},
+		{"not a key", config.Signing{TrustedKeys: []string{ours.Public}, KeyFile: garbage}, "signing.keyFile: "},
+		{"key not trusted", config.Signing{TrustedKeys: []string{ours.Public}, KeyFile: otherKey}, "signing.keyFile: key " + other.Signer.Fingerprint() + " is not among the trusted keys"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &config.Config{Signing: tc.signing}
+			trust, err := fromconfig.Trust(cfg)
+			if err == nil {
+				_, err = fromconfig.Signer(cfg, trust)
+			}
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("err = %v", err)
+			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want) || strings.Contains(err.Error(), "\n")):
+				t.Fatalf("err = %v, want one line starting %q", err, tc.want)
+			case err != nil && strings.Contains(err.Error(), "OPENSSH PRIVATE"):
+				t.Fatalf("err repeats key material: %v", err)
+			}
+		})
 	}
 }
