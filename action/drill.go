@@ -31,8 +31,13 @@ type DrillOptions struct {
 // answers, and the report, signed, stored beside the backups with the
 // history of earlier drills.
 func (e *Env) Drill(ctx context.Context, o DrillOptions) (*drill.Report, error) {
+	// Before any work: a drill that cannot store its report should say so
+	// at once, not after restoring a whole database.
+	signer, err := e.signerOrNil(!o.NoStore)
+	if err != nil {
+		return nil, fmt.Errorf("the drill's report is stored signed (or run it with --no-store): %w", err)
+	}
 	var r *Resolved
-	var err error
 	if o.Ref.Backup == RandomRef {
 		r, err = e.resolveRandom(ctx, o.Ref)
 	} else {
@@ -40,10 +45,6 @@ func (e *Env) Drill(ctx context.Context, o DrillOptions) (*drill.Report, error) 
 	}
 	if err != nil {
 		return nil, err
-	}
-	signer, err := e.signerOrNil(!o.NoStore)
-	if err != nil {
-		return nil, fmt.Errorf("the drill's report is stored signed (or run it with --no-store): %w", err)
 	}
 	do := drill.Options{
 		Manifest: r.Manifest, Source: fromconfig.Source(r.TargetConfig), Target: r.Target, Identities: o.Identities,

@@ -85,6 +85,13 @@ func TestWritersNeedTheSigningKey(t *testing.T) {
 			t.Errorf("%v: %v, want an error naming signing.keyFile", args, err)
 		}
 	}
+	identity := filepath.Join(dir, "operator.key")
+	if _, err := kdr(t, "keys", "generate", "--out", identity); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kdr(t, "--config", cfg, "drill", "--identity", identity); err == nil || !strings.Contains(err.Error(), "--no-store") {
+		t.Errorf("drill without a signing key: %v, want an error pointing at --no-store", err)
+	}
 	if _, err := kdr(t, "--config", cfg, "prune"); err != nil {
 		t.Errorf("a dry run needs no signing key: %v", err)
 	}
