@@ -115,6 +115,42 @@ type Object struct {
 type State struct {
 	Sets         []FileSet     `json:"sets"`
 	Certificates []Certificate `json:"certificates,omitempty"`
+	// ControlPlane is what the captured static pod manifests say; absent
+	// when the state holds none (external etcd under systemd).
+	ControlPlane *ControlPlane `json:"controlPlane,omitempty"`
+}
+
+// ReferencedSet is the state set of the files the captured static pod
+// manifests reference that no configured set names: captured, and
+// required, all the same.
+const ReferencedSet = "referenced"
+
+// ControlPlane is the topology of the node a backup was taken on, read
+// from its static pod manifests. A restore takes etcd's data dir from it,
+// and the runbook prints it, without the identity that opens the state.
+type ControlPlane struct {
+	// Manifests are the host paths of the static pod manifests read.
+	Manifests []string `json:"manifests"`
+	// EtcdManifest is the host path of etcd's manifest ("" when etcd does
+	// not run as a static pod).
+	EtcdManifest string `json:"etcdManifest,omitempty"`
+	// EtcdName is the member's --name.
+	EtcdName string `json:"etcdName,omitempty"`
+	// EtcdDataDir is the host directory mounted at etcd's --data-dir.
+	EtcdDataDir string `json:"etcdDataDir,omitempty"`
+	// APIServerAddress is kube-apiserver's --advertise-address.
+	APIServerAddress string `json:"apiServerAddress,omitempty"`
+	// References are the host files the components read, each captured.
+	References []Reference `json:"references,omitempty"`
+}
+
+// Reference is one host file a control-plane component reads.
+type Reference struct {
+	Component string `json:"component"`
+	// Flag names the file, or the config that names it (Via).
+	Flag string `json:"flag"`
+	Via  string `json:"via,omitempty"`
+	Path string `json:"path"`
 }
 
 // FileSet is one configured file set as captured.

@@ -274,6 +274,7 @@ func (b *backup) putState(ctx context.Context, plan *statePlan) error {
 	}
 	b.m.Objects = append(b.m.Objects, obj)
 	b.m.State.Sets = plan.sets
+	b.m.State.ControlPlane = plan.controlPlane
 	b.m.State.Certificates = capture.certificates
 	return nil
 }

@@ -45,6 +45,8 @@ type statePlan struct {
 	root    string
 	entries []plannedEntry
 	sets    []manifest.FileSet
+	// controlPlane is what the static pod manifests among the entries say.
+	controlPlane *manifest.ControlPlane
 	// warnings name optional patterns that matched nothing.
 	warnings []string
 }
@@ -95,6 +97,9 @@ func planState(root string, sets []config.FileSet) (*statePlan, error) {
 			p.warnings = append(p.warnings, fmt.Sprintf("state set %s: %s matched no file", set.Name, miss))
 		}
 		p.sets = append(p.sets, sum)
+	}
+	if err := p.addReferences(); err != nil {
+		return nil, err
 	}
 	// Parents before children, so extracting the tar recreates directory
 	// modes before files land in them.
