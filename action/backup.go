@@ -32,12 +32,18 @@ type ClusterBackup struct {
 	Err error
 	// RunbookFailed names the targets whose runbook could not be stored.
 	RunbookFailed []string
+	// KitFailed names the local targets that took this set but whose
+	// offline recovery kit could not be refreshed. The backup is whole
+	// (Err does not say it); only that disk alone no longer restores.
+	KitFailed []string
 }
 
 // Backup backs up each cluster to every target of the Env, then stores
-// the signed runbook beside each complete set. Clusters are backed up on
-// their own: one bad TLS path does not cost the others their backup. The
-// error is for what stops every cluster (no key to encrypt or sign with).
+// the signed runbook beside each complete set, then refreshes the
+// offline recovery kit on every local target that took a set. Clusters
+// are backed up on their own: one bad TLS path does not cost the others
+// their backup. The error is for what stops every cluster (no key to
+// encrypt or sign with).
 func (e *Env) Backup(ctx context.Context, clusters []config.Cluster, o BackupOptions) ([]ClusterBackup, error) {
 	rs, err := fromconfig.Recipients(e.Config)
 	if err != nil {
@@ -80,6 +86,7 @@ func (e *Env) Backup(ctx context.Context, clusters []config.Cluster, o BackupOpt
 		}
 		out = append(out, cb)
 	}
+	e.refreshKits(ctx, signer, out)
 	return out, nil
 }
 

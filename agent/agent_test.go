@@ -14,7 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/kdr-io/kdr/action"
 	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/snapshot"
 )
 
 // TestMetricsCoverDeploy: every kdr_ series the shipped alert rules and
@@ -203,5 +206,26 @@ func TestDrillWithoutIdentity(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(a.m.drillFailures.WithLabelValues("prod")); got != 1 {
 		t.Errorf("drill_failures_total %v, want 1", got)
+	}
+}
+
+// TestKitFailureIsCountedNotFailed: a backup whose set is whole but whose
+// recovery kit could not be written succeeds, and counts under
+// reason="kit", where the rules and the dashboard see it.
+func TestKitFailureIsCountedNotFailed(t *testing.T) {
+	a, _ := newTestAgent(t, "@every 1h")
+	now := time.Now()
+	err := a.recordBackup(action.ClusterBackup{Cluster: "prod",
+		Result: &snapshot.Result{Manifest: &manifest.Manifest{Cluster: "prod", ID: manifest.NewID(now, [3]byte{1, 2, 3}), Created: now, Completed: now},
+			Complete: []string{"usb"}},
+		KitFailed: []string{"usb"}})
+	if err != nil {
+		t.Fatalf("recordBackup: %v, want the backup to stand", err)
+	}
+	if got := testutil.ToFloat64(a.m.failures.WithLabelValues("prod", "usb", reasonKit)); got != 1 {
+		t.Errorf(`backup_failures_total{reason="kit"} %v, want 1`, got)
+	}
+	if got := testutil.ToFloat64(a.m.failures.WithLabelValues("prod", "usb", reasonTarget)); got != 0 {
+		t.Errorf(`backup_failures_total{reason="target"} %v, want 0`, got)
 	}
 }

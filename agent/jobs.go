@@ -70,6 +70,9 @@ func (a *Agent) recordBackup(r action.ClusterBackup) error {
 	for _, name := range r.RunbookFailed {
 		a.m.failures.WithLabelValues(r.Cluster, name, reasonRunbook).Inc()
 	}
+	for _, name := range r.KitFailed {
+		a.m.failures.WithLabelValues(r.Cluster, name, reasonKit).Inc()
+	}
 	a.recordManifest(m)
 	return r.Err
 }

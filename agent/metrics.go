@@ -17,7 +17,10 @@ const (
 	reasonConfig   = "config"
 	reasonCanceled = "canceled"
 	reasonRunbook  = "runbook"
-	reasonOther    = "other"
+	// reasonKit counts backups that completed but could not refresh the
+	// offline recovery kit of a local target.
+	reasonKit   = "kit"
+	reasonOther = "other"
 )
 
 // metrics are the agent's series. Labels name clusters, targets, jobs and
@@ -110,7 +113,7 @@ func (m *metrics) zero(cfg *config.Config) {
 	}
 	for _, c := range cfg.Clusters {
 		for _, t := range targets {
-			for _, r := range []string{reasonEtcd, reasonState, reasonTarget, reasonConfig, reasonCanceled, reasonRunbook, reasonOther} {
+			for _, r := range []string{reasonEtcd, reasonState, reasonTarget, reasonConfig, reasonCanceled, reasonRunbook, reasonKit, reasonOther} {
 				m.failures.WithLabelValues(c.Name, t, r)
 			}
 			if t != "" {

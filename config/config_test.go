@@ -163,7 +163,7 @@ func TestReportsEveryProblem(t *testing.T) {
 	data := strings.NewReplacer(
 		"name: prod", "name: PROD",
 		"https://10.0.0.11:2379", "http://10.0.0.11:2379",
-		"/mnt/usb/kdr", "usb",
+		"/mnt/usb/kdr", `""`,
 	).Replace(minimal)
 	_, err := config.Parse("kdr.yaml", []byte(data))
 	if err == nil {
@@ -229,4 +229,56 @@ func TestSelfReferencingAliases(t *testing.T) {
 			t.Errorf("Parse(%q) = %v, want %q", tt.doc, err, tt.want)
 		}
 	}
+}
+
+// TestLocalPathRelativeToConfigFile loads a config whose local target
+// says ".." from another working directory: the path is the config
+// file's parent, as the recovery kit's kdr.yaml needs wherever its disk
+// is mounted.
+func TestLocalPathRelativeToConfigFile(t *testing.T) {
+	disk := t.TempDir()
+	file := filepath.Join(disk, "kit", "kdr.yaml")
+	doc := `clusters:
+  - name: prod
+    etcd: {endpoints: ["http://127.0.0.1:2379"], insecure: true}
+encryption: {recipients: [age1pfz2wqrkh05nrg847tuc2dxryzlecazwrh2nc4prwmp6d98g23es6jnthh]}
+signing: {trustedKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDkgk7G8drVjg7ABJHxC/jw5i0O5/dYexhQP+MkHl32q"]}
+targets:
+  - {name: disk, local: {path: ..}}
+  - {name: below, local: {path: sets/usb}}
+  - {name: absolute, local: {path: /mnt/usb/kdr}}
+`
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	for _, path := range []string{file, mustRel(t, file)} {
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatalf("Load(%s): %v", path, err)
+		}
+		want := []string{disk, filepath.Join(disk, "kit", "sets", "usb"), "/mnt/usb/kdr"}
+		for i, w := range want {
+			if got := cfg.Targets[i].Local.Path; got != w {
+				t.Errorf("Load(%s): targets[%d].local.path = %q, want %q", path, i, got, w)
+			}
+		}
+	}
+}
+
+// mustRel is path relative to the working directory.
+func mustRel(t *testing.T, path string) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rel
 }

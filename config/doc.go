@@ -19,4 +19,12 @@
 // Secret mounted as a volume, for instance. Relative file names are
 // relative to the working directory. Secrets never come from command-line
 // flags, and no error message of this package contains one.
+//
+// # Relative target directories
+//
+// A relative local.path is relative to the directory of the config file,
+// not to the working directory: the offline recovery kit's kdr.yaml lies on
+// the disk it restores from and says "path: ..", and that disk may be
+// mounted anywhere. A Config built in code (Validate) must give an
+// absolute path.
 package config

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -77,11 +78,28 @@ func Parse(name string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	applyDefaults(&cfg)
+	resolveLocalPaths(&cfg, name)
 	d.validate(&cfg)
 	if err := d.result(); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// resolveLocalPaths makes a relative local.path relative to the config
+// file's directory, not to the working directory: the offline recovery
+// kit's kdr.yaml says "..", the disk it lies on, wherever that disk is
+// mounted when it is needed.
+func resolveLocalPaths(cfg *Config, name string) {
+	dir, err := filepath.Abs(filepath.Dir(name))
+	if err != nil {
+		return // no working directory: validation refuses the relative path
+	}
+	for i := range cfg.Targets {
+		if l := cfg.Targets[i].Local; l != nil && l.Path != "" && !filepath.IsAbs(l.Path) {
+			l.Path = filepath.Join(dir, l.Path)
+		}
+	}
 }
 
 // parseYAML returns the root mapping of the file's single document.

@@ -22,6 +22,10 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
 
 const maxNameLen = 63
 
+// reservedClusterName is the directory of the offline recovery kit at the
+// root of every local target (kit.Dir), beside the clusters' directories.
+const reservedClusterName = "kit"
+
 // Validate checks a Config built in code as Parse checks a file, after
 // ApplyDefaults. Problems are joined, one per line, without line numbers.
 func (c *Config) Validate() error {
@@ -39,6 +43,9 @@ func (d *decoder) validate(cfg *Config) {
 		p := fmt.Sprintf("clusters[%d]", i)
 		c := &cfg.Clusters[i]
 		d.name(p, c.Name, names)
+		if c.Name == reservedClusterName {
+			d.errorf(p+".name", "%q is reserved: a local target keeps its offline recovery kit in %s/", c.Name, reservedClusterName)
+		}
 		d.etcd(p+".etcd", &c.Etcd)
 		d.state(p+".state", c.State)
 		d.inventory(p+".inventory", &c.Inventory)
@@ -292,6 +299,8 @@ func (d *decoder) target(p string, t *Target) {
 		case lp == "":
 			d.errorf(p+".local.path", "a directory is required")
 		case !filepath.IsAbs(lp):
+			// Parse resolves a relative path against the file's directory;
+			// a config built in code has no file to be relative to.
 			d.errorf(p+".local.path", "%q is not an absolute path", lp)
 		}
 		return

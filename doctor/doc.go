@@ -53,4 +53,9 @@
 //   - certificates: in the newest backup's manifest, an expired
 //     certificate fails and one expiring within 30 days warns.
 //   - recipients: none fails, one warns (a lost key is a lost backup).
+//   - recovery-kit: per local target, the offline recovery kit (package
+//     kit). One that does not verify fails: its binary must not be run.
+//     None, one that cannot be read, or one whose kdr is not this
+//     version warns (the next backup writes it). No local target passes;
+//     targets-failure-domains grades that.
 package doctor

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/internal/fromconfig"
+	"github.com/kdr-io/kdr/internal/version"
 )
 
 // Grade is a check's verdict; a higher grade is a worse one.
@@ -77,6 +78,7 @@ var checks = []Check{
 	{ID: "drill", About: "the newest restore drill: its result and its age", grade: gradeDrill},
 	{ID: "certificates", About: "expiry of the certificates the newest backup holds", grade: gradeCertificates},
 	{ID: "recipients", About: "age recipients: more than one, so a lost key loses no backup", grade: gradeRecipients},
+	{ID: "recovery-kit", About: "each local target's offline recovery kit: signed, whole, and of this kdr version", grade: gradeKit},
 }
 
 // Checks lists the criteria in the order reports give them.
@@ -98,6 +100,10 @@ type facts struct {
 	// stores are what each target holds of the cluster, in config order.
 	stores []storeFacts
 	certs  certFacts
+	// kits are what each local target's recovery kit holds, in config
+	// order; version is the running kdr's, which a kit should hold.
+	kits    []kitFacts
+	version string
 }
 
 // Run grades every configured cluster, or only the named one. Problems
@@ -115,6 +121,7 @@ func Run(ctx context.Context, cfg *config.Config, cluster string) (*Report, erro
 	now := time.Now()
 	targets := openTargets(ctx, cfg.Targets)
 	locks := readLocks(ctx, cfg.Targets, targets)
+	kits := readKits(ctx, cfg.Targets, targets, trust)
 	rs, rerr := fromconfig.Recipients(cfg)
 	rep := &Report{}
 	for _, c := range clusters {
@@ -125,6 +132,8 @@ func Run(ctx context.Context, cfg *config.Config, cluster string) (*Report, erro
 			recipients:    len(rs),
 			recipientsErr: rerr,
 			locks:         locks,
+			kits:          kits,
+			version:       version.Version,
 			etcd:          probeEtcd(ctx, c),
 		}
 		f.stores, f.certs = readTargets(ctx, trust, targets, c.Name)

@@ -110,6 +110,7 @@ func TestRunOneMember(t *testing.T) {
 		"drill":                   {Warn, []string{"a backup that was never restored is a hope", "target gone"}},
 		"certificates":            {Warn, []string{"no backup"}},
 		"recipients":              {Warn, []string{"1 age recipient"}},
+		"recovery-kit":            {Warn, []string{"target usb holds no recovery kit", "the recovery kit on gone cannot be checked", "does not exist"}},
 	})
 	if rep.Worst != Fail {
 		t.Errorf("worst %s, want fail", rep.Worst)

@@ -2,10 +2,12 @@ package doctor
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/kdr-io/kdr/drill"
+	"github.com/kdr-io/kdr/kit"
 	"github.com/kdr-io/kdr/manifest"
 )
 
@@ -115,5 +117,23 @@ func TestGradeCertificates(t *testing.T) {
 		{"30 days is not soon", at(cert("a.crt", 30*day)), Pass, nil},
 		{"expired", at(cert("a.crt", 10*day), cert("b.crt", -time.Hour), cert("c.crt", -48*time.Hour)), Fail,
 			[]string{"2 certificates of 3", "expired, the first c.crt on 2026-02-28"}},
+	})
+}
+
+func TestGradeKit(t *testing.T) {
+	at := func(kits ...kitFacts) facts { return facts{now: monday8, version: "v1.4.0", kits: kits} }
+	ok := kitFacts{name: "usb", version: "v1.4.0", files: 8}
+	damaged := fmt.Errorf("target usb: %w: kit/kdr is not the file SHA256SUMS lists", kit.ErrDamaged)
+	forged := fmt.Errorf("kit/SHA256SUMS on target nfs: %w: signed by SHA256:x, which is not a trusted key", manifest.ErrUntrusted)
+	runGradeCases(t, gradeKit, []gradeCase{
+		{"verified, this version", at(ok), Pass, []string{"the recovery kit on usb verifies: 8 files, kdr v1.4.0"}},
+		{"no local target", at(), Pass, []string{"no local target"}},
+		{"none yet", at(kitFacts{name: "usb", err: fmt.Errorf("target usb: %w (no kit/SHA256SUMS)", kit.ErrNoKit)}), Warn,
+			[]string{"target usb holds no recovery kit"}},
+		{"another version", at(kitFacts{name: "usb", version: "v1.3.9", files: 8}), Warn, []string{"holds kdr v1.3.9, not this v1.4.0"}},
+		{"unreadable", at(kitFacts{name: "usb", err: errors.New("target usb: directory does not exist (is the disk mounted?)")}), Warn,
+			[]string{"cannot be checked", "is the disk mounted"}},
+		{"a changed binary fails", at(ok, kitFacts{name: "nfs", err: damaged}), Fail, []string{"on usb verifies", "on nfs does not verify, do not run its binary", "kit/kdr"}},
+		{"a forged list fails", at(kitFacts{name: "nfs", err: forged}), Fail, []string{"not a trusted key"}},
 	})
 }

@@ -66,4 +66,5 @@ if command -v pdftotext >/dev/null; then pdftotext "$DEMO/runbook.pdf" - | grep 
 echo
 echo "== done: the backups are in demo/usb, the identity that opens them is demo/operator.key,"
 echo "   the printable runbook is demo/runbook.pdf (and demo/runbook.md),"
-echo "   the drill's report is beside the backups in demo/usb/demo/drills"
+echo "   the drill's report is beside the backups in demo/usb/demo/drills,"
+echo "   and demo/usb/kit is the offline recovery kit (kit/README.txt says how to use it)"

@@ -24,6 +24,8 @@ const (
 	NamespaceTombstone   = "kdr-tombstone"
 	NamespaceDrillReport = "kdr-drill-report"
 	NamespaceRunbook     = "kdr-runbook"
+	// NamespaceKit signs the SHA256SUMS of the offline recovery kit.
+	NamespaceKit = "kdr-kit"
 )
 
 // SignaturePrincipal is the principal of the allowed_signers file that
@@ -182,7 +184,7 @@ func (t *Trust) Fingerprints() []string {
 // file for `ssh-keygen -Y verify -I kdr`, each key limited to kdr's
 // namespaces.
 func (t *Trust) AllowedSigners() string {
-	ns := strings.Join([]string{NamespaceManifest, NamespaceTombstone, NamespaceDrillReport, NamespaceRunbook}, ",")
+	ns := strings.Join([]string{NamespaceManifest, NamespaceTombstone, NamespaceDrillReport, NamespaceRunbook, NamespaceKit}, ",")
 	var b strings.Builder
 	for _, k := range t.keys {
 		fmt.Fprintf(&b, "%s namespaces=%q %s", SignaturePrincipal, ns, ssh.MarshalAuthorizedKey(k))

@@ -126,7 +126,7 @@ func (c *checker) kubeconfig(p string, data []byte) {
 		fail("client certificate %s%s is not signed by the cluster CA %s; it names issuer %s", cert.Subject, from(certFile), caPath, cert.Issuer)
 		return
 	}
-	if !samePublicKey(key.Public(), cert.PublicKey) {
+	if !SamePublicKey(key.Public(), cert.PublicKey) {
 		fail("client key%s does not match client certificate %s", from(keyFile), cert.Subject)
 		return
 	}

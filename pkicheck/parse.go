@@ -67,9 +67,9 @@ func parsePublicKey(data []byte) (crypto.PublicKey, error) {
 	return nil, errors.New("no PEM public key")
 }
 
-// samePublicKey reports whether two public keys are one. Every key type
+// SamePublicKey reports whether two public keys are one. Every key type
 // x509 returns has an Equal method; anything else matches nothing.
-func samePublicKey(a, b crypto.PublicKey) bool {
+func SamePublicKey(a, b crypto.PublicKey) bool {
 	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && k.Equal(b)
 }

@@ -328,7 +328,7 @@ func (c *checker) keyMatch(p string) {
 		switch {
 		case cf.cert == nil:
 			c.add(p, IDKeyMatch, Fail, fmt.Sprintf("cannot be matched against %s, which did not load", cf.path))
-		case !samePublicKey(key.Public(), cf.cert.PublicKey):
+		case !SamePublicKey(key.Public(), cf.cert.PublicKey):
 			c.add(p, IDKeyMatch, Fail, fmt.Sprintf("does not match %s (%s): the certificate holds another public key", cf.path, cf.cert.Subject))
 		default:
 			c.add(p, IDKeyMatch, Pass, fmt.Sprintf("matches %s", cf.path))
@@ -349,7 +349,7 @@ func (c *checker) keyMatch(p string) {
 	switch {
 	case err != nil:
 		c.add(p, IDKeyMatch, Fail, fmt.Sprintf("cannot be matched: %s does not parse: %s", pubPath, oneLine(err)))
-	case !samePublicKey(key.Public(), pub):
+	case !SamePublicKey(key.Public(), pub):
 		c.add(p, IDKeyMatch, Fail, fmt.Sprintf("does not match %s: it holds another public key", pubPath))
 	default:
 		c.add(p, IDKeyMatch, Pass, fmt.Sprintf("matches %s", pubPath))

@@ -572,7 +572,7 @@ func TestParse(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || !samePublicKey(key.Public(), ec.Public()) {
+			if err != nil || !SamePublicKey(key.Public(), ec.Public()) {
 				t.Fatalf("ParseKey = %v, %v; want the EC key", key, err)
 			}
 		})

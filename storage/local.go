@@ -87,7 +87,7 @@ func (l *Local) notExist(key string, cause error) error {
 
 // Put writes r to a hidden temp file beside the final name, syncs it, and
 // renames it into place, so that the object appears whole or not at all.
-func (l *Local) Put(ctx context.Context, key string, r io.Reader, _ PutOptions) (err error) {
+func (l *Local) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) (err error) {
 	if err := ValidateKey(key); err != nil {
 		return fmt.Errorf("target %s: %w", l.name, err)
 	}
@@ -117,7 +117,11 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader, _ PutOptions) 
 		}
 		return fmt.Errorf("target %s: writing %s: %w", l.name, key, err)
 	}
-	if err := f.Chmod(0o444); err != nil {
+	mode := os.FileMode(0o444)
+	if opts.Executable {
+		mode = 0o755
+	}
+	if err := f.Chmod(mode); err != nil {
 		return l.fail("writing", key, err)
 	}
 	// Some filesystems (NFS) report a full disk only at sync or close.

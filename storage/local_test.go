@@ -222,6 +222,17 @@ func TestLocalObjectFiles(t *testing.T) {
 	}
 	// Directories emptied by the delete go too.
 	assertDirHolds(t, l.Dir())
+
+	if err := l.Put(ctx, "kit/tool", strings.NewReader("#!/bin/sh\n"), storage.PutOptions{Executable: true}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err = os.Stat(filepath.Join(l.Dir(), "kit", "tool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o755 {
+		t.Fatalf("executable object mode %v, want 0755", fi.Mode().Perm())
+	}
 }
 
 func TestLocalCleanupIncomplete(t *testing.T) {

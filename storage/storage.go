@@ -36,6 +36,10 @@ type PutOptions struct {
 	RetainUntil time.Time
 	// ContentType is stored as metadata where the target keeps it.
 	ContentType string
+	// Executable makes a local target's file 0755 instead of 0444: the
+	// recovery kit's binaries must run straight from the disk. Targets
+	// without file modes ignore it.
+	Executable bool
 }
 
 // Target is one place backups are stored: an S3 bucket, a directory on a

@@ -250,13 +250,9 @@ func Policy(r config.Retention) catalog.Policy {
 // Trust loads the public keys whose signatures make a set ours: the
 // inline ones and those of every trusted keys file.
 func Trust(cfg *config.Config) (*manifest.Trust, error) {
-	lines := append([]string(nil), cfg.Signing.TrustedKeys...)
-	for _, f := range cfg.Signing.TrustedKeysFiles {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("signing.trustedKeysFiles: %w", err)
-		}
-		lines = append(lines, strings.Split(string(b), "\n")...)
+	lines, err := TrustedKeyLines(cfg)
+	if err != nil {
+		return nil, err
 	}
 	t, err := manifest.ParseTrust(lines)
 	if err != nil {
@@ -266,6 +262,22 @@ func Trust(cfg *config.Config) (*manifest.Trust, error) {
 		return nil, fmt.Errorf("signing: %w", manifest.ErrNoTrustedKeys)
 	}
 	return t, nil
+}
+
+// TrustedKeyLines returns the trusted public keys as the config gives
+// them, inline and from every trusted keys file, one "ssh-ed25519 ..."
+// per line (files may add blank lines and comments), so that a config
+// written elsewhere (the recovery kit's) can list them inline.
+func TrustedKeyLines(cfg *config.Config) ([]string, error) {
+	lines := append([]string(nil), cfg.Signing.TrustedKeys...)
+	for _, f := range cfg.Signing.TrustedKeysFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("signing.trustedKeysFiles: %w", err)
+		}
+		lines = append(lines, strings.Split(string(b), "\n")...)
+	}
+	return lines, nil
 }
 
 // Signer loads the signing key of a writer (backup, prune, the agent),
