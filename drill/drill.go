@@ -62,7 +62,7 @@ func untilHealthy(plan *restore.Plan, node string) (string, error) {
 	}
 	last := ""
 	for _, s := range steps {
-		if s.ID != "start-control-plane" {
+		if s.ID != restore.StepStartControlPlane {
 			last = s.ID
 		}
 	}
@@ -157,7 +157,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// Every node up to its decrypted snapshot; then a copy of one to check
 	// offline (HashKV at the backup's revision, which the restored members
 	// have compacted), kept out of the RTO; then the rest of the restore.
-	err = applyAll("decrypt")
+	err = applyAll(restore.StepDecrypt)
 	var verifyDB string
 	var paused time.Duration
 	if err == nil {

@@ -57,17 +57,34 @@ const rawPrefix = "/kdr-e2e/"
 // to the local directory alone.
 func newKubeSource(t *testing.T, s3 bool) *kubeSource {
 	t.Helper()
+	return newKubeSourceWith(t, kubeSourceOptions{s3: s3})
+}
+
+// kubeSourceOptions shape the host newKubeSourceWith backs up.
+type kubeSourceOptions struct {
+	s3 bool
+	// kube shapes the kubeadm host; its NodeName is always kubeNode.
+	kube testenv.KubeOptions
+	// populate, when set, writes more through the running host after the
+	// common objects and before the backup.
+	populate func(t *testing.T, h *testenv.KubeHost)
+}
+
+// newKubeSourceWith is newKubeSource for a host shaped by o.
+func newKubeSourceWith(t *testing.T, o kubeSourceOptions) *kubeSource {
+	t.Helper()
 	w := &world{dir: t.TempDir()}
 	w.usb = filepath.Join(w.dir, "usb")
 	mkdir(t, w.usb, 0o755)
-	if s3 {
+	if o.s3 {
 		w.minio = testenv.StartMinIO(t, testenv.MinIOOptions{})
 		w.minio.CreateBucket(t, bucket, false)
 	}
 	w.identity, w.recipient = w.generateKey(t, "operator.key")
 	w.signingKey, w.signingPub = generateSigningKey(t, w.dir)
 
-	h := testenv.StartKubeadmHost(t, testenv.KubeOptions{NodeName: kubeNode})
+	o.kube.NodeName = kubeNode
+	h := testenv.StartKubeadmHost(t, o.kube)
 	s := &kubeSource{w: w, host: h, configmaps: map[string]string{}, rawKeys: map[string]string{}}
 	for _, ns := range []string{"shop", "billing"} {
 		h.Kubectl(t, "create", "namespace", ns)
@@ -89,6 +106,9 @@ func newKubeSource(t *testing.T, s3 bool) *kubeSource {
 		}
 		s.rawKeys[k] = v
 	}
+	if o.populate != nil {
+		o.populate(t, h)
+	}
 
 	spec := configSpec{
 		endpoints: []string{h.EtcdEndpoint},
@@ -99,7 +119,7 @@ func newKubeSource(t *testing.T, s3 bool) *kubeSource {
 		usb:             w.usb,
 		incompleteGrace: "24h",
 	}
-	if s3 {
+	if o.s3 {
 		spec.s3Endpoint = w.minio.Endpoint()
 	}
 	// The inventory says what the lost host really was, as an operator's
@@ -148,7 +168,7 @@ type planDoc struct {
 	BackupID string `json:"backupID"`
 	Revision int64  `json:"revision"`
 	Options  struct {
-		Nodes []planNode `json:"Nodes"`
+		Nodes []planNode `json:"nodes"`
 	} `json:"options"`
 	Steps []struct {
 		ID          string `json:"id"`

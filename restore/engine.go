@@ -15,9 +15,13 @@ import (
 	"github.com/kdr-io/kdr/storage"
 )
 
-// Env is what a step's action and check work with on one node.
+// Env is what a step's action and check work with on one node. Apply
+// works on a copy, so the caller's Env is left as it was and can serve
+// another node of the same plan.
 type Env struct {
 	Plan *Plan
+	// Node is the node the steps are for: Apply sets it, on its copy, to
+	// the node it is asked to restore.
 	Node Node
 	// Root is prefixed to every host path ("/" on a real host; a temp
 	// directory in tests and drills).
@@ -36,28 +40,41 @@ type Env struct {
 	// https://<node IP>:6443).
 	APIServer string
 
+	// journal is the node's record of the restore, opened by Apply.
 	journal *Journal
-	step    string
 }
 
-// path maps a host path into Root.
-func (e *Env) path(p string) string { return filepath.Join(e.Root, filepath.FromSlash(p)) }
-
-// staging is this restore's work directory on the host.
-func (e *Env) staging() string { return e.path(e.Plan.Staging()) }
-
-// note records a value for the running step in the journal.
-func (e *Env) note(key, value string) error {
-	e.journal.entry(e.step).Notes[key] = value
-	return e.journal.save()
-}
-
-// noteOf reads a value a step recorded.
-func (e *Env) noteOf(step, key string) string {
-	if s := e.journal.Steps[step]; s != nil {
-		return s.Notes[key]
+// forNode is the Env Apply runs node's steps with: a copy of e for that
+// node, with every default filled in. A copy, because a caller that
+// restores several nodes, or the same node twice, must not find the first
+// run's node, journal or defaults in its Env.
+func (e *Env) forNode(node string) (*Env, error) {
+	n, err := e.Plan.node(node)
+	if err != nil {
+		return nil, err
 	}
-	return ""
+	c := *e
+	c.Node, c.journal = n, nil
+	if c.Root == "" {
+		c.Root = "/"
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Runner == nil {
+		c.Runner = HostRunner{}
+	}
+	if c.WaitTimeout == 0 {
+		c.WaitTimeout = 5 * time.Minute
+	}
+	return &c, nil
+}
+
+// record changes the journal and saves it at once: what a step records
+// must outlive the step being killed right after.
+func (e *Env) record(change func(j *Journal)) error {
+	change(e.journal)
+	return e.journal.save()
 }
 
 // ApplyOptions change how Apply runs a node's steps.
@@ -87,27 +104,16 @@ func (e *Env) journalPath() string {
 // every destructive action is written to pick up its own partial work
 // (moves check what was moved, the etcd restore builds in a scratch
 // directory renamed into place at the end), so nothing is done twice.
-func Apply(ctx context.Context, e *Env, node string, o ApplyOptions) error {
-	n, err := e.Plan.node(node)
+//
+// env is not changed: Apply works on its own copy (see forNode).
+func Apply(ctx context.Context, env *Env, node string, o ApplyOptions) error {
+	e, err := env.forNode(node)
 	if err != nil {
 		return err
 	}
 	steps, err := e.Plan.NodeSteps(node)
 	if err != nil {
 		return err
-	}
-	e.Node = n
-	if e.Root == "" {
-		e.Root = "/"
-	}
-	if e.Log == nil {
-		e.Log = slog.New(slog.DiscardHandler)
-	}
-	if e.Runner == nil {
-		e.Runner = HostRunner{}
-	}
-	if e.WaitTimeout == 0 {
-		e.WaitTimeout = 5 * time.Minute
 	}
 	if o.DryRun {
 		for _, s := range steps {
@@ -133,7 +139,7 @@ func Apply(ctx context.Context, e *Env, node string, o ApplyOptions) error {
 		for _, s := range steps {
 			found = found || s.ID == o.FromStep
 			if found {
-				delete(e.journal.Steps, s.ID)
+				e.journal.forget(s.ID)
 			}
 		}
 		if !found {
@@ -163,7 +169,6 @@ func (e *Env) run(ctx context.Context, s Step, o ApplyOptions) error {
 			o.Progress(s, state, err)
 		}
 	}
-	e.step = s.ID
 	entry := e.journal.entry(s.ID)
 	switch entry.State {
 	case StateDone:
@@ -206,10 +211,9 @@ func (e *Env) run(ctx context.Context, s Step, o ApplyOptions) error {
 // quickCheck runs a step's check with a short wait: it asks whether the
 // step is done, it does not wait for it to become done.
 func (e *Env) quickCheck(ctx context.Context, s Step) error {
-	saved := e.WaitTimeout
-	e.WaitTimeout = min(saved, 2*time.Second)
-	defer func() { e.WaitTimeout = saved }()
-	return s.check(ctx, e)
+	quick := *e
+	quick.WaitTimeout = min(e.WaitTimeout, 2*time.Second)
+	return s.check(ctx, &quick)
 }
 
 func (e *Env) finish(s Step, entry *JournalEntry, report func(string, error)) error {

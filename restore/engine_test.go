@@ -4,17 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"filippo.io/age"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/internal/testenv"
@@ -56,6 +54,60 @@ func oldData(t *testing.T, root string, plan *Plan) {
 	}
 	if err := os.WriteFile(filepath.Join(d, "old"), []byte("precious"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// journaled is env for node with the journal a run of Apply left, as a
+// resumed Apply sees them: for calling a step's action or check directly.
+func journaled(t *testing.T, env *Env, node string) *Env {
+	t.Helper()
+	e, err := env.forNode(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.journal, err = openJournal(e.journalPath(), e.Plan.BackupID, node); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// TestApplyLeavesTheCallersEnv: Apply fills its defaults, node and
+// journal into a copy, so an Env reused for another run starts as the
+// caller made it.
+func TestApplyLeavesTheCallersEnv(t *testing.T) {
+	f := newFixture(t, 1)
+	plan := oneNodePlan(t, f)
+	env := &Env{Plan: plan, Root: t.TempDir(), Target: f.usb, Identities: f.ids}
+	before := *env
+	for range 2 {
+		if err := Apply(context.Background(), env, "m1", ApplyOptions{Until: StepFetch}); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*env, before) {
+			t.Fatalf("Apply changed the caller's Env:\n got %+v\nwant %+v", *env, before)
+		}
+	}
+	if _, err := os.Stat(journaled(t, env, "m1").journalPath()); err != nil {
+		t.Errorf("the run left no journal: %v", err)
+	}
+}
+
+// TestJournalForget: forgetting a step forgets what it recorded, and
+// nothing another step recorded.
+func TestJournalForget(t *testing.T) {
+	j := &Journal{Steps: map[string]*JournalEntry{StepFetch: {State: StateDone}, StepMoveAside: {State: StateDone}},
+		Fetched: map[string]string{"state.tar.zst.age": "ab"}, DataDirAside: "/var/lib/etcd.kdr-aside-x", ManifestsAside: "/etc/kubernetes/manifests.kdr-aside-x"}
+	j.forget(StepFetch)
+	if j.Fetched != nil || j.Steps[StepFetch] != nil {
+		t.Errorf("forget(fetch) kept %v, %v", j.Fetched, j.Steps[StepFetch])
+	}
+	if j.DataDirAside == "" || j.ManifestsAside == "" || j.Steps[StepMoveAside] == nil {
+		t.Errorf("forget(fetch) dropped what other steps recorded: %+v", j)
+	}
+	j.forget(StepMoveAside)
+	j.forget(StepStopControlPlane)
+	if j.DataDirAside != "" || j.ManifestsAside != "" {
+		t.Errorf("forget kept the asides: %+v", j)
 	}
 }
 
@@ -125,15 +177,6 @@ func TestApplyRefusesBeforeTouching(t *testing.T) {
 			}
 			untouched(t, root, plan)
 		})
-	}
-}
-
-func TestNeedSpace(t *testing.T) {
-	if err := needSpace(t.TempDir(), 1<<62); !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "need") {
-		t.Fatalf("needSpace(4 EiB) = %v, want ErrNoSpace saying how much is needed", err)
-	}
-	if err := needSpace(filepath.Join(t.TempDir(), "not", "yet"), 1<<10); err != nil {
-		t.Fatalf("needSpace under a missing dir: %v", err)
 	}
 }
 
@@ -225,91 +268,5 @@ func TestApplyOptions(t *testing.T) {
 				t.Error("a staging directory was made")
 			}
 		})
-	}
-}
-
-// TestRestoreEtcdResumesItsScratch interrupts restore-etcd where a kill
-// is most awkward for it: after it took the decrypted snapshot (the staging
-// copy is gone) and after it also rewrote the database (the revision is
-// bumped). The resumed restore finishes with the revision an uninterrupted
-// one has, and every key.
-func TestRestoreEtcdResumesItsScratch(t *testing.T) {
-	f := newFixture(t, 1)
-	plan := oneNodePlan(t, f)
-	restored := func(t *testing.T, interrupt func(env *Env, scratch string)) int64 {
-		root := t.TempDir()
-		// Every case restores onto the same ports.
-		runner := &processRunner{t: t, cmds: map[string]*exec.Cmd{}}
-		defer runner.stopAll()
-		env := &Env{Plan: plan, Root: root, Target: f.usb, Identities: f.ids, Runner: runner, WaitTimeout: time.Minute}
-		if interrupt != nil {
-			if err := Apply(context.Background(), env, "m1", ApplyOptions{Until: "restore-files"}); err != nil {
-				t.Fatal(err)
-			}
-			env.Node = plan.Options.Nodes[0]
-			interrupt(env, env.path(plan.Options.EtcdDataDir)+".kdr-restoring")
-		}
-		if err := Apply(context.Background(), env, "m1", ApplyOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{plan.Options.Nodes[0].ClientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cli.Close()
-		if got := allKeys(t, cli); !maps.Equal(got, f.before) {
-			t.Errorf("restored %d keys, the source had %d, or values differ", len(got), len(f.before))
-		}
-		return mustRevision(t, cli)
-	}
-	want := restored(t, nil)
-	take := func(env *Env, scratch string) {
-		if err := takeSnapshot(context.Background(), filepath.Join(env.staging(), snapshotFile), scratch); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, tc := range []struct {
-		name      string
-		interrupt func(env *Env, scratch string)
-	}{
-		{"after taking the snapshot", take},
-		{"after rewriting the database", func(env *Env, scratch string) {
-			take(env, scratch)
-			err := writeMemberData(context.Background(), memberData{DataDir: scratch, Name: "m1", InitialCluster: plan.InitialCluster,
-				Token: plan.Options.Token, RevisionBump: plan.Options.RevisionBump, MinRevision: plan.Revision})
-			if err != nil {
-				t.Fatal(err)
-			}
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := restored(t, tc.interrupt); got != want {
-				t.Errorf("resumed restore serves revision %d, an uninterrupted one %d", got, want)
-			}
-		})
-	}
-}
-
-// TestFetchCheckNeedsTheManifest: fetch writes the manifest last, so a
-// fetch killed before it must not count as done when it is resumed.
-func TestFetchCheckNeedsTheManifest(t *testing.T) {
-	f := newFixture(t, 1)
-	plan := oneNodePlan(t, f)
-	env := &Env{Plan: plan, Root: t.TempDir(), Target: f.usb, Identities: f.ids, WaitTimeout: time.Minute}
-	if err := Apply(context.Background(), env, "m1", ApplyOptions{Until: "fetch"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := checkFetched(context.Background(), env); err != nil {
-		t.Fatalf("a whole fetch fails its check: %v", err)
-	}
-	local, err := env.stagingTarget()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := local.Delete(context.Background(), manifest.Key(plan.Cluster, plan.BackupID, manifest.ManifestObject)); err != nil {
-		t.Fatal(err)
-	}
-	if err := checkFetched(context.Background(), env); err == nil {
-		t.Fatal("a fetch without its manifest passes its check")
 	}
 }

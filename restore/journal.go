@@ -26,15 +26,23 @@ type Journal struct {
 	BackupID string                   `json:"backupID"`
 	Node     string                   `json:"node"`
 	Steps    map[string]*JournalEntry `json:"steps"`
+	// Fetched maps each object fetch copied and checked to the sha256 it
+	// checked: a resumed fetch trusts a staged copy only when it is here
+	// with the manifest's sum.
+	Fetched map[string]string `json:"fetched,omitempty"`
+	// ManifestsAside is where stop-control-plane moved the static pod
+	// manifests, and DataDirAside where move-aside moved the old etcd
+	// data dir: the way back, for the operator.
+	ManifestsAside string `json:"manifestsAside,omitempty"`
+	DataDirAside   string `json:"dataDirAside,omitempty"`
 }
 
 // JournalEntry is one step's record.
 type JournalEntry struct {
-	State    string            `json:"state"`
-	Started  time.Time         `json:"started"`
-	Finished time.Time         `json:"finished,omitempty"`
-	Error    string            `json:"error,omitempty"`
-	Notes    map[string]string `json:"notes,omitempty"`
+	State    string    `json:"state"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitempty"`
+	Error    string    `json:"error,omitempty"`
 }
 
 // openJournal loads the node's journal or starts a new one.
@@ -89,20 +97,22 @@ func (j *Journal) save() error {
 func (j *Journal) entry(id string) *JournalEntry {
 	e := j.Steps[id]
 	if e == nil {
-		e = &JournalEntry{Notes: map[string]string{}}
+		e = &JournalEntry{}
 		j.Steps[id] = e
-	}
-	if e.Notes == nil {
-		e.Notes = map[string]string{}
 	}
 	return e
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
+// forget drops a step's entry and what the step recorded, so that it
+// runs again as if for the first time.
+func (j *Journal) forget(id string) {
+	delete(j.Steps, id)
+	switch id {
+	case StepFetch:
+		j.Fetched = nil
+	case StepStopControlPlane:
+		j.ManifestsAside = ""
+	case StepMoveAside:
+		j.DataDirAside = ""
 	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -29,39 +29,39 @@ const DefaultRevisionBump = 1_000_000_000
 // field's default is in its comment.
 type Options struct {
 	// Target names the storage target the set is fetched from.
-	Target string
+	Target string `json:"target"`
 	// Topology is TopologyKubeadm (default) or TopologySystemd.
-	Topology string
+	Topology string `json:"topology"`
 	// Nodes are the control-plane nodes to restore onto, first member
 	// first. Default: the backup inventory's hosts with the etcd role (or
 	// all hosts when none has it).
-	Nodes []Node
+	Nodes []Node `json:"nodes"`
 	// APIEndpoint is the restored cluster's API URL, when it differs from
 	// the backup's inventory (a new VIP): kubeconfigs are pointed at it.
 	// Default: unchanged.
-	APIEndpoint string
+	APIEndpoint string `json:"apiEndpoint"`
 	// Token is the new etcd cluster token. Default "kdr-" + the backup ID.
-	Token string
+	Token string `json:"token"`
 	// RevisionBump is added to the restored revision. Default
 	// DefaultRevisionBump; never zero.
-	RevisionBump uint64
+	RevisionBump uint64 `json:"revisionBump"`
 	// EtcdDataDir is where each node's etcd keeps its data. Default
 	// /var/lib/etcd.
-	EtcdDataDir string
+	EtcdDataDir string `json:"etcdDataDir"`
 	// KubernetesDir holds PKI, kubeconfigs and manifests. Default /etc/kubernetes.
-	KubernetesDir string
+	KubernetesDir string `json:"kubernetesDir"`
 	// StagingDir holds fetched and decrypted objects and the journal.
 	// Default /var/lib/kdr/restore.
-	StagingDir string
+	StagingDir string `json:"stagingDir"`
 	// IdentityFile is the age identity's path as the operator types it in
 	// commands. Default operator.key (as kdr keys generate --out names it).
-	IdentityFile string
+	IdentityFile string `json:"identityFile"`
 	// ConfigFile is the kdr config's path in commands. Default /etc/kdr/kdr.yaml.
-	ConfigFile string
+	ConfigFile string `json:"configFile"`
 	// AllowedSigners is the trusted signing keys as an OpenSSH
 	// allowed_signers file, printed in the runbook so that the set's
 	// signature can be checked with ssh-keygen alone. Default none.
-	AllowedSigners string `json:",omitempty"`
+	AllowedSigners string `json:"allowedSigners,omitempty"`
 }
 
 // Node is one control-plane node of the restored cluster.

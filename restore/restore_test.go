@@ -175,7 +175,7 @@ func TestRestoreThreeMembers(t *testing.T) {
 		roots[i] = t.TempDir()
 	}
 	env := &Env{Plan: plan, Root: roots[0], Target: usb, Identities: ids, Runner: runner, WaitTimeout: time.Minute}
-	if err := Apply(ctx, env, nodes[0].Name, ApplyOptions{Until: "decrypt"}); err != nil {
+	if err := Apply(ctx, env, nodes[0].Name, ApplyOptions{Until: StepDecrypt}); err != nil {
 		t.Fatal(err)
 	}
 	snapPath := filepath.Join(roots[0], plan.Staging(), snapshotFile)

@@ -2,9 +2,7 @@ package restore
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os/exec"
 	pathpkg "path"
 	"slices"
@@ -24,78 +22,9 @@ type Runner interface {
 
 // HostRunner does what a person would on a real host: for kubeadm it moves
 // static pod manifests (the kubelet does the rest); for systemd it runs
-// systemctl, and only when the root is the real one.
+// systemctl, and only when the root is the real one. Each method sits in
+// the file of the step that calls it.
 type HostRunner struct{}
-
-// StopControlPlane moves the static pod manifests aside, or stops etcd's unit.
-func (HostRunner) StopControlPlane(ctx context.Context, e *Env) error {
-	if e.Plan.Options.Topology == TopologySystemd {
-		if e.Root != "/" {
-			// Nothing of this host runs from a sandbox root; the step's
-			// check still proves etcd's ports free.
-			return nil
-		}
-		return systemctl(ctx, e, "stop", "etcd")
-	}
-	// Both directories are opened without following a symlink, so a
-	// resumed restore moves the manifests of this host, not of wherever
-	// a link put in their place points.
-	root, err := openBeneath(e.Root)
-	if err != nil {
-		return fmt.Errorf("restore root: %w", err)
-	}
-	defer root.Close()
-	rel := rootRel(hostPath(e.Plan.Options.KubernetesDir, "manifests"))
-	dir, err := root.openDir(rel, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	names, err := dir.Readdirnames(-1)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", root.at(rel), err)
-	}
-	slices.Sort(names)
-	asideRel := rel + e.Plan.AsideSuffix()
-	aside, err := root.openDir(asideRel, 0o700)
-	if err != nil {
-		return err
-	}
-	defer aside.Close()
-	for _, name := range names {
-		if !strings.HasSuffix(name, ".yaml") {
-			continue
-		}
-		st, ok, err := lstatAt(dir, name)
-		if err != nil {
-			return fmt.Errorf("move %s aside: %w", root.at(pathpkg.Join(rel, name)), err)
-		}
-		if !ok || isType(st, unix.S_IFDIR) {
-			continue
-		}
-		// A symlink is moved itself: rename never follows its last component.
-		if err := renameAt(dir, name, aside, name); err != nil {
-			return fmt.Errorf("move %s aside: %w", root.at(pathpkg.Join(rel, name)), err)
-		}
-	}
-	return e.note("manifestsAside", root.at(asideRel))
-}
-
-// StartEtcd puts the restored etcd manifest in place, or starts etcd's unit.
-func (HostRunner) StartEtcd(ctx context.Context, e *Env) error {
-	if e.Plan.Options.Topology == TopologySystemd {
-		return systemctl(ctx, e, "start", "etcd")
-	}
-	return installManifests(e, func(name string) bool { return name == "etcd.yaml" })
-}
-
-// StartControlPlane puts every other restored static pod manifest in place.
-func (HostRunner) StartControlPlane(_ context.Context, e *Env) error {
-	return installManifests(e, func(name string) bool { return name != "etcd.yaml" })
-}
 
 // installManifests copies staged manifests into the kubelet's directory.
 // The staged manifests came from a backup: each is opened without

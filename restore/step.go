@@ -20,6 +20,8 @@ const (
 // Step is one step of a restore, as the engine runs it and as the runbook
 // prints it.
 type Step struct {
+	// ID is one of the Step* constants. Journals on disk and operators'
+	// --until and --from-step name steps by it, so an ID never changes.
 	ID    string `json:"id"`
 	Title string `json:"title"`
 	// Why is a paragraph saying what the step protects against.

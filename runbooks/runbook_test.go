@@ -163,11 +163,11 @@ func TestTestPlanHasEveryKindOfStep(t *testing.T) {
 			destructive++
 		}
 	}
-	if ids["start-control-plane"] != 3 {
-		t.Errorf("start-control-plane appears %d times, want once per node", ids["start-control-plane"])
+	if ids[restore.StepStartControlPlane] != 3 {
+		t.Errorf("start-control-plane appears %d times, want once per node", ids[restore.StepStartControlPlane])
 	}
-	if ids["check-etcd"] != 1 {
-		t.Errorf("check-etcd appears %d times, want once", ids["check-etcd"])
+	if ids[restore.StepCheckEtcd] != 1 {
+		t.Errorf("check-etcd appears %d times, want once", ids[restore.StepCheckEtcd])
 	}
 	if destructive == 0 {
 		t.Error("no destructive step")

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+
+	"github.com/kdr-io/kdr/restore"
 )
 
 // drillBench drills the newest backup on S3 and breaks its RTO down by
@@ -66,9 +68,9 @@ func (b *bench) drillBench(dir, cfg, keyFile string) error {
 		what      string
 		kdr, hand float64
 	}{
-		{"fetch + verify + decrypt (kdr: fetch, decrypt / by hand: download, age, zstd)", steps["fetch"] + steps["decrypt"], byHand["download"] + byHand["age"] + byHand["zstd"]},
-		{"restore (restore-etcd / etcdutl snapshot restore)", steps["restore-etcd"], byHand["restore"]},
-		{"start to healthy (start-etcd + check-etcd / etcd + etcdctl endpoint health)", steps["start-etcd"] + steps["check-etcd"], byHand["start"]},
+		{"fetch + verify + decrypt (kdr: fetch, decrypt / by hand: download, age, zstd)", steps[restore.StepFetch] + steps[restore.StepDecrypt], byHand["download"] + byHand["age"] + byHand["zstd"]},
+		{"restore (restore-etcd / etcdutl snapshot restore)", steps[restore.StepRestoreEtcd], byHand["restore"]},
+		{"start to healthy (start-etcd + check-etcd / etcd + etcdctl endpoint health)", steps[restore.StepStartEtcd] + steps[restore.StepCheckEtcd], byHand["start"]},
 		{"verify (checks / etcdutl hashkv)", rep.VerifySeconds, byHand["hashkv"]},
 	}
 	var sumKdr, sumHand float64

@@ -7,7 +7,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/kdr-io/kdr/manifest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +23,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kdr-io/kdr/internal/kubedata"
+	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/restore"
 )
 
 func main() {
@@ -363,7 +364,7 @@ func (b *bench) restoreBench(dir, endpoint, cfg, keyFile string) error {
 				os.RemoveAll(r)
 			}
 		}()
-		return applyAll(rs, "--until", "restore-etcd")
+		return applyAll(rs, "--until", restore.StepRestoreEtcd)
 	})
 	if err != nil {
 		return err
@@ -377,10 +378,10 @@ func (b *bench) restoreBench(dir, endpoint, cfg, keyFile string) error {
 				os.RemoveAll(r)
 			}
 		}()
-		if _, err := applyAll(rs, "--until", "restore-files"); err != nil {
+		if _, err := applyAll(rs, "--until", restore.StepRestoreFiles); err != nil {
 			return result{}, err
 		}
-		r, err := applyAll(rs, "--until", "restore-etcd")
+		r, err := applyAll(rs, "--until", restore.StepRestoreEtcd)
 		r.name = "kdr restore-etcd step alone, 3 nodes at once"
 		return r, err
 	})

@@ -59,6 +59,36 @@ type KubeOptions struct {
 	// ClusterName is the cluster's name in the kubeconfigs (kubeadm's
 	// default "kubernetes" when empty).
 	ClusterName string
+	// APIServerArgs are kube-apiserver flags that kubeadm adds to the
+	// manifest it writes (ClusterConfiguration apiServer.extraArgs), so
+	// that a test sees the manifest a real host with them would have.
+	APIServerArgs []KubeArg
+	// APIServerVolumes are hostPath volumes kubeadm adds to
+	// kube-apiserver's pod (apiServer.extraVolumes), for the files its
+	// extra flags name.
+	APIServerVolumes []KubeVolume
+	// Files are written under the root, each with mode 0600, before
+	// kubeadm runs: host path to content. Configs that extra flags name
+	// must exist before kube-apiserver starts, as on a real host.
+	Files map[string][]byte
+}
+
+// KubeArg is one flag of kubeadm's extraArgs, as v1beta4 lists them.
+type KubeArg struct {
+	// Name is the flag without its leading "--".
+	Name  string `yaml:"name"`
+	Value string `yaml:"value"`
+}
+
+// KubeVolume is one hostPath volume of kubeadm's extraVolumes.
+type KubeVolume struct {
+	Name      string `yaml:"name"`
+	HostPath  string `yaml:"hostPath"`
+	MountPath string `yaml:"mountPath"`
+	ReadOnly  bool   `yaml:"readOnly,omitempty"`
+	// PathType is the volume's hostPath type; kubeadm's default,
+	// DirectoryOrCreate, when empty.
+	PathType string `yaml:"pathType,omitempty"`
 }
 
 // KubePorts are the loopback ports a host's processes listen on. A zero
@@ -158,12 +188,25 @@ func KubeadmInit(t testing.TB, root string, o KubeOptions) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfgPath := hostPath(root, kubeadmConfigPath)
-	if err := os.MkdirAll(filepath.Dir(cfgPath), 0o755); err != nil {
-		t.Fatalf("kubeadm config dir: %v", err)
+	cfg, err := kubeadmConfig(o, version)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := os.WriteFile(cfgPath, []byte(kubeadmConfig(o, version)), 0o600); err != nil {
-		t.Fatalf("kubeadm config: %v", err)
+	files := map[string][]byte{kubeadmConfigPath: cfg}
+	for p, b := range o.Files {
+		if !filepath.IsAbs(p) {
+			t.Fatalf("KubeOptions.Files: %q is not an absolute host path", p)
+		}
+		files[p] = b
+	}
+	for p, b := range files {
+		dst := hostPath(root, p)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatalf("kubeadm host file: %v", err)
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatalf("kubeadm host file: %v", err)
+		}
 	}
 	for _, phase := range [][]string{
 		{"certs", "all"},
@@ -181,7 +224,18 @@ func KubeadmInit(t testing.TB, root string, o KubeOptions) {
 
 // kubeadmConfig is the configuration for one stacked-etcd control-plane
 // node. The version is kubeadm's own so that it never looks one up online.
-func kubeadmConfig(o KubeOptions, version string) string {
+func kubeadmConfig(o KubeOptions, version string) ([]byte, error) {
+	// apiServer is marshalled rather than formatted so that any flag value
+	// a test gives (a path with spaces, a value with a colon) stays one
+	// YAML string.
+	apiServer, err := yaml.Marshal(map[string]any{"apiServer": struct {
+		CertSANs     []string     `yaml:"certSANs,flow"`
+		ExtraArgs    []KubeArg    `yaml:"extraArgs,omitempty"`
+		ExtraVolumes []KubeVolume `yaml:"extraVolumes,omitempty"`
+	}{[]string{"127.0.0.1", "localhost"}, o.APIServerArgs, o.APIServerVolumes}})
+	if err != nil {
+		return nil, fmt.Errorf("kubeadm config: %w", err)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `apiVersion: kubeadm.k8s.io/v1beta4
 kind: InitConfiguration
@@ -197,18 +251,16 @@ apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
 kubernetesVersion: %s
 certificatesDir: %s
-apiServer:
-  certSANs: [127.0.0.1, localhost]
-etcd:
+%setcd:
   local:
     dataDir: %s
     serverCertSANs: [127.0.0.1, localhost]
     peerCertSANs: [127.0.0.1, localhost]
-`, o.AdvertiseAddress, o.NodeName, version, KubePKIDir, KubeEtcdDataDir)
+`, o.AdvertiseAddress, o.NodeName, version, KubePKIDir, apiServer, KubeEtcdDataDir)
 	if o.ClusterName != "" {
 		fmt.Fprintf(&b, "clusterName: %s\n", o.ClusterName)
 	}
-	return b.String()
+	return []byte(b.String()), nil
 }
 
 func kubeadmVersion(kubeadm string) (string, error) {

@@ -75,7 +75,7 @@ func TestConfigureNodeReissuesForANewNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(steps, func(s Step) bool { return s.ID == "configure-node" }) {
+	if !slices.ContainsFunc(steps, func(s Step) bool { return s.ID == StepConfigureNode }) {
 		t.Fatal("a node with a new name and address gets no configure-node step")
 	}
 	e := &Env{Plan: plan, Node: plan.Options.Nodes[0], Root: root}

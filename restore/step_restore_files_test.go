@@ -39,7 +39,7 @@ func TestRestoreFilesManualCommands(t *testing.T) {
 	}
 	var commands []string
 	for _, s := range plan.Steps {
-		if s.ID == "restore-files" {
+		if s.ID == StepRestoreFiles {
 			commands = s.Commands
 		}
 	}

@@ -20,6 +20,28 @@ import (
 	"github.com/kdr-io/kdr/pkicheck"
 )
 
+// StepConfigureNode names the step that issues this node's certificates and points kubeconfigs at the API endpoint.
+const StepConfigureNode = "configure-node"
+
+var stepConfigureNode = stepDef{
+	id:    StepConfigureNode,
+	title: "Issue this node's certificates and point kubeconfigs at the API endpoint",
+	why: "The backup's node certificates name the host they came from. A node with another name or address " +
+		"gets its API server and etcd certificates issued again from the restored CAs (same keys, new names); " +
+		"kubeconfigs follow a new API endpoint. The restored originals are kept in {{.Staging}}/aside.",
+	where:   EveryNode,
+	applies: needsConfigure,
+	commands: []string{
+		"kubeadm init phase certs apiserver --apiserver-advertise-address {{.Node.IP}} --cert-dir {{.KubeDir}}/pki",
+		"kubeadm init phase certs etcd-server --cert-dir {{.KubeDir}}/pki && kubeadm init phase certs etcd-peer --cert-dir {{.KubeDir}}/pki",
+		"openssl x509 -noout -ext subjectAltName -in {{.KubeDir}}/pki/apiserver.crt",
+	},
+	expect:      "The certificates list {{.Node.Name}} and {{.Node.IP}} among their names and verify against the restored CAs.",
+	destructive: true,
+	action:      configureNode,
+	check:       checkConfigured,
+}
+
 // nodeCert is a node-specific certificate of a kubeadm PKI and the CA
 // that signs it: these carry the node's name and address, so a node with
 // a new name or address needs them issued again from the restored CAs.

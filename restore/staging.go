@@ -1,0 +1,50 @@
+package restore
+
+import (
+	"fmt"
+	"os"
+	pathpkg "path"
+	"path/filepath"
+
+	"github.com/kdr-io/kdr/storage"
+)
+
+// hostPath joins slash-separated host paths.
+func hostPath(elem ...string) string { return pathpkg.Join(elem...) }
+
+// path maps a host path into Root.
+func (e *Env) path(p string) string { return filepath.Join(e.Root, filepath.FromSlash(p)) }
+
+// staging is this restore's work directory on the host.
+func (e *Env) staging() string { return e.path(e.Plan.Staging()) }
+
+// Files the restore writes into its staging directory.
+const (
+	snapshotFile = "snapshot.db"
+	stateFile    = "state.tar"
+)
+
+// stagingTarget is the staging directory as a local target, so fetched
+// sets are checked with the same code as any other target.
+func (e *Env) stagingTarget() (storage.Target, error) {
+	root := e.path(e.Plan.Options.StagingDir)
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, err
+	}
+	return storage.NewLocal("staging", root)
+}
+
+// stagedDir is where restore-files keeps static pod manifests until
+// their start step, laid out as under the root.
+func (e *Env) stagedDir() string { return filepath.Join(e.staging(), "manifests") }
+
+// stagedManifest opens the staging tree of static pod manifests and says
+// where the named one lies in it. The caller closes it; an error that
+// errors.Is fs.ErrNotExist means there is no staging tree.
+func (e *Env) stagedManifest(name string) (*beneath, string, error) {
+	staged, err := openBeneath(e.stagedDir())
+	if err != nil {
+		return nil, "", fmt.Errorf("restored manifests: %w", err)
+	}
+	return staged, rootRel(hostPath(e.Plan.Options.KubernetesDir, "manifests", name)), nil
+}
