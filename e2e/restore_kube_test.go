@@ -168,7 +168,8 @@ type planDoc struct {
 	BackupID string `json:"backupID"`
 	Revision int64  `json:"revision"`
 	Options  struct {
-		Nodes []planNode `json:"nodes"`
+		Nodes       []planNode `json:"nodes"`
+		EtcdDataDir string     `json:"etcdDataDir"`
 	} `json:"options"`
 	Steps []struct {
 		ID          string `json:"id"`

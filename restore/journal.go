@@ -35,6 +35,9 @@ type Journal struct {
 	// data dir: the way back, for the operator.
 	ManifestsAside string `json:"manifestsAside,omitempty"`
 	DataDirAside   string `json:"dataDirAside,omitempty"`
+	// NodeFiles say what configure-node did with each file that names
+	// the node.
+	NodeFiles []NodeFile `json:"nodeFiles,omitempty"`
 }
 
 // JournalEntry is one step's record.

@@ -198,7 +198,22 @@ func TestConfigureNodeDoesNotFollowSymlinks(t *testing.T) {
 }
 
 // etcdManifest is a staged etcd static pod manifest of cp1.
-const etcdManifest = "spec:\n  containers:\n  - command:\n    - etcd\n    - --name=cp1\n    - --initial-advertise-peer-urls=https://10.0.0.11:2380\n"
+const etcdManifest = `apiVersion: v1
+kind: Pod
+metadata: {name: etcd, labels: {component: etcd}}
+spec:
+  containers:
+  - name: etcd
+    command:
+    - etcd
+    - --name=cp1
+    - --initial-advertise-peer-urls=https://10.0.0.11:2380
+    - --data-dir=/var/lib/etcd
+    volumeMounts:
+    - {name: etcd-data, mountPath: /var/lib/etcd}
+  volumes:
+  - {name: etcd-data, hostPath: {path: /var/lib/etcd}}
+`
 
 // stage writes a staged static pod manifest, as restore-files leaves it.
 func stage(t *testing.T, e *Env, name, data string) string {

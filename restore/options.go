@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"path"
 	"regexp"
 	"strings"
 
@@ -45,8 +46,9 @@ type Options struct {
 	// RevisionBump is added to the restored revision. Default
 	// DefaultRevisionBump; never zero.
 	RevisionBump uint64 `json:"revisionBump"`
-	// EtcdDataDir is where each node's etcd keeps its data. Default
-	// /var/lib/etcd.
+	// EtcdDataDir is where each node's etcd keeps its data. Default: the
+	// host directory the backup's etcd manifest mounts at its --data-dir,
+	// else /var/lib/etcd.
 	EtcdDataDir string `json:"etcdDataDir"`
 	// KubernetesDir holds PKI, kubeconfigs and manifests. Default /etc/kubernetes.
 	KubernetesDir string `json:"kubernetesDir"`
@@ -92,6 +94,9 @@ func (o Options) withDefaults(m *manifest.Manifest) (Options, error) {
 	if o.RevisionBump == 0 {
 		o.RevisionBump = DefaultRevisionBump
 	}
+	if cp := m.State.ControlPlane; o.EtcdDataDir == "" && cp != nil && cp.EtcdDataDir != "" {
+		o.EtcdDataDir = cp.EtcdDataDir
+	}
 	defaults := []struct {
 		v   *string
 		def string
@@ -105,6 +110,15 @@ func (o Options) withDefaults(m *manifest.Manifest) (Options, error) {
 	for _, d := range defaults {
 		if *d.v == "" {
 			*d.v = d.def
+		}
+	}
+	// These are joined to the restore root: a relative path or one with
+	// ".." would put the restore somewhere else.
+	for _, d := range []struct{ name, v string }{
+		{"etcd data dir", o.EtcdDataDir}, {"Kubernetes dir", o.KubernetesDir}, {"staging dir", o.StagingDir},
+	} {
+		if !path.IsAbs(d.v) || path.Clean(d.v) != d.v || d.v == "/" {
+			return o, fmt.Errorf("%s %q: want an absolute, clean path below /", d.name, d.v)
 		}
 	}
 	if len(o.Nodes) == 0 {

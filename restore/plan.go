@@ -119,7 +119,7 @@ func (p *Plan) Staging() string {
 
 // AsideSuffix names what a restore moves out of its way; the backup ID
 // ties it to the restore that moved it.
-func (p *Plan) AsideSuffix() string { return ".kdr-aside-" + p.BackupID }
+func (p *Plan) AsideSuffix() string { return asidePrefix + p.BackupID }
 
 // cmdData is what step command templates see.
 type cmdData struct {
@@ -135,6 +135,10 @@ type cmdData struct {
 	// StateMembers are the state tar's members restore-files extracts by
 	// hand; see stateMembers.
 	StateMembers string
+	// SourceIP is the address of the host the backup came from ("" when
+	// the inventory does not say), and SourceIPPattern the same as a sed
+	// pattern.
+	SourceIP, SourceIPPattern string
 }
 
 func newCmdData(p *Plan, n Node) cmdData {
@@ -143,6 +147,7 @@ func newCmdData(p *Plan, n Node) cmdData {
 	for i, m := range o.Nodes {
 		eps[i] = m.ClientURL
 	}
+	_, srcIP := p.sourceHost()
 	return cmdData{
 		Cluster: p.Cluster, BackupID: p.BackupID, Token: o.Token, InitialCluster: p.InitialCluster,
 		Topology: o.Topology, Bump: o.RevisionBump, Node: n,
@@ -153,6 +158,7 @@ func newCmdData(p *Plan, n Node) cmdData {
 		MinRevision:  p.Revision + int64(o.RevisionBump),
 		EtcdctlTLS:   etcdctlTLS(o),
 		StateMembers: stateMembers(p.Manifest),
+		SourceIP:     srcIP, SourceIPPattern: strings.ReplaceAll(srcIP, ".", `\.`),
 	}
 }
 

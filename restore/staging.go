@@ -1,11 +1,14 @@
 package restore
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	pathpkg "path"
 	"path/filepath"
 
+	"github.com/kdr-io/kdr/staticpod"
 	"github.com/kdr-io/kdr/storage"
 )
 
@@ -47,4 +50,51 @@ func (e *Env) stagedManifest(name string) (*beneath, string, error) {
 		return nil, "", fmt.Errorf("restored manifests: %w", err)
 	}
 	return staged, rootRel(hostPath(e.Plan.Options.KubernetesDir, "manifests", name)), nil
+}
+
+// stagedPod reads a staged static pod manifest. The staged manifest came
+// from a backup: it is read without following a symlink and must be a
+// regular file. An error that errors.Is fs.ErrNotExist means there is
+// none.
+func (e *Env) stagedPod(name string) (*staticpod.Pod, error) {
+	staged, rel, err := e.stagedManifest(name)
+	if err != nil {
+		return nil, err
+	}
+	defer staged.Close()
+	raw, _, err := staged.readFile(rel)
+	if err != nil {
+		return nil, fmt.Errorf("restored manifest %s: %w", name, err)
+	}
+	pod, err := staticpod.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("restored manifest %s: %w", name, err)
+	}
+	return pod, nil
+}
+
+// editStagedManifest changes a staged static pod manifest with edit and
+// writes it back the same way it was read; a manifest the backup does not
+// hold is left alone.
+func (e *Env) editStagedManifest(name string, edit func(*staticpod.Pod) error) error {
+	pod, err := e.stagedPod(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := edit(pod); err != nil {
+		return fmt.Errorf("restored manifest %s: %w", name, err)
+	}
+	out, err := pod.Marshal()
+	if err != nil {
+		return err
+	}
+	staged, rel, err := e.stagedManifest(name)
+	if err != nil {
+		return err
+	}
+	defer staged.Close()
+	return staged.writeFile(rel, out, 0o600, 0)
 }

@@ -6,14 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"io/fs"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"time"
 
@@ -25,18 +22,28 @@ const StepConfigureNode = "configure-node"
 
 var stepConfigureNode = stepDef{
 	id:    StepConfigureNode,
-	title: "Issue this node's certificates and point kubeconfigs at the API endpoint",
-	why: "The backup's node certificates name the host they came from. A node with another name or address " +
-		"gets its API server and etcd certificates issued again from the restored CAs (same keys, new names); " +
-		"kubeconfigs follow a new API endpoint. The restored originals are kept in {{.Staging}}/aside.",
+	title: "Make this node's certificates, kubeconfigs and API server manifest its own",
+	why: "The backup's node files name the host they came from. A node with another name or address gets its " +
+		"API server and etcd certificates issued again from the restored CAs (same keys, new names); its " +
+		"kubelet.conf stays the host's own when that survived and still fits the restored cluster (it chains " +
+		"to the restored CA, names system:node:{{.Node.Name}} and has more than 30 days left), else is issued " +
+		"again; kubeconfigs that asked the backup's host ask this node's API server (or the new endpoint); " +
+		"kube-apiserver advertises this node's address. The restored originals are kept in {{.Staging}}/aside.",
 	where:   EveryNode,
-	applies: needsConfigure,
+	applies: isKubeadm,
 	commands: []string{
 		"kubeadm init phase certs apiserver --apiserver-advertise-address {{.Node.IP}} --cert-dir {{.KubeDir}}/pki",
 		"kubeadm init phase certs etcd-server --cert-dir {{.KubeDir}}/pki && kubeadm init phase certs etcd-peer --cert-dir {{.KubeDir}}/pki",
 		"openssl x509 -noout -ext subjectAltName -in {{.KubeDir}}/pki/apiserver.crt",
+		"grep -q 'system:node:{{.Node.Name}}$' {{.KubeDir}}/kubelet.conf || { mkdir -p {{.Staging}}/aside && " +
+			"mv {{.KubeDir}}/kubelet.conf {{.Staging}}/aside/kubelet.conf.restored && kubeadm init phase kubeconfig kubelet " +
+			"--node-name {{.Node.Name}} --apiserver-advertise-address {{.Node.IP}} --cert-dir {{.KubeDir}}/pki --kubeconfig-dir {{.KubeDir}}; }",
+		"{{if and .SourceIP (ne .SourceIP .Node.IP)}}sed -i 's#https://{{.SourceIPPattern}}:#https://{{.Node.IP}}:#' {{.KubeDir}}/*.conf && " +
+			"sed -i 's/{{.SourceIPPattern}}/{{.Node.IP}}/g' {{.Staging}}/manifests{{.KubeDir}}/manifests/kube-apiserver.yaml" +
+			"{{else}}grep -e --advertise-address {{.Staging}}/manifests{{.KubeDir}}/manifests/kube-apiserver.yaml{{end}}",
 	},
-	expect:      "The certificates list {{.Node.Name}} and {{.Node.IP}} among their names and verify against the restored CAs.",
+	expect: "The certificates list {{.Node.Name}} and {{.Node.IP}} among their names and verify against the restored CAs; " +
+		"kubelet.conf is system:node:{{.Node.Name}}; kube-apiserver advertises {{.Node.IP}}.",
 	destructive: true,
 	action:      configureNode,
 	check:       checkConfigured,
@@ -71,15 +78,10 @@ func (p *Plan) sourceHost() (name, ip string) {
 	return p.Manifest.Node, ""
 }
 
-// needsConfigure: a node that is not the host the files came from, or the
-// same host with a new address, or a cluster with a new API endpoint.
-func needsConfigure(p *Plan, n Node) bool {
-	if p.Options.Topology != TopologyKubeadm {
-		return false
-	}
-	name, ip := p.sourceHost()
-	return n.Name != name || n.IP != ip || (p.Options.APIEndpoint != "" && p.Options.APIEndpoint != p.Manifest.Inventory.APIEndpoint)
-}
+// isKubeadm: every kubeadm node has files that must name it, whether or
+// not it is the host the backup came from (a surviving host keeps its own
+// kubelet.conf).
+func isKubeadm(p *Plan, _ Node) bool { return p.Options.Topology == TopologyKubeadm }
 
 // configureNode issues this node's certificates again from the restored
 // CAs when its name or address differ from the source host's, and points
@@ -114,7 +116,10 @@ func configureNode(_ context.Context, e *Env) error {
 			return fmt.Errorf("issue %s again: %w", c.cert, err)
 		}
 	}
-	return e.rewriteKubeconfigs(root)
+	if err := e.configureKubeconfigs(root); err != nil {
+		return err
+	}
+	return e.configureAPIServerManifest()
 }
 
 // certFits says why a node certificate (shown is its path, for messages)
@@ -166,23 +171,10 @@ func checkConfigured(_ context.Context, e *Env) error {
 			return err
 		}
 	}
-	if want := e.Plan.Options.APIEndpoint; want != "" {
-		for _, conf := range kubeconfigNames {
-			raw, _, err := root.readFile(rootRel(hostPath(e.Plan.Options.KubernetesDir, conf)))
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			for _, m := range serverLine.FindAllSubmatch(raw, -1) {
-				if string(m[2]) != want {
-					return fmt.Errorf("%s still points at %s", conf, m[2])
-				}
-			}
-		}
+	if err := e.checkKubeconfigs(root); err != nil {
+		return err
 	}
-	return nil
+	return e.checkAPIServerManifest()
 }
 
 // reissue signs the node certificate again with the restored CA, keeping
@@ -271,38 +263,6 @@ func (e *Env) keepAside(rel string, raw []byte) error {
 		return err
 	}
 	return aside.writeFile(rel, raw, 0o600, 0o700)
-}
-
-var kubeconfigNames = []string{"admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf"}
-
-// serverLine finds the API server URL of a kubeconfig's clusters.
-var serverLine = regexp.MustCompile(`(?m)^(\s*server:\s*)(\S+)\s*$`)
-
-// rewriteKubeconfigs points every kubeconfig at the plan's API endpoint
-// when it differs from the backup's.
-func (e *Env) rewriteKubeconfigs(root *beneath) error {
-	want := e.Plan.Options.APIEndpoint
-	if want == "" || want == e.Plan.Manifest.Inventory.APIEndpoint {
-		return nil
-	}
-	for _, conf := range kubeconfigNames {
-		rel := rootRel(hostPath(e.Plan.Options.KubernetesDir, conf))
-		raw, _, err := root.readFile(rel)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if err := e.keepAside(rel, raw); err != nil {
-			return err
-		}
-		out := serverLine.ReplaceAll(raw, []byte("${1}"+want))
-		if err := root.writeFile(rel, out, 0o600, 0); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // readCertAt reads and parses the certificate rel below root, without

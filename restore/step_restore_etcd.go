@@ -7,8 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strings"
+
+	"github.com/kdr-io/kdr/staticpod"
 )
 
 // StepRestoreEtcd names the step that restores this node's etcd member from the snapshot.
@@ -22,9 +22,13 @@ var stepRestoreEtcd = stepDef{
 		"watches never see a revision twice.",
 	where: EveryNode,
 	commands: []string{
-		"etcdutl snapshot restore {{.Staging}}/snapshot.db --data-dir {{.DataDir}} --name {{.Node.Name}} " +
+		// The member is built inside the data dir and moved up into it,
+		// so it lands on the data dir's own disk when that is a mount.
+		"mkdir -p {{.DataDir}} && chmod 700 {{.DataDir}}",
+		"etcdutl snapshot restore {{.Staging}}/snapshot.db --data-dir {{.DataDir}}/" + scratchName + " --name {{.Node.Name}} " +
 			"--initial-cluster {{.InitialCluster}} --initial-cluster-token {{.Token}} " +
 			"--initial-advertise-peer-urls {{.Node.PeerURL}} --bump-revision {{.Bump}} --mark-compacted",
+		"mv {{.DataDir}}/" + scratchName + "/member {{.DataDir}}/member && rmdir {{.DataDir}}/" + scratchName,
 	},
 	expect:      "{{.DataDir}}/member/snap/db exists.",
 	destructive: true,
@@ -32,23 +36,42 @@ var stepRestoreEtcd = stepDef{
 	check:       checkEtcdRestored,
 }
 
-// restoreEtcd builds the member's data dir in a scratch directory from
-// the decrypted snapshot, which it takes rather than copies, and renames
-// it into place: the data dir is never half written. Killed halfway, the
-// next run finishes the scratch it finds.
+// scratchName is the directory inside the data dir where a member is
+// built before it takes its place: on the same filesystem as the data
+// dir, also when that is a mount point of its own.
+const scratchName = ".kdr-restoring"
+
+// restoreEtcd builds the member in a scratch directory inside the data
+// dir from the decrypted snapshot, which it takes rather than copies, and
+// moves it up into place: the member is never half written. Killed
+// halfway, the next run finishes the scratch it finds.
 func restoreEtcd(ctx context.Context, e *Env) error {
 	p, n := e.Plan, e.Node
 	dir := e.path(p.Options.EtcdDataDir)
 	marker := restoredMarker(p)
+	scratch := filepath.Join(dir, scratchName)
 	if _, err := os.Stat(filepath.Join(dir, marker)); err == nil {
 		// This restore put the member in place before an interruption:
 		// only the manifest may be left to do.
 		return configureEtcdManifest(e)
 	}
-	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
-		return fmt.Errorf("%s holds data this restore did not make (something started etcd after move-aside): stop it, move the directory away, and run again", p.Options.EtcdDataDir)
+	if _, err := os.Stat(filepath.Join(scratch, marker)); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, "member")); err == nil {
+			return finishMember(e, dir)
+		}
 	}
-	scratch := dir + ".kdr-restoring"
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	names, err := dataDirEntries(dir)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if name != scratchName {
+			return fmt.Errorf("%s holds %s, which this restore did not make (something started etcd after move-aside): stop it, move it away, and run again", p.Options.EtcdDataDir, name)
+		}
+	}
 	snapshot := filepath.Join(e.staging(), snapshotFile)
 	switch _, err := os.Stat(snapshot); {
 	case err == nil:
@@ -65,7 +88,7 @@ func restoreEtcd(ctx context.Context, e *Env) error {
 			return fmt.Errorf("the decrypted snapshot is gone and no interrupted restore holds it: run again with --from-step decrypt")
 		}
 	}
-	err := writeMemberData(ctx, memberData{
+	err = writeMemberData(ctx, memberData{
 		DataDir:        scratch,
 		Name:           n.Name,
 		InitialCluster: p.InitialCluster,
@@ -76,23 +99,40 @@ func restoreEtcd(ctx context.Context, e *Env) error {
 	if err != nil {
 		return fmt.Errorf("etcd snapshot restore: %w", err)
 	}
-	if err := os.Chmod(scratch, 0o700); err != nil {
+	if err := os.Chmod(dir, 0o700); err != nil {
 		return err
 	}
-	// The marker goes in with the data, in one rename: it tells a resumed
-	// restore that the member in place is its own.
+	// The marker is made with the member: it tells a resumed restore that
+	// the member in place is its own.
 	if err := writeFileAtomic(filepath.Join(scratch, marker), []byte(p.BackupID+"\n"), 0o600); err != nil {
 		return err
 	}
-	// The manifest first: once the data dir has its name the step counts
+	// The manifest first: once the member has its place the step counts
 	// as done, and etcd must then start as this node.
 	if err := configureEtcdManifest(e); err != nil {
 		return err
 	}
-	if err := os.Rename(scratch, dir); err != nil {
-		return fmt.Errorf("put the restored data dir in place: %w", err)
+	if err := os.Rename(filepath.Join(scratch, "member"), filepath.Join(dir, "member")); err != nil {
+		return fmt.Errorf("put the restored member in place: %w", err)
 	}
-	return nil
+	return finishMember(e, dir)
+}
+
+// finishMember moves the marker up beside the member in place and removes
+// the empty scratch directory.
+func finishMember(e *Env, dir string) error {
+	marker := restoredMarker(e.Plan)
+	scratch := filepath.Join(dir, scratchName)
+	if err := os.Rename(filepath.Join(scratch, marker), filepath.Join(dir, marker)); err != nil {
+		return fmt.Errorf("mark the restored member: %w", err)
+	}
+	if err := os.Remove(scratch); err != nil {
+		return fmt.Errorf("remove the scratch directory: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	return configureEtcdManifest(e)
 }
 
 func checkEtcdRestored(_ context.Context, e *Env) error {
@@ -109,90 +149,48 @@ func checkEtcdRestored(_ context.Context, e *Env) error {
 // restore can tell its own member from one etcd made by itself.
 func restoredMarker(p *Plan) string { return ".kdr-restored-" + p.BackupID }
 
-// etcdFlag matches one "- --flag=value" line of a static pod manifest.
-var etcdFlag = regexp.MustCompile(`(?m)^(\s*- --)([a-z-]+)=(.*)$`)
-
 // configureEtcdManifest points the restored etcd static pod manifest at
-// this node: its name and URLs, which differ when the backup came from
-// another node or the node has a new address. The staged manifest came
-// from a backup: it is read without following a symlink and must be a
-// regular file, and is replaced the same way.
+// this node: its name, URLs, cluster and data dir, with the data dir's
+// volume and kubeadm's annotation to match.
 func configureEtcdManifest(e *Env) error {
 	if e.Plan.Options.Topology != TopologyKubeadm {
 		return nil
 	}
-	staged, rel, err := e.stagedManifest("etcd.yaml")
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer staged.Close()
-	raw, _, err := staged.readFile(rel)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("restored etcd manifest: %w", err)
-	}
 	n := e.Node
-	local := strings.Replace(n.ClientURL, hostOf(n.ClientURL), "127.0.0.1", 1)
-	set := map[string]string{
-		"name":                        n.Name,
-		"initial-advertise-peer-urls": n.PeerURL,
-		"listen-peer-urls":            n.PeerURL,
-		"advertise-client-urls":       n.ClientURL,
-		"listen-client-urls":          local + "," + n.ClientURL,
-		"initial-cluster":             e.Plan.InitialCluster,
-		"initial-cluster-token":       e.Plan.Options.Token,
-		"data-dir":                    e.Plan.Options.EtcdDataDir,
-	}
-	out := etcdFlag.ReplaceAllStringFunc(string(raw), func(line string) string {
-		m := etcdFlag.FindStringSubmatch(line)
-		if v, ok := set[m[2]]; ok {
-			return m[1] + m[2] + "=" + v
-		}
-		return line
+	return e.editStagedManifest("etcd.yaml", func(pod *staticpod.Pod) error {
+		return pod.SetEtcdNode(staticpod.EtcdNode{
+			Name: n.Name, PeerURL: n.PeerURL, ClientURL: n.ClientURL,
+			InitialCluster: e.Plan.InitialCluster, Token: e.Plan.Options.Token,
+			DataDir: e.Plan.Options.EtcdDataDir,
+		})
 	})
-	return staged.writeFile(rel, []byte(out), 0o600, 0)
 }
 
-// checkEtcdManifest proves the staged etcd manifest names this node.
+// checkEtcdManifest proves the staged etcd manifest names this node and
+// mounts the data dir the member was restored into.
 func checkEtcdManifest(e *Env) error {
 	if e.Plan.Options.Topology != TopologyKubeadm {
 		return nil
 	}
-	staged, rel, err := e.stagedManifest("etcd.yaml")
+	pod, err := e.stagedPod("etcd.yaml")
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	defer staged.Close()
-	raw, _, err := staged.readFile(rel)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
+	m, err := pod.EtcdMember()
 	if err != nil {
-		return fmt.Errorf("restored etcd manifest: %w", err)
+		return fmt.Errorf("the restored etcd manifest: %w", err)
 	}
-	for _, m := range etcdFlag.FindAllStringSubmatch(string(raw), -1) {
-		if m[2] == "name" && m[3] != e.Node.Name {
-			return fmt.Errorf("the restored etcd manifest names %s, not %s", m[3], e.Node.Name)
-		}
-		if m[2] == "initial-advertise-peer-urls" && m[3] != e.Node.PeerURL {
-			return fmt.Errorf("the restored etcd manifest advertises %s, not %s", m[3], e.Node.PeerURL)
-		}
+	peer, _ := pod.Flag("initial-advertise-peer-urls")
+	switch {
+	case m.Name != e.Node.Name:
+		return fmt.Errorf("the restored etcd manifest names %s, not %s", m.Name, e.Node.Name)
+	case peer != e.Node.PeerURL:
+		return fmt.Errorf("the restored etcd manifest advertises %s, not %s", peer, e.Node.PeerURL)
+	case m.HostDataDir != e.Plan.Options.EtcdDataDir || m.DataDir != e.Plan.Options.EtcdDataDir:
+		return fmt.Errorf("the restored etcd manifest runs with --data-dir=%s mounted from %s, not %s", m.DataDir, m.HostDataDir, e.Plan.Options.EtcdDataDir)
 	}
 	return nil
-}
-
-func hostOf(rawURL string) string {
-	s := strings.TrimPrefix(strings.TrimPrefix(rawURL, "https://"), "http://")
-	if i := strings.LastIndex(s, ":"); i >= 0 {
-		return s[:i]
-	}
-	return s
 }

@@ -31,7 +31,7 @@ func TestRestoreEtcdResumesItsScratch(t *testing.T) {
 				t.Fatal(err)
 			}
 			env.Node = plan.Options.Nodes[0]
-			interrupt(env, env.path(plan.Options.EtcdDataDir)+".kdr-restoring")
+			interrupt(env, filepath.Join(env.path(plan.Options.EtcdDataDir), scratchName))
 		}
 		if err := Apply(context.Background(), env, "m1", ApplyOptions{}); err != nil {
 			t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -414,13 +415,7 @@ func breakGlass(p *restore.Plan, m *manifest.Manifest) []block {
 		out = append(out, block{
 			text: fmt.Sprintf("%d. On %s (%s): restore its etcd member. Every member comes from the same "+
 				"snapshot with the same token; the old data dir is moved aside, never deleted.", i+3, n.Name, n.IP),
-			code: []string{
-				"[ ! -e " + o.EtcdDataDir + " ] || mv " + o.EtcdDataDir + " " + o.EtcdDataDir + p.AsideSuffix(),
-				"etcdutl snapshot restore " + path.Join(staging, "snapshot.db") + " --data-dir " + o.EtcdDataDir +
-					" --name " + n.Name + " --initial-cluster " + p.InitialCluster +
-					" --initial-advertise-peer-urls " + n.PeerURL + " --initial-cluster-token " + o.Token +
-					" --bump-revision " + strconv.FormatUint(o.RevisionBump, 10) + " --mark-compacted",
-			},
+			code: stepCommands(p, n.Name, restore.StepMoveAside, restore.StepRestoreEtcd),
 		})
 	}
 	out = append(out, block{
@@ -428,6 +423,18 @@ func breakGlass(p *restore.Plan, m *manifest.Manifest) []block {
 			"kube-scheduler, then restart every kubelet. --bump-revision --mark-compacted keep revisions moving "+
 			"forward, so Kubernetes watch caches and informers do not silently miss updates.", len(o.Nodes)+3),
 	})
+	return out
+}
+
+// stepCommands are the commands of a node's steps of the plan, in
+// order: break glass types what the engine's steps would do.
+func stepCommands(p *restore.Plan, node string, ids ...string) []string {
+	var out []string
+	for _, s := range p.Steps {
+		if s.Node == node && slices.Contains(ids, s.ID) {
+			out = append(out, s.Commands...)
+		}
+	}
 	return out
 }
 

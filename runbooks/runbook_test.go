@@ -436,7 +436,7 @@ func TestPDFText(t *testing.T) {
 					t.Errorf("PDF text lacks %q", want)
 				}
 			}
-			if !strings.Contains(flat, squash("etcdutl snapshot restore /var/lib/kdr/restore/prod/20261124T203000.000Z-3fa9c1/snapshot.db --data-dir /var/lib/etcd --name cp2")) {
+			if !strings.Contains(flat, squash("etcdutl snapshot restore /var/lib/kdr/restore/prod/20261124T203000.000Z-3fa9c1/snapshot.db --data-dir /var/lib/etcd/.kdr-restoring --name cp2")) {
 				t.Error("the break-glass appendix lacks cp2's etcdutl restore")
 			}
 		})

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -71,6 +72,9 @@ type KubeOptions struct {
 	// kubeadm runs: host path to content. Configs that extra flags name
 	// must exist before kube-apiserver starts, as on a real host.
 	Files map[string][]byte
+	// EtcdDataDir is kubeadm's etcd.local.dataDir, a host path (default
+	// KubeEtcdDataDir).
+	EtcdDataDir string
 }
 
 // KubeArg is one flag of kubeadm's extraArgs, as v1beta4 lists them.
@@ -256,7 +260,7 @@ certificatesDir: %s
     dataDir: %s
     serverCertSANs: [127.0.0.1, localhost]
     peerCertSANs: [127.0.0.1, localhost]
-`, o.AdvertiseAddress, o.NodeName, version, KubePKIDir, apiServer, KubeEtcdDataDir)
+`, o.AdvertiseAddress, o.NodeName, version, KubePKIDir, apiServer, cmp.Or(o.EtcdDataDir, KubeEtcdDataDir))
 	if o.ClusterName != "" {
 		fmt.Fprintf(&b, "clusterName: %s\n", o.ClusterName)
 	}

@@ -51,9 +51,13 @@ type Kubelet struct {
 	// StartKubelet was picked free. A restore plan for this host must use
 	// the same ports so that its URLs and the pods' agree.
 	Ports KubePorts
-	// APIServerURL is https://127.0.0.1:<Ports.APIServer>.
+	// APIServerURL is https://127.0.0.1:<Ports.APIServer>, or the host's
+	// address for a StartHostKubelet kubelet.
 	APIServerURL string
 
+	// host, when set, is the Network host the pods run in: see
+	// StartHostKubelet.
+	host      *Host
 	manifests string
 	logDir    string
 	cancel    context.CancelFunc
@@ -101,6 +105,26 @@ func (p *kubeletPod) alive() bool { return p.cmd != nil && !closed(p.exited) }
 // picked free. It runs until the test ends, then stops every pod.
 func StartKubelet(t testing.TB, root string, ports KubePorts) *Kubelet {
 	t.Helper()
+	return startKubelet(t, root, ports, nil)
+}
+
+// StartHostKubelet starts a kubelet for host h, whose filesystem is under
+// root. Unlike StartKubelet it rewrites no address or port: every pod runs
+// inside h's network namespace and listens where its manifest says (h's
+// address and 127.0.0.1), as on a real machine, so that members of a
+// multi-host control plane reach one another at the addresses kubeadm and
+// a restore wrote. Only host paths are mapped under root, through the
+// pod's hostPath volumes. Ports are kubeadm's defaults and APIServerURL is
+// https://<h.IP>:6443, both for information: they are reachable only from
+// inside the Network, so Kubeconfig and Kubectl do not apply.
+func StartHostKubelet(t testing.TB, root string, h *Host) *Kubelet {
+	t.Helper()
+	return startKubelet(t, root, KubePorts{EtcdClient: kubeadmEtcdClientPort, EtcdPeer: kubeadmEtcdPeerPort,
+		EtcdMetrics: kubeadmEtcdMetricsPort, APIServer: kubeadmAPIServerPort}, h)
+}
+
+func startKubelet(t testing.TB, root string, ports KubePorts, h *Host) *Kubelet {
+	t.Helper()
 	root, err := filepath.Abs(root)
 	if err != nil {
 		t.Fatalf("kubelet root: %v", err)
@@ -110,10 +134,14 @@ func StartKubelet(t testing.TB, root string, ports KubePorts) *Kubelet {
 			*p = FreePort(t)
 		}
 	}
+	apiServer := fmt.Sprintf("https://127.0.0.1:%d", ports.APIServer)
+	if h != nil {
+		apiServer = "https://" + hostPort(h.IP, ports.APIServer)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	k := &Kubelet{
-		t: t, Root: root, Ports: ports,
-		APIServerURL: fmt.Sprintf("https://127.0.0.1:%d", ports.APIServer),
+		t: t, Root: root, Ports: ports, host: h,
+		APIServerURL: apiServer,
 		manifests:    hostPath(root, KubeManifestsDir),
 		logDir:       t.TempDir(),
 		cancel:       cancel,
@@ -329,7 +357,13 @@ func (k *Kubelet) readManifests() map[string]manifestFile {
 // retry would cure.
 func (k *Kubelet) start(p *kubeletPod) {
 	p.retryAt = time.Time{}
-	args, err := StaticPodCommand(k.Root, p.manifest, k.Ports)
+	var args []string
+	var err error
+	if k.host != nil {
+		args, err = hostPodCommand(k.Root, p.manifest)
+	} else {
+		args, err = StaticPodCommand(k.Root, p.manifest, k.Ports)
+	}
 	if err != nil {
 		k.logf(p, "cannot run: %v", err)
 		p.failed()
@@ -349,6 +383,12 @@ func (k *Kubelet) start(p *kubeletPod) {
 	}
 	fmt.Fprintf(logf, "--- kubelet %s: start %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
 	cmd := exec.Command(bin, args[1:]...)
+	if k.host != nil {
+		// Host.Command execs the binary in place, so cmd's process is
+		// the pod's and the signals of stopPods reach it; the kubelet
+		// stops it itself, so no context kills it.
+		cmd = k.host.Command(context.Background(), bin, args[1:]...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A test binary that dies must not leave control-plane processes
 	// holding ports and data dirs.
