@@ -50,6 +50,11 @@ func (e *Env) Drill(ctx context.Context, o DrillOptions) (*drill.Report, error) 
 		Manifest: r.Manifest, Source: fromconfig.Source(r.TargetConfig), Target: r.Target, Identities: o.Identities,
 		Sandbox: cmp.Or(o.Sandbox, e.Config.Drill.Sandbox), KubeAPIServer: e.Config.Drill.KubeAPIServer, Log: e.Log,
 	}
+	for _, c := range e.Config.Clusters {
+		if tls := c.Etcd.TLS; c.Name == r.Manifest.Cluster && tls != nil {
+			do.EtcdTLS = []string{tls.CA, tls.Cert, tls.Key}
+		}
+	}
 	if live := e.liveClient(ctx, r.Manifest.Cluster); live != nil {
 		defer live.Close()
 		do.Live = live

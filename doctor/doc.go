@@ -53,6 +53,13 @@
 //   - certificates: in the newest backup's manifest, an expired
 //     certificate fails and one expiring within 30 days warns.
 //   - recipients: none fails, one warns (a lost key is a lost backup).
+//   - static-pods: the files this host's static pod manifests reference
+//     (flags and the configs they name, as a backup finds them), against
+//     those the newest backup recorded. All held passes; a file referenced
+//     since (an encryption config added after the backup) warns, naming
+//     it, as the next backup captures it; a referenced file this host
+//     cannot give fails, as the next backup fails on it. A host without
+//     static pods (external etcd under systemd) passes.
 //   - recovery-kit: per local target, the offline recovery kit (package
 //     kit). One that does not verify fails: its binary must not be run.
 //     None, one that cannot be read, or one whose kdr is not this

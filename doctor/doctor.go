@@ -78,6 +78,7 @@ var checks = []Check{
 	{ID: "drill", About: "the newest restore drill: its result and its age", grade: gradeDrill},
 	{ID: "certificates", About: "expiry of the certificates the newest backup holds", grade: gradeCertificates},
 	{ID: "recipients", About: "age recipients: more than one, so a lost key loses no backup", grade: gradeRecipients},
+	{ID: "static-pods", About: "the files this host's static pod manifests reference, each held by the newest backup", grade: gradeStaticPods},
 	{ID: "recovery-kit", About: "each local target's offline recovery kit: signed, whole, and of this kdr version", grade: gradeKit},
 }
 
@@ -104,13 +105,27 @@ type facts struct {
 	// order; version is the running kdr's, which a kit should hold.
 	kits    []kitFacts
 	version string
+	// staticPods is what this host's static pod manifests reference.
+	staticPods staticPodFacts
 }
 
-// Run grades every configured cluster, or only the named one. Problems
-// of the deployment are grades in the report; the error is for a cluster
+// Options say what the doctor grades.
+type Options struct {
+	// Cluster limits the report to one configured cluster (default all).
+	Cluster string
+	// Root is where this host's files are read, its static pod manifests
+	// (default "/"; tests give a directory).
+	Root string
+}
+
+// Run grades every configured cluster, or only o.Cluster. Problems of
+// the deployment are grades in the report; the error is for a cluster
 // name the config lacks or a cancelled context.
-func Run(ctx context.Context, cfg *config.Config, cluster string) (*Report, error) {
-	clusters, err := fromconfig.Clusters(cfg, cluster)
+func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
+	if o.Root == "" {
+		o.Root = "/"
+	}
+	clusters, err := fromconfig.Clusters(cfg, o.Cluster)
 	if err != nil {
 		return nil, err
 	}
@@ -137,6 +152,7 @@ func Run(ctx context.Context, cfg *config.Config, cluster string) (*Report, erro
 			etcd:          probeEtcd(ctx, c),
 		}
 		f.stores, f.certs = readTargets(ctx, trust, targets, c.Name)
+		f.staticPods = readStaticPods(o.Root, f.certs.controlPlane)
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("doctor: cluster %s: %w", c.Name, err)
 		}

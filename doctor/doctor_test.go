@@ -58,7 +58,7 @@ type want struct {
 // check in table order, the grades and words wanted, the worst grade.
 func run(t *testing.T, cfg *config.Config, wants map[string]want) *Report {
 	t.Helper()
-	rep, err := Run(t.Context(), cfg, "")
+	rep, err := Run(t.Context(), cfg, Options{Root: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestRunWithoutEtcd(t *testing.T) {
 		"recipients":          {Warn, nil},
 	})
 
-	if _, err := Run(t.Context(), cfg, "staging"); err == nil || !strings.Contains(err.Error(), `no cluster "staging"`) {
+	if _, err := Run(t.Context(), cfg, Options{Cluster: "staging"}); err == nil || !strings.Contains(err.Error(), `no cluster "staging"`) {
 		t.Errorf("an unknown cluster: %v", err)
 	}
 }

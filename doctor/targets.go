@@ -49,6 +49,8 @@ type certFacts struct {
 	// backup is the newest complete backup's ID, "" when there is none.
 	backup string
 	certs  []manifest.Certificate
+	// controlPlane is what it recorded of the static pods, nil for none.
+	controlPlane *manifest.ControlPlane
 	// err says why its manifest could not be read.
 	err error
 }
@@ -144,7 +146,7 @@ func readTargets(ctx context.Context, trust *manifest.Trust, targets []opened, c
 			cf.err = err
 			continue
 		}
-		cf.certs, cf.err = m.State.Certificates, nil
+		cf.certs, cf.controlPlane, cf.err = m.State.Certificates, m.State.ControlPlane, nil
 		break
 	}
 	return stores, cf

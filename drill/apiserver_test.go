@@ -3,12 +3,24 @@ package drill
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -141,4 +153,143 @@ func writeScript(t *testing.T, dir, name, body string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestAPIServerReachesNothingLive: a restored ValidatingWebhookConfiguration
+// names a webhook that is live on this host's loopback. The drill's
+// kube-apiserver, started on the restored data, loads it and tries to
+// call it (a create is refused for the failed call), yet the webhook
+// never hears from it: the API server runs in a network namespace of its
+// own. The live API server the data came from does reach the webhook, so
+// the fixture would catch a drill that leaked into the host's network.
+func TestAPIServerReachesNothingLive(t *testing.T) {
+	var calls atomic.Int32
+	hook := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		var review admissionv1.AdmissionReview
+		if err := json.NewDecoder(r.Body).Decode(&review); err != nil || review.Request == nil {
+			http.Error(w, "not an AdmissionReview", http.StatusBadRequest)
+			return
+		}
+		review.Response = &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}
+		review.Request = nil
+		json.NewEncoder(w).Encode(&review)
+	}))
+	defer hook.Close()
+
+	h := testenv.StartKubeadmHost(t, testenv.KubeOptions{})
+	ctx := t.Context()
+	cfg, err := clientcmd.BuildConfigFromFlags("", h.KubeconfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := kubernetes.NewForConfigOrDie(cfg)
+	fail := admissionregv1.Fail
+	none := admissionregv1.SideEffectClassNone
+	url := hook.URL + "/validate"
+	_, err = live.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, &admissionregv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "live-hook"},
+		Webhooks: []admissionregv1.ValidatingWebhook{{
+			Name:         "namespaces.kdr.test",
+			ClientConfig: admissionregv1.WebhookClientConfig{URL: &url, CABundle: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hook.Certificate().Raw})},
+			Rules: []admissionregv1.RuleWithOperations{{
+				Operations: []admissionregv1.OperationType{admissionregv1.Create},
+				Rule:       admissionregv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"namespaces"}},
+			}},
+			FailurePolicy: &fail, SideEffects: &none, AdmissionReviewVersions: []string{"v1"},
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	createNamespace := func(cs *kubernetes.Clientset, name string) error {
+		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		return err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for calls.Load() == 0 {
+		err := createNamespace(live, "live-check")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the live API server never called the webhook: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if calls.Load() == 0 {
+		t.Fatal("the live API server created a namespace without calling the webhook: the fixture proves nothing")
+	}
+	before := calls.Load()
+
+	// The data as a drill restores it: the API server stopped, etcd
+	// served in this process over plain http on the same data dir.
+	h.Stop()
+	e := embed.NewConfig()
+	e.Name = argValue(h.Etcd.Args, "--name")
+	e.Dir = argValue(h.Etcd.Args, "--data-dir")
+	client, peer := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
+	for _, p := range []struct {
+		dst *[]neturl.URL
+		u   string
+	}{{&e.ListenClientUrls, client}, {&e.AdvertiseClientUrls, client}, {&e.ListenPeerUrls, peer}, {&e.AdvertisePeerUrls, peer}} {
+		u, err := neturl.Parse(p.u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*p.dst = []neturl.URL{*u}
+	}
+	e.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	etcd, err := embed.StartEtcd(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer etcd.Close()
+	select {
+	case <-etcd.Server.ReadyNotify():
+	case <-time.After(time.Minute):
+		t.Fatal("etcd not ready within a minute")
+	}
+
+	as, err := startAPIServer(ctx, testenv.Binary(t, "kube-apiserver"), h.Root, testenv.KubernetesDir, "", []string{client}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer as.stop()
+	cs := kubernetes.NewForConfigOrDie(as.cfg)
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		err := createNamespace(cs, "drill-check")
+		if err == nil {
+			t.Fatal("the drill's API server created a namespace that the restored webhook must judge")
+		}
+		if strings.Contains(err.Error(), "failed calling webhook") {
+			t.Logf("the drill's API server could not call the webhook: %v", err)
+			break
+		}
+		select {
+		case <-as.exited:
+			t.Fatalf("the drill's API server exited: %s", lastLine(as.log))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the drill's API server never tried the restored webhook: %v (its log: %s)", err, lastLine(as.log))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if n := calls.Load(); n != before {
+		t.Fatalf("the webhook on the host's loopback got %d calls from the drill's API server", n-before)
+	}
+}
+
+func argValue(args []string, flag string) string {
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v
+		}
+		if a == flag && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
 }

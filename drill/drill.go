@@ -39,8 +39,13 @@ type Options struct {
 	// failed).
 	Live *clientv3.Client
 	// KubeAPIServer, when set, is a kube-apiserver binary started on the
-	// restored etcd and PKI to list the namespaces.
+	// restored etcd and PKI to list the namespaces, in a network namespace
+	// of its own (see startAPIServer).
 	KubeAPIServer string
+	// EtcdTLS are the etcd client TLS files (CA, certificate, key) the
+	// cluster's config names, as host paths. For an external etcd, those a
+	// state set of the backup captures are required in the restored tree.
+	EtcdTLS []string
 	// CertWarnWithin makes a certificate expiring sooner a warning
 	// (default 30 days).
 	CertWarnWithin time.Duration
@@ -205,7 +210,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.KubeAPIServer != "" {
 		checkAPIServer(ctx, rep, o.KubeAPIServer, envs[0].Root, plan.Options.KubernetesDir, m.Inventory.Subnets["services"], endpoints, sandbox)
 	}
-	pki, err := pkicheck.Run(ctx, pkicheck.Options{Root: envs[0].Root, KubernetesDir: plan.Options.KubernetesDir, WarnWithin: o.CertWarnWithin, Now: o.Now()})
+	l := requiredLayout(m, envs[0].Root, plan.Options.KubernetesDir, o.EtcdTLS)
+	rep.add(Check{ID: "topology", Subject: l.topology, Grade: Pass,
+		Reason: fmt.Sprintf("%s: %d files required, from %s", topologyText(l.topology), len(l.required), strings.Join(l.sources, ", "))})
+	for _, c := range l.unmatched {
+		rep.add(c)
+	}
+	pki, err := pkicheck.Run(ctx, pkicheck.Options{Root: envs[0].Root, KubernetesDir: plan.Options.KubernetesDir,
+		Required: l.required, PKIDirs: l.dirs, WarnWithin: o.CertWarnWithin, Now: o.Now()})
 	if err != nil {
 		rep.add(Check{ID: "pki", Subject: plan.Options.KubernetesDir, Grade: Fail, Reason: oneLine(err)})
 	}
@@ -242,15 +254,6 @@ func loopbackNodes(n int) ([]restore.Node, error) {
 		})
 	}
 	return nodes, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("drill: no free loopback port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // members runs the sandbox's etcd members in this process, where the
@@ -304,6 +307,13 @@ func (ms *members) stop() {
 		e.Close()
 	}
 	ms.all = nil
+}
+
+func topologyText(t string) string {
+	if t == restore.TopologyKubeadm {
+		return "stacked etcd (kubeadm static pods)"
+	}
+	return "external etcd (systemd)"
 }
 
 func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }

@@ -42,6 +42,9 @@ const (
 	haRawKeys = 60
 )
 
+// haNodeCerts are the files of a kubeadm PKI that name their node.
+var haNodeCerts = []string{"apiserver.crt", "apiserver.key", "etcd/server.crt", "etcd/server.key", "etcd/peer.crt", "etcd/peer.key"}
+
 // haNodes are the control-plane nodes, first member first.
 var haNodes = []string{"cp1", "cp2", "cp3"}
 
@@ -52,6 +55,9 @@ type haOriginal struct {
 	root string
 	// kubeletConf is kubelet.conf as kubeadm wrote it.
 	kubeletConf []byte
+	// certs are the node's own serving certificates and keys, by path
+	// under the PKI directory.
+	certs map[string][]byte
 	// servers maps each kubeconfig kubeadm wrote on the node to the API
 	// server URLs it names.
 	servers map[string][]string
@@ -100,7 +106,10 @@ func TestRestoreKubeadmHAReplacedNode(t *testing.T) {
 	orig := map[string]haOriginal{}
 	for _, n := range c.Nodes {
 		o := haOriginal{ip: n.Host.IP, root: n.Root, servers: map[string][]string{},
-			kubeletConf: readFile(t, n.Path(testenv.KubernetesDir+"/kubelet.conf"))}
+			kubeletConf: readFile(t, n.Path(testenv.KubernetesDir+"/kubelet.conf")), certs: map[string][]byte{}}
+		for _, f := range haNodeCerts {
+			o.certs[f] = readFile(t, n.Path(testenv.KubePKIDir+"/"+f))
+		}
 		for _, conf := range kubeconfigNames(t, n.Root) {
 			o.servers[conf] = kubeconfigServers(t, n.Path(testenv.KubernetesDir+"/"+conf))
 		}
@@ -204,6 +213,13 @@ func TestRestoreKubeadmHAReplacedNode(t *testing.T) {
 	if got := readFile(t, cp2.Path(testenv.KubernetesDir+"/kubelet.conf")); !bytes.Equal(got, orig["cp2"].kubeletConf) {
 		t.Errorf("cp2 %s/kubelet.conf: the surviving node's own kubelet.conf was replaced (%d bytes, was %d): a node that kept a valid one must keep it",
 			testenv.KubernetesDir, len(got), len(orig["cp2"].kubeletConf))
+	}
+	// Its serving certificates and keys too: they name it and chain to
+	// the restored CAs, so nothing is issued anew.
+	for _, f := range haNodeCerts {
+		if got := readFile(t, cp2.Path(testenv.KubePKIDir+"/"+f)); !bytes.Equal(got, orig["cp2"].certs[f]) {
+			t.Errorf("cp2 %s/%s: the surviving node's own file was replaced", testenv.KubePKIDir, f)
+		}
 	}
 
 	// Quorum, members and data.

@@ -166,17 +166,7 @@ func TestOpenObjectRefuses(t *testing.T) {
 	snap[len(snap)-1] ^= 1
 	badSnap := ageSeal(t, zstdFrame(t, snap), rs)
 
-	cases := []struct {
-		name   string
-		stored []byte
-		rec    Object
-		ids    []age.Identity
-		is     []error
-		not    []error
-		reason string
-		// maxRead bounds the stored bytes read; 0 means len(stored).
-		maxRead int64
-	}{
+	cases := []refusal{
 		{
 			name: "decompression bomb", stored: bomb, rec: bombRec,
 			is:     []error{ErrDamaged},
@@ -273,38 +263,61 @@ func TestOpenObjectRefuses(t *testing.T) {
 			if tc.ids != nil {
 				use = tc.ids
 			}
-			out, read, err := readObject(t, tc.stored, tc.rec, use, ReadOptions{})
-			if err == nil {
-				t.Fatal("read to the end without an error")
-			}
-			t.Logf("read %d of %d stored bytes, handed out %d; error: %v", read, len(tc.stored), len(out), err)
-			for _, s := range tc.is {
-				if !errors.Is(err, s) {
-					t.Errorf("error does not match %v", s)
-				}
-			}
-			for _, s := range tc.not {
-				if errors.Is(err, s) {
-					t.Errorf("error matches %v", s)
-				}
-			}
-			if !strings.Contains(err.Error(), tc.reason) {
-				t.Errorf("error does not say %q", tc.reason)
-			}
-			if strings.ContainsAny(err.Error(), "\n\r") {
-				t.Errorf("error is not one line")
-			}
-			if int64(len(out)) > tc.rec.PlainSize {
-				t.Errorf("handed out %d plaintext bytes, the record allows %d", len(out), tc.rec.PlainSize)
-			}
-			maxRead := tc.maxRead
-			if maxRead == 0 {
-				maxRead = int64(len(tc.stored))
-			}
-			if read > maxRead || read > tc.rec.Size+1 {
-				t.Errorf("read %d stored bytes, want at most %d and at most the record's %d + 1", read, maxRead, tc.rec.Size)
+			// Through Read, and through WriteTo handing a read-ahead's
+			// chunks on as restore's does: the same checks, the same errors.
+			for _, o := range []ReadOptions{{}, {Ahead: func(r io.Reader) io.Reader { return &writeToAhead{passAhead{r: r}} }}} {
+				tc.check(t, use, o)
 			}
 		})
+	}
+}
+
+// refusal is an object the reader must refuse, and how.
+type refusal struct {
+	name   string
+	stored []byte
+	rec    Object
+	ids    []age.Identity
+	is     []error
+	not    []error
+	reason string
+	// maxRead bounds the stored bytes read; 0 means len(stored).
+	maxRead int64
+}
+
+// check reads the object with ids and o and checks how it was refused.
+func (tc refusal) check(t *testing.T, ids []age.Identity, o ReadOptions) {
+	t.Helper()
+	out, read, err := readObject(t, tc.stored, tc.rec, ids, o)
+	if err == nil {
+		t.Fatal("read to the end without an error")
+	}
+	t.Logf("read %d of %d stored bytes, handed out %d; error: %v", read, len(tc.stored), len(out), err)
+	for _, s := range tc.is {
+		if !errors.Is(err, s) {
+			t.Errorf("error does not match %v", s)
+		}
+	}
+	for _, s := range tc.not {
+		if errors.Is(err, s) {
+			t.Errorf("error matches %v", s)
+		}
+	}
+	if !strings.Contains(err.Error(), tc.reason) {
+		t.Errorf("error does not say %q", tc.reason)
+	}
+	if strings.ContainsAny(err.Error(), "\n\r") {
+		t.Errorf("error is not one line")
+	}
+	if int64(len(out)) > tc.rec.PlainSize {
+		t.Errorf("handed out %d plaintext bytes, the record allows %d", len(out), tc.rec.PlainSize)
+	}
+	maxRead := tc.maxRead
+	if maxRead == 0 {
+		maxRead = int64(len(tc.stored))
+	}
+	if read > maxRead || read > tc.rec.Size+1 {
+		t.Errorf("read %d stored bytes, want at most %d and at most the record's %d + 1", read, maxRead, tc.rec.Size)
 	}
 }
 
@@ -388,6 +401,14 @@ type passAhead struct {
 func (p *passAhead) Read(b []byte) (int, error) { return p.r.Read(b) }
 func (p *passAhead) Close() error               { p.closed = true; return nil }
 
+// writeToAhead is passAhead with a WriteTo, as restore's read-ahead has,
+// which ObjectReader.WriteTo hands its chunks straight to.
+type writeToAhead struct{ passAhead }
+
+func (p *writeToAhead) WriteTo(w io.Writer) (int64, error) {
+	return io.Copy(w, struct{ io.Reader }{p.r}) // nil at io.EOF, as an io.WriterTo returns
+}
+
 func TestObjectRoundTrip(t *testing.T) {
 	ids, rs := testKeys(t, testIdentity, testRecipient)
 	random := make([]byte, 3<<20)
@@ -411,20 +432,23 @@ func TestObjectRoundTrip(t *testing.T) {
 			if obj != want {
 				t.Fatalf("record %+v, want %+v", obj, want)
 			}
-			for _, ahead := range []bool{false, true} {
+			for _, ahead := range []string{"", "read", "writeTo"} {
 				var o ReadOptions
 				var pa *passAhead
-				if ahead {
+				switch ahead {
+				case "read":
 					o.Ahead = func(r io.Reader) io.Reader { pa = &passAhead{r: r}; return pa }
+				case "writeTo":
+					o.Ahead = func(r io.Reader) io.Reader { w := &writeToAhead{passAhead{r: r}}; pa = &w.passAhead; return w }
 				}
 				out, _, err := readObject(t, stored, obj, ids, o)
 				if err != nil {
-					t.Fatalf("ahead %v: %v", ahead, err)
+					t.Fatalf("ahead %q: %v", ahead, err)
 				}
 				if !bytes.Equal(out, tc.plain) {
-					t.Fatalf("ahead %v: plaintext differs", ahead)
+					t.Fatalf("ahead %q: plaintext differs", ahead)
 				}
-				if ahead && !pa.closed {
+				if ahead != "" && !pa.closed {
 					t.Error("the read-ahead was not closed")
 				}
 			}

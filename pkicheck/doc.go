@@ -1,7 +1,9 @@
 // Package pkicheck proves a restored control plane's PKI and kubeconfigs
 // whole before anyone relies on them: every certificate under the kubeadm
-// pki directory parses and chains to a CA of the same tree, every private
-// key matches its certificate (sa.key its sa.pub), nothing has expired or
+// pki directory (or the directories a topology names: an external etcd's
+// /etc/ssl/etcd/ssl) parses and chains to a CA of the same tree, every
+// private key matches its certificate (sa.key its sa.pub, name-key.pem its
+// name.pem), the files the topology requires are there, nothing has expired or
 // is about to, and every kubeconfig trusts the restored cluster CA and holds
 // a client certificate that CA signed, with the key that belongs to it. A
 // kubeconfig that would make its reader run a command (exec, auth-provider),

@@ -68,6 +68,15 @@ type Options struct {
 	// KubernetesDir is kubeadm's directory as the host sees it (default
 	// /etc/kubernetes).
 	KubernetesDir string
+	// Required are the files the tree cannot do without, each with why.
+	// Default kubeadm's (KubeadmRequired): a topology with another layout,
+	// external etcd under systemd with its PKI in /etc/ssl/etcd/ssl, names
+	// its own, as kubeadm's would fail it for files it never had.
+	Required []Required
+	// PKIDirs are the directories, as host paths, walked for certificates
+	// (*.crt, *.pem) and private keys (*.key, *-key.pem). Default
+	// KubernetesDir/pki.
+	PKIDirs []string
 	// WarnWithin makes an expiry closer than this a warning (default 30
 	// days).
 	WarnWithin time.Duration
@@ -80,9 +89,28 @@ const (
 	defaultWarnWithin    = 30 * 24 * time.Hour
 )
 
-// required are the files a kubeadm control plane cannot do without,
-// relative to the Kubernetes directory, each with why.
-var required = []struct{ path, why string }{
+// Required is one file a tree cannot do without.
+type Required struct {
+	// Path is the host path (absolute, slash-separated).
+	Path string `json:"path"`
+	// Why says what is lost without it, for the finding.
+	Why string `json:"why"`
+}
+
+// KubeadmRequired are the files a kubeadm control plane cannot do without,
+// below its Kubernetes directory (a host path).
+func KubeadmRequired(kubernetesDir string) []Required {
+	dir := path.Clean("/" + filepath.ToSlash(kubernetesDir))
+	out := make([]Required, len(kubeadmRequired))
+	for i, r := range kubeadmRequired {
+		out[i] = Required{Path: path.Join(dir, r.path), Why: r.why}
+	}
+	return out
+}
+
+// kubeadmRequired are kubeadm's required files relative to its Kubernetes
+// directory, each with why.
+var kubeadmRequired = []struct{ path, why string }{
 	{"pki/ca.crt", "the cluster CA that every component and kubeconfig trusts"},
 	{"pki/ca.key", "the cluster CA key, needed to issue a node's certificates again and to join nodes"},
 	{"pki/sa.key", "signs service account tokens; a new one invalidates every token in the cluster"},
@@ -175,7 +203,14 @@ func newChecker(o Options) *checker {
 		o.Now = time.Now()
 	}
 	dir := path.Clean("/" + filepath.ToSlash(o.KubernetesDir))
-	return &checker{o: o, box: sandbox{root: o.Root}, dir: dir, pki: path.Join(dir, "pki"), certs: map[string]*certFile{}}
+	if o.Required == nil {
+		o.Required = KubeadmRequired(dir)
+	}
+	pki := path.Join(dir, "pki")
+	if o.PKIDirs == nil {
+		o.PKIDirs = []string{pki}
+	}
+	return &checker{o: o, box: sandbox{root: o.Root}, dir: dir, pki: pki, certs: map[string]*certFile{}}
 }
 
 // certFile is a certificate file of the tree; cert is nil when it does
@@ -188,7 +223,8 @@ type certFile struct {
 type checker struct {
 	o   Options
 	box sandbox
-	// dir and pki are the Kubernetes and pki directories as host paths.
+	// dir and pki are the Kubernetes and its pki directory as host paths:
+	// the kubeconfigs there trust pki/ca.crt.
 	dir, pki string
 	certs    map[string]*certFile
 	// cas are the parsed CA certificates, in path order so that the CA a
@@ -202,23 +238,68 @@ func (c *checker) add(subject, id string, g Grade, reason string) {
 }
 
 func (c *checker) required() {
-	for _, r := range required {
-		p := path.Join(c.dir, r.path)
+	for _, r := range c.o.Required {
+		p := path.Clean("/" + r.Path)
 		if _, _, err := c.box.resolve(p); errors.Is(err, fs.ErrNotExist) {
-			c.add(p, IDFile, Fail, "missing: "+r.why)
+			c.add(p, IDFile, Fail, "missing: "+r.Why)
 		}
 	}
 }
 
-// walkPKI lists the certificates and keys below the pki directory as host
-// paths, in order. A missing pki directory is left to the required files.
+// walkPKI lists the certificates and keys below the PKI directories as
+// host paths, in order, each once. A missing directory is left to the
+// required files.
 func (c *checker) walkPKI(ctx context.Context) (certs, keys []string) {
-	real, _, err := c.box.resolve(c.pki)
+	seen := map[string]bool{}
+	for _, dir := range c.o.PKIDirs {
+		dc, dk := c.walkDir(ctx, path.Clean("/"+dir))
+		for _, p := range dc {
+			if !seen[p] {
+				seen[p] = true
+				certs = append(certs, p)
+			}
+		}
+		for _, p := range dk {
+			if !seen[p] {
+				seen[p] = true
+				keys = append(keys, p)
+			}
+		}
+	}
+	slices.Sort(certs)
+	slices.Sort(keys)
+	return certs, keys
+}
+
+// kind tells a certificate from a private key by name: kubeadm's .crt
+// and .key, and cfssl's (kubespray's etcd) name.pem and name-key.pem.
+func kind(p string) (cert, key bool) {
+	switch {
+	case path.Ext(p) == ".key", strings.HasSuffix(p, "-key.pem"):
+		return false, true
+	case path.Ext(p) == ".crt", path.Ext(p) == ".pem":
+		return true, false
+	}
+	return false, false
+}
+
+// certFor is the certificate file beside key file p: name.key's name.crt,
+// name-key.pem's name.pem.
+func certFor(p string) string {
+	if base, ok := strings.CutSuffix(p, "-key.pem"); ok {
+		return base + ".pem"
+	}
+	return strings.TrimSuffix(p, ".key") + ".crt"
+}
+
+// walkDir lists the certificates and keys below one directory.
+func (c *checker) walkDir(ctx context.Context, dir string) (certs, keys []string) {
+	real, _, err := c.box.resolve(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		c.add(c.pki, IDFile, Fail, "cannot read: "+oneLine(err))
+		c.add(dir, IDFile, Fail, "cannot read: "+oneLine(err))
 		return nil, nil
 	}
 	// The walk stops only for ctx, which Run reports; every other error is
@@ -227,7 +308,7 @@ func (c *checker) walkPKI(ctx context.Context) (certs, keys []string) {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr
 		}
-		host := path.Join(c.pki, filepath.ToSlash(strings.TrimPrefix(p, real)))
+		host := path.Join(dir, filepath.ToSlash(strings.TrimPrefix(p, real)))
 		if err != nil {
 			c.add(host, IDFile, Fail, "cannot read: "+oneLine(cause(err)))
 			return nil
@@ -235,10 +316,10 @@ func (c *checker) walkPKI(ctx context.Context) (certs, keys []string) {
 		if d.IsDir() {
 			return nil
 		}
-		switch path.Ext(host) {
-		case ".crt":
+		switch cert, key := kind(host); {
+		case cert:
 			certs = append(certs, host)
-		case ".key":
+		case key:
 			keys = append(keys, host)
 		}
 		return nil
@@ -310,8 +391,9 @@ func (c *checker) expiry(subject string, cert *x509.Certificate) {
 }
 
 // keyMatch proves a private key belongs to the certificate beside it
-// (same name, .crt), or else to the public key beside it (.pub: sa.key and
-// sa.pub). A key with neither only has to parse.
+// (name.crt for name.key, name.pem for name-key.pem), or else to the
+// public key beside it (.pub: sa.key and sa.pub). A key with neither only
+// has to parse.
 func (c *checker) keyMatch(p string) {
 	data, err := c.box.readFile(p)
 	if err != nil {
@@ -323,8 +405,7 @@ func (c *checker) keyMatch(p string) {
 		c.add(p, IDFile, Fail, "does not parse: "+oneLine(err))
 		return
 	}
-	base := strings.TrimSuffix(p, ".key")
-	if cf, ok := c.certs[base+".crt"]; ok {
+	if cf, ok := c.certs[certFor(p)]; ok {
 		switch {
 		case cf.cert == nil:
 			c.add(p, IDKeyMatch, Fail, fmt.Sprintf("cannot be matched against %s, which did not load", cf.path))
@@ -335,7 +416,7 @@ func (c *checker) keyMatch(p string) {
 		}
 		return
 	}
-	pubPath := base + ".pub"
+	pubPath := strings.TrimSuffix(p, ".key") + ".pub"
 	pubData, err := c.box.readFile(pubPath)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -494,7 +494,7 @@ func TestRunRoot(t *testing.T) {
 		{name: "no root", root: "", wantErr: true},
 		{name: "no such root", root: filepath.Join(empty, "nothing"), wantErr: true},
 		{name: "cancelled", root: empty, cancel: true, wantErr: true},
-		{name: "empty root", root: empty, wantFail: len(required)},
+		{name: "empty root", root: empty, wantFail: len(kubeadmRequired)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -275,7 +275,7 @@ func (e *Env) configureKubeletConf(root *beneath, rel string, raw []byte, server
 	if why := kubeletConfFits(raw, read, ca, e.Node.Name, now); why == nil {
 		out, changed, err := rewriteServers(raw, server)
 		if err != nil || !changed {
-			return errors.Join(err, e.noteNodeFile(rel, NodeFileRestored, ""))
+			return errors.Join(err, e.noteNodeFileOnce(rel, NodeFileRestored, ""))
 		}
 		if err := e.keepAside(rel, raw); err != nil {
 			return err
@@ -314,9 +314,69 @@ func (e *Env) hostOwn(rel string) ([]byte, error) {
 	return raw, err
 }
 
+// keepHostCert puts back the host's own certificate and key of c when
+// restore-files moved them aside and they still fit the restored cluster:
+// signed by the restored CA, naming this node, the key matching, and
+// nodeCertMinLife left. Reports whether it did.
+func (e *Env) keepHostCert(root *beneath, pki string, c nodeCert, oldName, oldIP string) (bool, error) {
+	certRel, keyRel := rootRel(hostPath(pki, c.cert)), rootRel(hostPath(pki, c.key))
+	certRaw, err := e.hostOwn(certRel)
+	if err != nil {
+		return false, nil // the host had none: a blank machine
+	}
+	keyRaw, err := e.hostOwn(keyRel)
+	if err != nil {
+		return false, nil
+	}
+	cert, err := pkicheck.ParseCert(certRaw)
+	if err != nil {
+		return false, nil
+	}
+	key, err := pkicheck.ParseKey(keyRaw)
+	if err != nil || !pkicheck.SamePublicKey(cert.PublicKey, key.Public()) {
+		return false, nil
+	}
+	ca, _, err := readCertAt(root, rootRel(hostPath(pki, c.ca)))
+	if err != nil {
+		return false, err
+	}
+	if cert.CheckSignatureFrom(ca) != nil || time.Until(cert.NotAfter) < nodeCertMinLife ||
+		e.certFits(cert, c.cert, oldName, oldIP) != nil {
+		return false, nil
+	}
+	for _, f := range []struct {
+		rel string
+		raw []byte
+	}{{keyRel, keyRaw}, {certRel, certRaw}} {
+		old, info, err := root.readFile(f.rel)
+		if err != nil {
+			return false, err
+		}
+		if err := e.keepAside(f.rel, old); err != nil {
+			return false, err
+		}
+		if err := root.writeFile(f.rel, f.raw, info.Mode().Perm(), 0); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// noteNodeFileOnce records what became of a node file unless a run
+// before an interruption already did: a file kept or issued then fits now.
+func (e *Env) noteNodeFileOnce(rel, action, why string) error {
+	for _, f := range e.journal.NodeFiles {
+		if f.Path == "/"+rel {
+			return nil
+		}
+	}
+	return e.noteNodeFile(rel, action, why)
+}
+
 // noteNodeFile records in the journal what became of a node file.
 func (e *Env) noteNodeFile(rel, action, why string) error {
 	f := NodeFile{Path: "/" + rel, Action: action, Why: why}
+	e.Log.Info("node file "+action, "node", e.Node.Name, "path", f.Path, "why", why)
 	return e.record(func(j *Journal) {
 		j.NodeFiles = slices.DeleteFunc(j.NodeFiles, func(o NodeFile) bool { return o.Path == f.Path })
 		j.NodeFiles = append(j.NodeFiles, f)
@@ -359,7 +419,7 @@ func (e *Env) checkKubeconfigs(root *beneath) error {
 // itself, so the kubernetes Service has each as an endpoint.
 func (e *Env) configureAPIServerManifest() error {
 	pod, err := e.stagedPod(apiServerManifest)
-	if errors.Is(err, fs.ErrNotExist) {
+	if noPod(err) {
 		return nil
 	}
 	if err != nil {
@@ -378,7 +438,7 @@ const apiServerManifest = "kube-apiserver.yaml"
 
 func (e *Env) checkAPIServerManifest() error {
 	pod, err := e.stagedPod(apiServerManifest)
-	if errors.Is(err, fs.ErrNotExist) {
+	if noPod(err) {
 		return nil
 	}
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"io/fs"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -54,7 +55,7 @@ func nofollowEnv(t *testing.T) (e *Env, canary string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e = &Env{Plan: plan, Node: plan.Options.Nodes[0], Root: root, WaitTimeout: 2 * time.Second}
+	e = &Env{Plan: plan, Node: plan.Options.Nodes[0], Root: root, WaitTimeout: 2 * time.Second, Log: slog.New(slog.DiscardHandler)}
 	if err := os.MkdirAll(e.staging(), 0o700); err != nil {
 		t.Fatal(err)
 	}

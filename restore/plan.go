@@ -2,7 +2,10 @@ package restore
 
 import (
 	"fmt"
+	"net"
 	"path"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -139,6 +142,29 @@ type cmdData struct {
 	// the inventory does not say), and SourceIPPattern the same as a sed
 	// pattern.
 	SourceIP, SourceIPPattern string
+	// PeerPort and ClientPort are the node's etcd ports, which preflight
+	// and stop-control-plane look for.
+	PeerPort, ClientPort string
+	// LocalClientURL is the loopback client URL etcd also listens on, as
+	// kubeadm sets it up (staticpod.SetEtcdNode).
+	LocalClientURL string
+	// Tools are the commands beyond a minimal Debian host's that the
+	// steps use, and ToolsHint where to get them.
+	Tools, ToolsHint string
+	// Moved is set when the node is not the host the backup came from (by
+	// name or address, or the address is unknown): its node certificates
+	// are issued again.
+	Moved bool
+	// KubeadmConfig is the kubeadm configuration configure-node writes
+	// (a file in staging), and KubeadmConfigLines its lines, each quoted
+	// for printf.
+	KubeadmConfig, KubeadmConfigLines string
+	// StagedManifests is where restore-files keeps the static pod
+	// manifests until their start step.
+	StagedManifests string
+	// CapturedDataDir is the data dir the backup's etcd manifest mounts
+	// ("" when it does not say).
+	CapturedDataDir string
 }
 
 func newCmdData(p *Plan, n Node) cmdData {
@@ -147,8 +173,8 @@ func newCmdData(p *Plan, n Node) cmdData {
 	for i, m := range o.Nodes {
 		eps[i] = m.ClientURL
 	}
-	_, srcIP := p.sourceHost()
-	return cmdData{
+	srcName, srcIP := p.sourceHost()
+	d := cmdData{
 		Cluster: p.Cluster, BackupID: p.BackupID, Token: o.Token, InitialCluster: p.InitialCluster,
 		Topology: o.Topology, Bump: o.RevisionBump, Node: n,
 		DataDir: o.EtcdDataDir, KubeDir: o.KubernetesDir, Staging: p.Staging(),
@@ -159,8 +185,103 @@ func newCmdData(p *Plan, n Node) cmdData {
 		EtcdctlTLS:   etcdctlTLS(o),
 		StateMembers: stateMembers(p.Manifest),
 		SourceIP:     srcIP, SourceIPPattern: strings.ReplaceAll(srcIP, ".", `\.`),
+		PeerPort: urlPort(n.PeerURL), ClientPort: urlPort(n.ClientURL),
+		LocalClientURL:  localClientURL(n.ClientURL),
+		Tools:           tools(o),
+		ToolsHint:       toolsHint(o),
+		Moved:           srcIP == "" || srcIP != n.IP || srcName != n.Name,
+		KubeadmConfig:   path.Join(p.Staging(), "kubeadm-"+n.Name+".yaml"),
+		StagedManifests: path.Join(p.Staging(), "manifests", o.KubernetesDir, "manifests"),
 	}
+	d.KubeadmConfigLines = kubeadmConfigLines(p, n, srcName, srcIP)
+	if cp := p.Manifest.State.ControlPlane; cp != nil {
+		d.CapturedDataDir = cp.EtcdDataDir
+	}
+	return d
 }
+
+// urlPort is the port of an etcd URL ("" when it has none).
+func urlPort(u string) string {
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(strings.TrimPrefix(u, "https://"), "http://"))
+	if err != nil {
+		return ""
+	}
+	return port
+}
+
+// localClientURL is the loopback URL on the client URL's port and scheme.
+func localClientURL(u string) string {
+	scheme := "https"
+	if strings.HasPrefix(u, "http://") {
+		scheme = "http"
+	}
+	return scheme + "://127.0.0.1:" + urlPort(u)
+}
+
+// tools are what the steps run beyond what a minimal Debian host has
+// (coreutils, util-linux, findutils, grep, sed, tar, iproute2, procps):
+// preflight checks for them before anything changes.
+func tools(o Options) string {
+	t := "age zstd etcdutl etcdctl"
+	if o.Topology == TopologyKubeadm {
+		t += " kubeadm"
+	}
+	return t
+}
+
+func toolsHint(o Options) string {
+	h := "apt-get install age zstd etcd-client (etcdutl, etcdctl; or from the etcd release)"
+	if o.Topology == TopologyKubeadm {
+		h += "; kubeadm from pkgs.k8s.io"
+	}
+	return h
+}
+
+// kubeadmConfigLines is the kubeadm configuration that issues this node's
+// certificates as the engine does (restore/step_configure_node.go): the
+// node's name and address, and every other name the backup's certificates
+// carried, as extra SANs. Each line is one printf argument. kubeadm's own
+// version is the cluster's version, so that it never looks one up online;
+// the certificates do not depend on it.
+func kubeadmConfigLines(p *Plan, n Node, srcName, srcIP string) string {
+	o := p.Options
+	sans := func(cert string) string {
+		var out []string
+		for _, c := range p.Manifest.State.Certificates {
+			if c.Path != path.Join(o.KubernetesDir, "pki", cert) {
+				continue
+			}
+			for _, s := range append(slices.Clone(c.DNSNames), c.IPs...) {
+				if s == srcName || s == srcIP || !sanPattern.MatchString(s) || slices.Contains(out, `"`+s+`"`) {
+					continue
+				}
+				out = append(out, `"`+s+`"`)
+			}
+		}
+		return "[" + strings.Join(out, ", ") + "]"
+	}
+	lines := []string{
+		"apiVersion: kubeadm.k8s.io/v1beta4",
+		"kind: InitConfiguration",
+		"nodeRegistration: {name: " + n.Name + "}",
+		"localAPIEndpoint: {advertiseAddress: " + n.IP + "}",
+		"---",
+		"apiVersion: kubeadm.k8s.io/v1beta4",
+		"kind: ClusterConfiguration",
+		"certificatesDir: " + path.Join(o.KubernetesDir, "pki"),
+		"apiServer: {certSANs: " + sans("apiserver.crt") + "}",
+		"etcd: {local: {serverCertSANs: " + sans("etcd/server.crt") + ", peerCertSANs: " + sans("etcd/peer.crt") + "}}",
+	}
+	quoted := make([]string, len(lines))
+	for i, l := range lines {
+		quoted[i] = shellQuote(l)
+	}
+	return strings.Join(quoted, " ") + ` "kubernetesVersion: $(kubeadm version -o short)"`
+}
+
+// sanPattern is what a SAN may hold to be written into the kubeadm
+// configuration unquoted by the shell and quoted by YAML alone.
+var sanPattern = regexp.MustCompile(`^[A-Za-z0-9.:*_-]+$`)
 
 // fetchCommand is how a person copies the set without kdr.
 func fetchCommand(p *Plan) string {

@@ -87,6 +87,38 @@ func (r *readahead) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// WriteTo hands each buffer to w as it was filled, without the copy into
+// a caller's buffer that Read makes. It returns nil when src ended with
+// io.EOF, and src's error otherwise.
+func (r *readahead) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if r.buf == nil {
+			buf, ok := <-r.full
+			if !ok {
+				if r.err == io.EOF {
+					return total, nil
+				}
+				return total, r.err
+			}
+			r.buf, r.off = buf, 0
+		}
+		n, err := w.Write(r.buf[r.off:])
+		total += int64(n)
+		r.off += n
+		if r.off == len(r.buf) {
+			r.free <- r.buf[:cap(r.buf)]
+			r.buf = nil
+		}
+		switch {
+		case err != nil:
+			return total, err
+		case r.buf != nil:
+			return total, io.ErrShortWrite
+		}
+	}
+}
+
 func (r *readahead) Close() error {
 	r.close.Do(func() { close(r.stop) })
 	<-r.done

@@ -32,6 +32,13 @@ func TestReadahead(t *testing.T) {
 			if err != nil || !bytes.Equal(got, data) {
 				t.Fatalf("read %d bytes (%v), want the %d written", len(got), err, len(data))
 			}
+			// WriteTo hands the buffers on: the same bytes, nil at the end.
+			w := newReadahead(tc.src(), tc.buffers, tc.size)
+			defer w.Close()
+			var buf bytes.Buffer
+			if n, err := w.WriteTo(&buf); err != nil || n != int64(len(data)) || !bytes.Equal(buf.Bytes(), data) {
+				t.Fatalf("WriteTo wrote %d bytes (%v), want the %d written", n, err, len(data))
+			}
 		})
 	}
 	boom := errors.New("boom")
@@ -45,6 +52,15 @@ func TestReadahead(t *testing.T) {
 	defer cut.Close()
 	if _, err := io.ReadAll(cut); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("a cut-off source read as %v, want io.ErrUnexpectedEOF", err)
+	}
+	// WriteTo hands on the source's error too, and a cut-off stream stays one.
+	for _, want := range []error{boom, io.ErrUnexpectedEOF} {
+		w := newReadahead(io.MultiReader(bytes.NewReader(data[:100]), iotest.ErrReader(want)), 2, 64)
+		defer w.Close()
+		var buf bytes.Buffer
+		if _, err := w.WriteTo(&buf); !errors.Is(err, want) || !bytes.Equal(buf.Bytes(), data[:100]) {
+			t.Fatalf("WriteTo wrote %d bytes and %v, want 100 and %v", buf.Len(), err, want)
+		}
 	}
 	// Closed early, the reader stops even when nothing reads on.
 	early := newReadahead(bytes.NewReader(data), 2, 16)

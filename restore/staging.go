@@ -68,9 +68,17 @@ func (e *Env) stagedPod(name string) (*staticpod.Pod, error) {
 	}
 	pod, err := staticpod.Parse(raw)
 	if err != nil {
+		e.Log.Warn("a restored manifest is not a static pod; it is left as the backup has it", "manifest", name, "error", err)
 		return nil, fmt.Errorf("restored manifest %s: %w", name, err)
 	}
 	return pod, nil
+}
+
+// noPod: there is no staged manifest, or one that is not a static pod (a
+// placeholder) and no kubelet would run; either way none to make the
+// node's.
+func noPod(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, staticpod.ErrNotPod)
 }
 
 // editStagedManifest changes a staged static pod manifest with edit and
@@ -78,7 +86,7 @@ func (e *Env) stagedPod(name string) (*staticpod.Pod, error) {
 // hold is left alone.
 func (e *Env) editStagedManifest(name string, edit func(*staticpod.Pod) error) error {
 	pod, err := e.stagedPod(name)
-	if errors.Is(err, fs.ErrNotExist) {
+	if noPod(err) {
 		return nil
 	}
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"text/template"
 )
 
@@ -72,7 +73,11 @@ func (d stepDef) instantiate(p *Plan, n Node) (Step, error) {
 		if err != nil {
 			return Step{}, err
 		}
-		s.Commands = append(s.Commands, out)
+		// A command only some topologies or nodes need renders empty
+		// for the others.
+		if strings.TrimSpace(out) != "" {
+			s.Commands = append(s.Commands, out)
+		}
 	}
 	var err error
 	if s.Expect, err = fill(d.id, d.expect, data); err != nil {

@@ -32,15 +32,28 @@ var stepConfigureNode = stepDef{
 	where:   EveryNode,
 	applies: isKubeadm,
 	commands: []string{
-		"kubeadm init phase certs apiserver --apiserver-advertise-address {{.Node.IP}} --cert-dir {{.KubeDir}}/pki",
-		"kubeadm init phase certs etcd-server --cert-dir {{.KubeDir}}/pki && kubeadm init phase certs etcd-peer --cert-dir {{.KubeDir}}/pki",
-		"openssl x509 -noout -ext subjectAltName -in {{.KubeDir}}/pki/apiserver.crt",
-		"grep -q 'system:node:{{.Node.Name}}$' {{.KubeDir}}/kubelet.conf || { mkdir -p {{.Staging}}/aside && " +
-			"mv {{.KubeDir}}/kubelet.conf {{.Staging}}/aside/kubelet.conf.restored && kubeadm init phase kubeconfig kubelet " +
-			"--node-name {{.Node.Name}} --apiserver-advertise-address {{.Node.IP}} --cert-dir {{.KubeDir}}/pki --kubeconfig-dir {{.KubeDir}}; }",
+		// kubeadm takes the node's name only from a configuration file
+		// (the certs phases have no --node-name and would take the
+		// hostname), and the backup's other names only from it for etcd.
+		"printf '%s\\n' {{.KubeadmConfigLines}} > {{.KubeadmConfig}}",
+		// kubeadm keeps a certificate it finds, and refuses one that lacks
+		// the node's names: the backup's are moved aside first. It makes
+		// new keys for them (kdr keeps the old ones).
+		"{{if .Moved}}mkdir -p {{.Staging}}/aside{{.KubeDir}}/pki/etcd && " +
+			"mv --backup=numbered -t {{.Staging}}/aside{{.KubeDir}}/pki {{.KubeDir}}/pki/apiserver.crt {{.KubeDir}}/pki/apiserver.key && " +
+			"mv --backup=numbered -t {{.Staging}}/aside{{.KubeDir}}/pki/etcd {{.KubeDir}}/pki/etcd/server.crt {{.KubeDir}}/pki/etcd/server.key " +
+			"{{.KubeDir}}/pki/etcd/peer.crt {{.KubeDir}}/pki/etcd/peer.key{{end}}",
+		"kubeadm init phase certs apiserver --config {{.KubeadmConfig}}",
+		"kubeadm init phase certs etcd-server --config {{.KubeadmConfig}} && kubeadm init phase certs etcd-peer --config {{.KubeadmConfig}}",
+		// Run again, kubeadm proves each certificate: signed by its
+		// restored CA and carrying the node's names ("Using existing").
+		"kubeadm init phase certs apiserver --config {{.KubeadmConfig}} && kubeadm certs check-expiration --config {{.KubeadmConfig}}",
+		"grep -q 'system:node:{{.Node.Name}}$' {{.KubeDir}}/kubelet.conf || { mkdir -p {{.Staging}}/aside{{.KubeDir}} && " +
+			"mv --backup=numbered {{.KubeDir}}/kubelet.conf {{.Staging}}/aside{{.KubeDir}}/ && kubeadm init phase kubeconfig kubelet " +
+			"--config {{.KubeadmConfig}} --kubeconfig-dir {{.KubeDir}}; }",
 		"{{if and .SourceIP (ne .SourceIP .Node.IP)}}sed -i 's#https://{{.SourceIPPattern}}:#https://{{.Node.IP}}:#' {{.KubeDir}}/*.conf && " +
-			"sed -i 's/{{.SourceIPPattern}}/{{.Node.IP}}/g' {{.Staging}}/manifests{{.KubeDir}}/manifests/kube-apiserver.yaml" +
-			"{{else}}grep -e --advertise-address {{.Staging}}/manifests{{.KubeDir}}/manifests/kube-apiserver.yaml{{end}}",
+			"sed -i 's/{{.SourceIPPattern}}/{{.Node.IP}}/g' {{.StagedManifests}}/kube-apiserver.yaml" +
+			"{{else}}grep -e --advertise-address {{.StagedManifests}}/kube-apiserver.yaml{{end}}",
 	},
 	expect: "The certificates list {{.Node.Name}} and {{.Node.IP}} among their names and verify against the restored CAs; " +
 		"kubelet.conf is system:node:{{.Node.Name}}; kube-apiserver advertises {{.Node.IP}}.",
@@ -109,8 +122,25 @@ func configureNode(_ context.Context, e *Env) error {
 		if err != nil {
 			return fmt.Errorf("issue %s again: %w", c.cert, err)
 		}
-		if e.certFits(cert, root.at(rel), oldName, oldIP) == nil {
-			continue // already this node's: issued before an interruption
+		why := e.certFits(cert, root.at(rel), oldName, oldIP)
+		if why == nil {
+			// The backup's own, or made or kept before an interruption.
+			if err := e.noteNodeFileOnce(rel, NodeFileRestored, ""); err != nil {
+				return err
+			}
+			continue
+		}
+		if kept, err := e.keepHostCert(root, pki, c, oldName, oldIP); err != nil || kept {
+			if err != nil {
+				return fmt.Errorf("keep the host's own %s: %w", c.cert, err)
+			}
+			if err := e.noteNodeFile(rel, NodeFileKept, "the restored one: "+why.Error()); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := e.noteNodeFile(rel, NodeFileReissued, "the restored one: "+why.Error()); err != nil {
+			return err
 		}
 		if err := e.reissue(root, pki, c, oldName, oldIP); err != nil {
 			return fmt.Errorf("issue %s again: %w", c.cert, err)

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -78,7 +79,13 @@ func TestConfigureNodeReissuesForANewNode(t *testing.T) {
 	if !slices.ContainsFunc(steps, func(s Step) bool { return s.ID == StepConfigureNode }) {
 		t.Fatal("a node with a new name and address gets no configure-node step")
 	}
-	e := &Env{Plan: plan, Node: plan.Options.Nodes[0], Root: root}
+	e := &Env{Plan: plan, Node: plan.Options.Nodes[0], Root: root, Log: slog.New(slog.DiscardHandler)}
+	if err := os.MkdirAll(e.staging(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if e.journal, err = openJournal(e.journalPath(), plan.BackupID, e.Node.Name); err != nil {
+		t.Fatal(err)
+	}
 	if err := checkConfigured(context.Background(), e); err == nil {
 		t.Fatal("check passes before the step ran: it proves nothing")
 	}

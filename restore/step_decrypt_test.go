@@ -6,8 +6,10 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/kdr-io/kdr/catalog"
@@ -106,5 +108,36 @@ func TestDecryptBomb(t *testing.T) {
 	})
 	if target.read >= int64(stored.Len()) {
 		t.Errorf("fetched all %d bytes of the object", target.read)
+	}
+}
+
+// TestWriteDecrypted: what crosses several writeback spans arrives whole
+// under its name, and a stream that fails leaves neither the name nor a
+// temp file behind.
+func TestWriteDecrypted(t *testing.T) {
+	dir := t.TempDir()
+	data := bytes.Repeat([]byte("bbolt page "), 3*syncEvery/11+7)
+	dst := filepath.Join(dir, "snapshot.db")
+	if err := writeDecrypted(dst, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(dst)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes (%v), want the %d written", len(got), err, len(data))
+	}
+	if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v (%v), want 0600", fi.Mode(), err)
+	}
+	boom := errors.New("boom")
+	failed := filepath.Join(dir, "failed.db")
+	if err := writeDecrypted(failed, io.MultiReader(bytes.NewReader(data), iotest.ErrReader(boom))); !errors.Is(err, boom) {
+		t.Fatalf("got %v, want the stream's error", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != "snapshot.db" {
+		t.Fatalf("left %v beside the written file", entries)
 	}
 }

@@ -20,10 +20,16 @@ var stepPreflight = stepDef{
 	where: EveryNode,
 	commands: []string{
 		"hostname; ip -brief address | grep -F ' {{.Node.IP}}/'",
-		"df -h {{.Staging}} {{.DataDir}}",
-		"ss -ltn | grep -E ':(2379|2380)\\b' || echo 'etcd ports free'",
+		// The tools a minimal host lacks, all named at once before
+		// anything changes rather than one by one as steps fail.
+		"missing=; for t in {{.Tools}}; do command -v $t >/dev/null || missing=\"$missing $t\"; done; " +
+			"[ -z \"$missing\" ] || { echo \"install first:$missing ({{.ToolsHint}})\"; false; }",
+		// Neither directory exists yet on a new machine: df is asked
+		// about the nearest one that does, the disk they will be made on.
+		"for d in {{.Staging}} {{.DataDir}}; do while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; df -h \"$d\"; done",
+		"ss -ltn | grep -E ':({{.ClientPort}}|{{.PeerPort}})\\b' || echo 'etcd ports free'",
 	},
-	expect: "The host has the address {{.Node.IP}}; free space of at least twice the backup's database; " +
+	expect: "The host has the address {{.Node.IP}}; no tool is missing; free space of at least twice the backup's database; " +
 		"nothing listening on etcd's ports.",
 	action: preflight,
 	check:  preflight,

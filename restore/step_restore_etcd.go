@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -29,8 +28,25 @@ var stepRestoreEtcd = stepDef{
 			"--initial-cluster {{.InitialCluster}} --initial-cluster-token {{.Token}} " +
 			"--initial-advertise-peer-urls {{.Node.PeerURL}} --bump-revision {{.Bump}} --mark-compacted",
 		"mv {{.DataDir}}/" + scratchName + "/member {{.DataDir}}/member && rmdir {{.DataDir}}/" + scratchName,
+		// The restored manifest still names the backup's member: it is
+		// pointed at this node flag by flag, as kdr does
+		// (staticpod.SetEtcdNode): its name and URLs, then the new
+		// cluster (the token added after --initial-cluster) and the data
+		// dir with its volume.
+		"{{if eq .Topology \"kubeadm\"}}sed -i -e 's#^\\( *- --name=\\).*#\\1{{.Node.Name}}#' " +
+			"-e 's#^\\( *- --initial-advertise-peer-urls=\\).*#\\1{{.Node.PeerURL}}#' -e 's#^\\( *- --listen-peer-urls=\\).*#\\1{{.Node.PeerURL}}#' " +
+			"-e 's#^\\( *- --advertise-client-urls=\\).*#\\1{{.Node.ClientURL}}#' " +
+			"-e 's#^\\( *- --listen-client-urls=\\).*#\\1{{.LocalClientURL}},{{.Node.ClientURL}}#' " +
+			"-e 's#^\\( *kubeadm.kubernetes.io/etcd.advertise-client-urls: \\).*#\\1{{.Node.ClientURL}}#' {{.StagedManifests}}/etcd.yaml{{end}}",
+		"{{if eq .Topology \"kubeadm\"}}sed -i -e '/^ *- --initial-cluster-token=/d' " +
+			"-e 's#^\\( *\\)- --initial-cluster=.*#\\1- --initial-cluster={{.InitialCluster}}\\n\\1- --initial-cluster-token={{.Token}}#' " +
+			"-e 's#^\\( *- --data-dir=\\).*#\\1{{.DataDir}}#'" +
+			"{{if and .CapturedDataDir (ne .CapturedDataDir .DataDir)}} -e 's#^\\( *\\)\\(mountPath\\|path\\): {{.CapturedDataDir}}$#\\1\\2: {{.DataDir}}#'{{end}} " +
+			"{{.StagedManifests}}/etcd.yaml{{end}}",
+		"{{if eq .Topology \"kubeadm\"}}grep -e --name= -e -urls= -e --initial-cluster -e --data-dir= -e path: {{.StagedManifests}}/etcd.yaml{{end}}",
 	},
-	expect:      "{{.DataDir}}/member/snap/db exists.",
+	expect: "{{.DataDir}}/member/snap/db exists{{if eq .Topology \"kubeadm\"}}; the restored etcd manifest names {{.Node.Name}}, " +
+		"its URLs, the new cluster and {{.DataDir}}{{end}}.",
 	destructive: true,
 	action:      restoreEtcd,
 	check:       checkEtcdRestored,
@@ -173,7 +189,7 @@ func checkEtcdManifest(e *Env) error {
 		return nil
 	}
 	pod, err := e.stagedPod("etcd.yaml")
-	if errors.Is(err, fs.ErrNotExist) {
+	if noPod(err) {
 		return nil
 	}
 	if err != nil {

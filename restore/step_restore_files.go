@@ -33,19 +33,36 @@ var stepRestoreFiles = stepDef{
 	commands: []string{
 		// Only the sets' patterns are extracted (see stateMembers); GNU
 		// tar refuses names with "..", and writes nothing through a link
-		// it extracted.
-		"mkdir -p {{.Staging}}/files {{.Staging}}/manifests/etc/kubernetes && tar -x -p -f {{.Staging}}/state.tar -C {{.Staging}}/files " +
+		// it extracted. Owners by number, as kdr restores them.
+		"mkdir -p {{.Staging}}/files && tar -x -p --numeric-owner -f {{.Staging}}/state.tar -C {{.Staging}}/files " +
 			"{{if .StateMembers}}--wildcards --no-wildcards-match-slash -- {{.StateMembers}}{{else}}--exclude .kdr{{end}}",
-		"mv {{.Staging}}/files/etc/kubernetes/manifests {{.Staging}}/manifests/etc/kubernetes/",
-		// The tar came from the backup target: rsync copies files,
-		// directories and links that stay among them, and nothing else
-		// (-a less -D: no device or fifo; --safe-links: no link to an
-		// absolute path or out of the tree), and drops setuid, setgid and
-		// sticky bits, as kdr does.
-		"rsync -rlptgo --safe-links --chmod=ug-s,a-t --backup --backup-dir={{.Staging}}/aside {{.Staging}}/files/ /",
+		// The static pod manifests wait in staging until their start
+		// step, which makes their directory; a backup may have none.
+		"mkdir -p {{.StagedManifests}} && if [ -d {{.Staging}}/files{{.KubeDir}}/manifests ]; then " +
+			"find {{.Staging}}/files{{.KubeDir}}/manifests -mindepth 1 -maxdepth 1 -exec mv -t {{.StagedManifests}} {} + && " +
+			"rmdir {{.Staging}}/files{{.KubeDir}}/manifests; fi",
+		// The tar came from the backup target: what kdr would refuse to
+		// write goes before anything is copied, each named as it goes: a
+		// device, fifo or socket, and a symlink to an absolute path or
+		// through "..", which could lead out of the restored files.
+		// Setuid, setgid and sticky bits are dropped, as kdr does
+		// (chmod -R passes symlinks by).
+		"find {{.Staging}}/files ! -type f ! -type d ! -type l -print -delete && " +
+			"find {{.Staging}}/files -type l \\( -lname '/*' -o -lname '*..*' \\) -print -delete && chmod -R ug-s,a-t {{.Staging}}/files",
+		// Whatever is in the way is moved aside, never overwritten: a file
+		// where the backup has one, anything but a directory where it has
+		// a directory, a symlink anywhere (mv moves the link itself).
+		"cd {{.Staging}}/files && find . -mindepth 1 | while read -r f; do h=\"/${f#./}\"; " +
+			"if [ -L \"$h\" ] || { [ -e \"$h\" ] && ! { [ -d \"$h\" ] && [ -d \"$f\" ]; }; }; then " +
+			"mkdir -p \"{{.Staging}}/aside/${f%/*}\" && mv -v --backup=numbered \"$h\" \"{{.Staging}}/aside/$f\"; fi; done",
+		// Copied with tar: modes, owners and times as extracted; the
+		// directories that are already there (/etc) keep theirs; and an
+		// existing file stops it rather than being overwritten.
+		"tar -c -C {{.Staging}}/files . | tar -x -p --numeric-owner --keep-old-files -C /",
 	},
 	expect: "Every file of the backup's state is in place with the mode and owner it had, less setuid, setgid and " +
-		"sticky bits; rsync skipped any device, fifo or symlink leading out of the restored files.",
+		"sticky bits; any device, fifo or symlink leading out of the restored files was named and left out; " +
+		"whatever was in the way is in {{.Staging}}/aside.",
 	destructive: true,
 	action:      restoreFiles,
 	check:       checkFilesRestored,

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -13,12 +14,14 @@ import (
 )
 
 // TestRestoreFilesManualCommands runs the restore-files commands the
-// runbook prints, with GNU tar and rsync as an operator would, on a state
+// runbook prints, with GNU tar and find as an operator would, on a state
 // that whoever can write to the backup target could have made, with the
-// final copy pointed at a temp root instead of /: no device, no setuid
-// bit and no link leading out of the restored files reaches the root.
+// host side pointed at a temp root instead of /: no device, no setuid
+// bit and no link leading out of the restored files reaches the root, and
+// a file in the way is moved aside. (e2e/runbook_typed_test.go runs every
+// step's commands as printed, against / in a mount namespace.)
 func TestRestoreFilesManualCommands(t *testing.T) {
-	for _, tool := range []string{"bash", "tar", "rsync"} {
+	for _, tool := range []string{"bash", "tar", "find"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("the runbook's commands need %s (make debian-tools installs it): %v", tool, err)
 		}
@@ -43,10 +46,30 @@ func TestRestoreFilesManualCommands(t *testing.T) {
 			commands = s.Commands
 		}
 	}
-	if len(commands) == 0 || !strings.HasSuffix(commands[len(commands)-1], " /") {
-		t.Fatalf("restore-files commands %q: want the last to copy into /", commands)
+	// The two commands that touch the host name it as "/" in one place
+	// each: the file in the way, and where the copy lands.
+	inWay, copyTo := `h="/${f#./}"`, " -C /"
+	var replaced []string
+	for i, c := range commands {
+		if strings.Contains(c, inWay) {
+			commands[i] = strings.Replace(c, inWay, `h="`+root+`/${f#./}"`, 1)
+			replaced = append(replaced, inWay)
+		}
+		if strings.HasSuffix(c, copyTo) {
+			commands[i] = strings.TrimSuffix(c, "/") + root
+			replaced = append(replaced, copyTo)
+		}
 	}
-	commands[len(commands)-1] = strings.TrimSuffix(commands[len(commands)-1], "/") + root + "/"
+	if !slices.Equal(replaced, []string{inWay, copyTo}) {
+		t.Fatalf("restore-files commands %q: want one to end in %q after one holding %q", commands, copyTo, inWay)
+	}
+	inTheWay := filepath.Join(root, "etc/kubernetes/admin.conf")
+	if err := os.MkdirAll(filepath.Dir(inTheWay), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(inTheWay, []byte("the host's own"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	entries := []handEntry{
 		handDir("etc/kubernetes/pki", "pki", 0o755),
@@ -105,6 +128,12 @@ func TestRestoreFilesManualCommands(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(staging, "manifests/etc/kubernetes/manifests/etcd.yaml")); err != nil {
 		t.Errorf("the static pod manifest is not staged: %v", err)
+	}
+	if got, err := os.ReadFile(inTheWay); err != nil || string(got) != "conf" {
+		t.Errorf("admin.conf holds %q (%v), want the backup's", got, err)
+	}
+	if got, err := os.ReadFile(filepath.Join(staging, "aside/etc/kubernetes/admin.conf")); err != nil || string(got) != "the host's own" {
+		t.Errorf("the host's admin.conf was not moved aside: %q (%v)", got, err)
 	}
 }
 

@@ -24,7 +24,7 @@ var stepStartControlPlane = stepDef{
 	where:   EveryNode,
 	applies: hasControlPlane,
 	commands: []string{
-		"cp {{.Staging}}/manifests/etc/kubernetes/manifests/*.yaml {{.KubeDir}}/manifests/",
+		"cp {{.StagedManifests}}/*.yaml {{.KubeDir}}/manifests/",
 		"kubectl --kubeconfig {{.KubeDir}}/admin.conf get --raw /readyz",
 		"systemctl restart kubelet",
 	},

@@ -16,7 +16,8 @@ var stepStartEtcd = stepDef{
 		"majority of members run, so run this step on all nodes without waiting for one to finish.",
 	where: EveryNode,
 	commands: []string{
-		"{{if eq .Topology \"systemd\"}}systemctl start etcd{{else}}cp {{.Staging}}/manifests/etc/kubernetes/manifests/etcd.yaml {{.KubeDir}}/manifests/{{end}}",
+		// A new machine's manifests directory is made here, as kdr does.
+		"{{if eq .Topology \"systemd\"}}systemctl start etcd{{else}}mkdir -p -m 700 {{.KubeDir}}/manifests && cp {{.StagedManifests}}/etcd.yaml {{.KubeDir}}/manifests/{{end}}",
 		"etcdctl --endpoints {{.Endpoints}}{{.EtcdctlTLS}} endpoint health",
 	},
 	expect: "Every endpoint reports healthy.",

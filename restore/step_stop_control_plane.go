@@ -22,9 +22,12 @@ var stepStopControlPlane = stepDef{
 		"etcd. The static pod manifests are moved aside, which makes the kubelet stop the pods; nothing is deleted.",
 	where: EveryNode,
 	commands: []string{
-		"{{if eq .Topology \"systemd\"}}systemctl stop etcd{{else}}mkdir -p {{.KubeDir}}/manifests{{.Aside}} && " +
-			"mv {{.KubeDir}}/manifests/*.yaml {{.KubeDir}}/manifests{{.Aside}}/{{end}}",
-		"ss -ltn | grep -E ':(2379|2380)\\b' || echo 'etcd stopped'",
+		// A new machine has no manifests directory, and a glob that
+		// matches nothing would make mv fail.
+		"{{if eq .Topology \"systemd\"}}systemctl stop etcd{{else}}if [ -d {{.KubeDir}}/manifests ]; then " +
+			"mkdir -p -m 700 {{.KubeDir}}/manifests{{.Aside}} && find {{.KubeDir}}/manifests -maxdepth 1 -name '*.yaml' ! -type d " +
+			"-exec mv -t {{.KubeDir}}/manifests{{.Aside}} {} +; fi{{end}}",
+		"ss -ltn | grep -E ':({{.ClientPort}}|{{.PeerPort}})\\b' || echo 'etcd stopped'",
 	},
 	expect:      "No process listens on etcd's ports (the kubelet needs up to 20 seconds to stop static pods).",
 	destructive: true,

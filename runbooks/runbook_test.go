@@ -379,12 +379,18 @@ func abs(f float64) float64 {
 	return f
 }
 
-var continuation = regexp.MustCompile(`\\[ \t]*\n`)
+var (
+	continuation = regexp.MustCompile(`\\[ \t]*\n`)
+	// reopened is a break inside single quotes: closed before the
+	// continuation and opened again after it.
+	reopened = regexp.MustCompile(`'\\[ \t]*\n[ \t]*'`)
+)
 
 // squash undoes the wrapping of printed text: shell line continuations
 // are joined and all whitespace removed, so a command wrapped over lines
 // compares equal to itself.
 func squash(s string) string {
+	s = reopened.ReplaceAllString(s, "")
 	return strings.Join(strings.Fields(continuation.ReplaceAllString(s, "")), "")
 }
 

@@ -13,6 +13,7 @@ import (
 type doctorFlags struct {
 	cluster string
 	output  string
+	root    string
 }
 
 // doctorCannotRun is the exit code when the doctor could not grade at all
@@ -48,6 +49,8 @@ Checks:
 	}
 	cmd.Flags().StringVar(&f.cluster, "cluster", "", "only this cluster")
 	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVar(&f.root, "root", "/", "read this host's files (static pod manifests) under this directory")
+	cmd.Flags().MarkHidden("root")
 	return cmd
 }
 
@@ -60,7 +63,7 @@ func runDoctor(cmd *cobra.Command, g *globals, f *doctorFlags) (*doctor.Report, 
 	if err != nil {
 		return nil, err
 	}
-	rep, err := doctor.Run(cmd.Context(), cfg, f.cluster)
+	rep, err := doctor.Run(cmd.Context(), cfg, doctor.Options{Cluster: f.cluster, Root: f.root})
 	if err != nil {
 		return nil, err
 	}
