@@ -54,43 +54,8 @@ const kubesprayState = `    state:
 // new backup (the glob still matches the rest) fails that backup's drill,
 // naming the file.
 func TestExternalEtcd(t *testing.T) {
-	w := newWorld(t, worldOptions{members: 3})
-	want := map[string]string{}
-	cli := w.etcd.Client()
-	for i := range 200 {
-		k, v := fmt.Sprintf("/registry/configmaps/default/cm-%03d", i), strings.Repeat(fmt.Sprint(i), 50)
-		if _, err := cli.Put(t.Context(), k, v); err != nil {
-			t.Fatal(err)
-		}
-		want[k] = v
-	}
-
-	root := t.TempDir()
-	ssl := filepath.Join(root, "etc/ssl/etcd/ssl")
-	mkdir(t, ssl, 0o700)
-	pki := w.etcd.PKI
-	for _, f := range []struct{ src, dst string }{
-		{pki.CA, "ca.pem"}, {pki.CAKey, "ca-key.pem"},
-		{pki.ServerCert, "member-node1.pem"}, {pki.ServerKey, "member-node1-key.pem"},
-		{pki.ClientCert, "admin-node1.pem"}, {pki.ClientKey, "admin-node1-key.pem"},
-		{pki.ClientCert, "node-node1.pem"}, {pki.ClientKey, "node-node1-key.pem"},
-	} {
-		writeFile(t, filepath.Join(ssl, f.dst), readFile(t, f.src), 0o600)
-	}
-	writeFile(t, filepath.Join(root, "etc/etcd.env"), []byte(kubesprayEnv), 0o640)
-	mkdir(t, filepath.Join(root, "var/lib/etcd"), 0o700)
-
-	spec := w.spec()
-	spec.ca, spec.cert, spec.key = filepath.Join(ssl, "ca.pem"), filepath.Join(ssl, "admin-node1.pem"), filepath.Join(ssl, "admin-node1-key.pem")
-	text := spec.render()
-	kubeadmState := text[strings.Index(text, "    state:\n"):strings.Index(text, "    inventory:\n")]
-	text = strings.Replace(text, kubeadmState, kubesprayState, 1)
-	cfg := filepath.Join(t.TempDir(), "kdr.yaml")
-	writeFile(t, cfg, []byte(text), 0o600)
-
-	r := w.kdr(t, cfg, "backup", "--root", root)
-	wantExit(t, r, 0)
-	id := backupID(t, r)
+	src := newExternalSource(t)
+	w, cfg, root, ssl, id, want := src.w, src.cfg, src.root, src.ssl, src.id, src.want
 
 	rep := drillReport(t, w, cfg, 0)
 	grades := map[string]string{}
@@ -115,7 +80,7 @@ func TestExternalEtcd(t *testing.T) {
 		t.Errorf("the drill asked for kubeadm's files of an external etcd")
 	}
 
-	r = w.kdr(t, cfg, "doctor", "-o", "json", "--root", root)
+	r := w.kdr(t, cfg, "doctor", "-o", "json", "--root", root)
 	var doc doctorReport
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Clusters) != 1 {
 		t.Fatalf("doctor -o json: %v\n%s", err, r)
@@ -143,14 +108,14 @@ func TestExternalEtcd(t *testing.T) {
 	newRoot := t.TempDir()
 	peer, client := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
 	r = w.kdr(t, cfg, "restore", "apply", "--target", "usb", "--backup", id, "--identity", w.identity, "--topology", "systemd",
-		"--root", newRoot, "--node", "node1", "--node-ip", "node1=127.0.0.1,"+peer+","+client, "--until", "restore-etcd")
+		"--root", newRoot, "--node", externalNode, "--node-ip", externalNode+"=127.0.0.1,"+peer+","+client, "--until", "restore-etcd")
 	wantExit(t, r, 0)
 	for _, f := range []string{"etc/etcd.env", "etc/ssl/etcd/ssl/ca-key.pem", "etc/ssl/etcd/ssl/member-node1-key.pem"} {
 		if string(readFile(t, filepath.Join(newRoot, f))) != string(readFile(t, filepath.Join(root, f))) {
 			t.Errorf("restored /%s differs from the host's", f)
 		}
 	}
-	startEtcd(t, "node1", filepath.Join(newRoot, "var/lib/etcd"), peer, client)
+	startEtcd(t, externalNode, filepath.Join(newRoot, "var/lib/etcd"), peer, client)
 	rc, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -199,6 +164,63 @@ func TestExternalEtcd(t *testing.T) {
 	if !found {
 		t.Errorf("no failed check names /etc/ssl/etcd/ssl/member-node1-key.pem: %+v", rep.Checks)
 	}
+}
+
+// externalSource is an external etcd laid out as kubespray installs it
+// (/etc/etcd.env, member and admin certificates in /etc/ssl/etcd/ssl, no
+// static pods), backed up once by kdr from root.
+type externalSource struct {
+	w   *world
+	cfg string
+	// root is the host's root; ssl its /etc/ssl/etcd/ssl.
+	root, ssl string
+	id        string
+	// want are the keys written before the backup, with their values.
+	want map[string]string
+}
+
+// externalNode is the kubespray host the backup's member ran on.
+const externalNode = "node1"
+
+func newExternalSource(t *testing.T) *externalSource {
+	t.Helper()
+	w := newWorld(t, worldOptions{members: 3})
+	want := map[string]string{}
+	cli := w.etcd.Client()
+	for i := range 200 {
+		k, v := fmt.Sprintf("/registry/configmaps/default/cm-%03d", i), strings.Repeat(fmt.Sprint(i), 50)
+		if _, err := cli.Put(t.Context(), k, v); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = v
+	}
+
+	root := t.TempDir()
+	ssl := filepath.Join(root, "etc/ssl/etcd/ssl")
+	mkdir(t, ssl, 0o700)
+	pki := w.etcd.PKI
+	for _, f := range []struct{ src, dst string }{
+		{pki.CA, "ca.pem"}, {pki.CAKey, "ca-key.pem"},
+		{pki.ServerCert, "member-node1.pem"}, {pki.ServerKey, "member-node1-key.pem"},
+		{pki.ClientCert, "admin-node1.pem"}, {pki.ClientKey, "admin-node1-key.pem"},
+		{pki.ClientCert, "node-node1.pem"}, {pki.ClientKey, "node-node1-key.pem"},
+	} {
+		writeFile(t, filepath.Join(ssl, f.dst), readFile(t, f.src), 0o600)
+	}
+	writeFile(t, filepath.Join(root, "etc/etcd.env"), []byte(kubesprayEnv), 0o640)
+	mkdir(t, filepath.Join(root, "var/lib/etcd"), 0o700)
+
+	spec := w.spec()
+	spec.ca, spec.cert, spec.key = filepath.Join(ssl, "ca.pem"), filepath.Join(ssl, "admin-node1.pem"), filepath.Join(ssl, "admin-node1-key.pem")
+	text := spec.render()
+	kubeadmState := text[strings.Index(text, "    state:\n"):strings.Index(text, "    inventory:\n")]
+	text = strings.Replace(text, kubeadmState, kubesprayState, 1)
+	cfg := filepath.Join(t.TempDir(), "kdr.yaml")
+	writeFile(t, cfg, []byte(text), 0o600)
+
+	r := w.kdr(t, cfg, "backup", "--root", root)
+	wantExit(t, r, 0)
+	return &externalSource{w: w, cfg: cfg, root: root, ssl: ssl, id: backupID(t, r), want: want}
 }
 
 // drillJSON is `kdr drill -o json`, by the names of its contract.

@@ -55,77 +55,135 @@ type typedStep struct {
 	Commands []string `json:"commands"`
 }
 
-// TestRunbookTyped proves the runbook as typed: the commands of a
-// kubeadm node's restore, exactly as `kdr restore plan` gives them and
-// as the Markdown and PDF runbooks print them, run in one bash with
-// `set -euo pipefail`, on a host that has only a minimal Debian's tools
-// plus age, zstd, etcdutl, etcdctl and kubeadm, and where /etc/kubernetes
-// and /var/lib (which holds the etcd data dir and the staging dir) are the
-// test's own directories, bind-mounted in a private mount namespace. Every
-// step of the first stage runs, up to restore-etcd; the later steps start
-// etcd and the control plane through a kubelet and systemctl, which this
-// host lacks, so the test starts etcd itself on the typed data dir. The
-// result must equal what `kdr restore apply --until restore-etcd` makes
-// of the same plan: the same keyspace and HashKV, the same files under
-// /etc/kubernetes (content, mode, owner) but for the node certificates
-// issued again (same names, same CA; kubeadm makes new keys where kdr
-// keeps the old), and the same staged static pod manifests.
-//
-// The node is a host in a network namespace of its own, with an address
-// of a test network: kubeadm refuses to issue certificates for a loopback
-// address, and preflight checks that the host has the node's address.
-func TestRunbookTyped(t *testing.T) {
-	src := newKubeSource(t, false)
-	src.host.Stop()
+// typedPlan is the part of `kdr restore plan -o json` a typed restore
+// reads.
+type typedPlan struct {
+	BackupID string `json:"backupID"`
+	Revision int64  `json:"revision"`
+	Options  struct {
+		EtcdDataDir  string `json:"etcdDataDir"`
+		RevisionBump int64  `json:"revisionBump"`
+	} `json:"options"`
+	Steps []typedStep `json:"steps"`
+}
 
-	node := testenv.NewNetwork(t).AddHost(t, kubeNode)
-	ports := distinctPorts(t)
-	flag := fmt.Sprintf("%s=%s,https://%s:%d,https://%s:%d", kubeNode, node.IP, node.IP, ports.EtcdPeer, node.IP, ports.EtcdClient)
-	planArgs := []string{"--config", src.cfg, "--node-ip", flag, "--identity", src.w.identity}
+// typedCase is one node's restore, typed from the runbook and done by kdr
+// from the same plan, on a host in a network namespace of its own: the
+// node's address is the host's (preflight checks it, and kubeadm refuses
+// to issue certificates for a loopback address).
+type typedCase struct {
+	node     *testenv.Host
+	nodeName string
+	env      []string
+	// planArgs select the plan for both: config, identity, --node-ip.
+	planArgs []string
+	plan     typedPlan
+	// steps are the node's first stage, preflight to restore-etcd.
+	steps []typedStep
+	// rawKeys must be in both restored members, with these values.
+	rawKeys map[string]string
+	// shims are more commands on the typed host's PATH, by name, each a
+	// bash script.
+	shims map[string]string
+}
 
-	r := runKdr(t, src.w.env(), append([]string{"restore", "plan", "-o", "json"}, planArgs...)...)
+// newTypedCase plans the restore of nodeName, checks that the runbooks
+// print its commands as the plan gives them, and keeps the node's first
+// stage.
+func newTypedCase(t *testing.T, node *testenv.Host, nodeName string, env, planArgs []string) *typedCase {
+	t.Helper()
+	c := &typedCase{node: node, nodeName: nodeName, env: env, planArgs: planArgs}
+	r := runKdr(t, env, append([]string{"restore", "plan", "-o", "json"}, planArgs...)...)
 	wantExit(t, r, 0)
-	var plan struct {
-		Steps []typedStep `json:"steps"`
-	}
-	if err := json.Unmarshal([]byte(r.stdout), &plan); err != nil {
+	if err := json.Unmarshal([]byte(r.stdout), &c.plan); err != nil {
 		t.Fatalf("restore plan -o json: %v", err)
 	}
-	var steps []typedStep
-	for _, s := range plan.Steps {
-		if s.Node == kubeNode && s.Phase == 1 {
-			steps = append(steps, s)
+	for _, s := range c.plan.Steps {
+		if s.Node == nodeName && s.Phase == 1 {
+			c.steps = append(c.steps, s)
 		}
 	}
-	if len(steps) == 0 || steps[len(steps)-1].ID != "restore-etcd" {
-		t.Fatalf("the plan's first stage for %s does not end in restore-etcd: %+v", kubeNode, steps)
+	if len(c.steps) == 0 || c.steps[len(c.steps)-1].ID != "restore-etcd" {
+		t.Fatalf("the plan's first stage for %s does not end in restore-etcd: %+v", nodeName, c.steps)
 	}
-	checkRunbookPrints(t, src, planArgs, plan.Steps)
+	// The test binds its own /var/lib over the host's, data dir included.
+	if !strings.HasPrefix(c.plan.Options.EtcdDataDir, "/var/lib/") {
+		t.Fatalf("the plan restores into %s, not below /var/lib", c.plan.Options.EtcdDataDir)
+	}
+	checkRunbookPrints(t, env, planArgs, c.plan.Steps)
+	return c
+}
 
-	// The typed restore.
-	dir := t.TempDir()
-	typedKube, typedVarLib := filepath.Join(dir, "typed/etc/kubernetes"), filepath.Join(dir, "typed/var/lib")
-	mkdir(t, typedKube, 0o755)
-	mkdir(t, typedVarLib, 0o755)
+// typedResult is what one restore, typed or kdr's, left.
+type typedResult struct {
+	// root is the host's root as the restore saw it: the typed /etc is
+	// an overlay, whose upper directory root/etc is.
+	root string
+	// dataDir holds the member: the data dir, or the disk mounted there.
+	dataDir string
+	// underMount is the directory under the disk's mount ("" unmounted).
+	underMount string
+}
+
+// oldMember is what the data dir held before the restore, which both
+// restores must keep aside.
+const oldMember = "old-member-file"
+
+// dataDirIn makes the data dir below root with old data in it; with
+// mounted, the old data is on a disk of its own (a directory of dir) to
+// be bind-mounted at the data dir, which is left empty. It returns where
+// the member will be, and the directory under the mount.
+func (c *typedCase) dataDirIn(t *testing.T, dir, root, name string, mounted bool) typedResult {
+	t.Helper()
+	res := typedResult{root: root, dataDir: filepath.Join(root, c.plan.Options.EtcdDataDir)}
+	mkdir(t, res.dataDir, 0o700)
+	if mounted {
+		res.underMount, res.dataDir = res.dataDir, mkdirAt(t, dir, name+"-disk")
+		if err := os.Chmod(res.dataDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(res.dataDir, oldMember), []byte("old"), 0o600)
+	return res
+}
+
+// typed runs the node's first stage exactly as the plan gives its
+// commands, in one bash with `set -euo pipefail`, on a host that has only
+// a minimal Debian's tools plus age, zstd, etcdutl, etcdctl and kubeadm,
+// and where /etc is an overlay and /var/lib (which holds the etcd data
+// dir and the staging dir) the test's own directory, in a private mount
+// namespace. With mounted, a disk of the test's is bind-mounted at the
+// data dir first.
+func (c *typedCase) typed(t *testing.T, dir string, mounted bool) typedResult {
+	t.Helper()
+	root := mkdirAt(t, dir, "typed")
+	mkdir(t, filepath.Join(root, "var/lib"), 0o755)
+	res := c.dataDirIn(t, dir, root, "typed", mounted)
 	var script strings.Builder
 	// The test's own setup, not the runbook's: /etc gets an overlay in the
-	// namespace so that /etc/kubernetes can be made where the machine has
-	// none, without touching the machine's /etc.
+	// namespace so that what the restore writes there lands in root/etc,
+	// without touching the machine's /etc.
 	fmt.Fprintf(&script, "set -euo pipefail\n")
-	fmt.Fprintf(&script, "mount -t overlay overlay -o lowerdir=/etc,upperdir=%s,workdir=%s /etc\n", mkdirAt(t, dir, "etc-upper"), mkdirAt(t, dir, "etc-work"))
-	fmt.Fprintf(&script, "mkdir -p /etc/kubernetes && mount --bind %s /etc/kubernetes\n", typedKube)
-	fmt.Fprintf(&script, "mount --bind %s /var/lib\ncd /\n", typedVarLib)
-	for _, s := range steps {
+	fmt.Fprintf(&script, "mount -t overlay overlay -o lowerdir=/etc,upperdir=%s,workdir=%s /etc\n", mkdirAt(t, root, "etc"), mkdirAt(t, dir, "etc-work"))
+	fmt.Fprintf(&script, "mount --bind %s /var/lib\n", filepath.Join(root, "var/lib"))
+	if mounted {
+		fmt.Fprintf(&script, "mount --bind %s %s\n", res.dataDir, c.plan.Options.EtcdDataDir)
+	}
+	script.WriteString("cd /\n")
+	for _, s := range c.steps {
 		fmt.Fprintf(&script, "echo '>>> %s'\n", s.ID)
-		for _, c := range s.Commands {
-			script.WriteString(c + "\n")
+		for _, cmd := range s.Commands {
+			script.WriteString(cmd + "\n")
 		}
 	}
 	bin := minimalPath(t, filepath.Join(dir, "bin"))
+	for name, body := range c.shims {
+		writeFile(t, filepath.Join(bin, name), []byte("#!"+filepath.Join(bin, "bash")+"\n"+body), 0o755)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), kdrTimeout)
 	defer cancel()
 	start := time.Now()
-	cmd := node.Command(ctx, "unshare", "--mount", "--propagation", "private", filepath.Join(bin, "bash"), "-c", script.String())
+	cmd := c.node.Command(ctx, "unshare", "--mount", "--propagation", "private", filepath.Join(bin, "bash"), "-c", script.String())
 	cmd.Env = []string{"PATH=" + bin, "HOME=" + dir, "LC_ALL=C"}
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
@@ -133,54 +191,232 @@ func TestRunbookTyped(t *testing.T) {
 		t.Fatalf("the typed restore failed: %v\n%s\n--- script ---\n%s", err, out, script.String())
 	}
 	t.Logf("typed restore in %s:\n%s", time.Since(start).Round(time.Millisecond), out)
+	return res
+}
 
-	// kdr's own restore of the same plan, on the same host.
-	engineRoot := filepath.Join(dir, "engine")
-	mkdir(t, engineRoot, 0o755)
-	ectx, ecancel := context.WithTimeout(t.Context(), kdrTimeout)
-	defer ecancel()
-	ecmd := node.Command(ectx, kdrBin, append([]string{"restore", "apply", "--node", kubeNode, "--root", engineRoot, "--until", "restore-etcd"}, planArgs...)...)
-	ecmd.Env = append(os.Environ(), src.w.env()...)
-	if out, err := ecmd.CombinedOutput(); err != nil {
+// engine is kdr's own restore of the same plan on the same host, into a
+// root of its own: `kdr restore apply --until restore-etcd`, in a private
+// mount namespace where the disk is bind-mounted at the data dir when
+// mounted (as TestRestoreOntoMountedDataDir does).
+func (c *typedCase) engine(t *testing.T, dir string, mounted bool) typedResult {
+	t.Helper()
+	root := mkdirAt(t, dir, "engine")
+	res := c.dataDirIn(t, dir, root, "engine", mounted)
+	args := append([]string{kdrBin, "restore", "apply", "--node", c.nodeName, "--root", root, "--until", "restore-etcd"}, c.planArgs...)
+	if mounted {
+		args = append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-c", `mount --bind "$1" "$2" && shift 2 && exec "$@"`,
+			"sh", res.dataDir, res.underMount}, args...)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), kdrTimeout)
+	defer cancel()
+	cmd := c.node.Command(ctx, args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), c.env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("kdr restore apply: %v\n%s", err, out)
 	}
+	return res
+}
 
-	staging := strings.TrimPrefix(src.stagingDir("/"), "/var/lib/")
-	compareKubeDirs(t, typedKube, filepath.Join(engineRoot, "etc/kubernetes"))
-	compareStagedManifests(t, filepath.Join(typedVarLib, staging), filepath.Join(engineRoot, "var/lib", staging))
+// compareMembers checks where each restore put the member and the old
+// data, and that the two members serve the same: the same keyspace and
+// HashKV, above the backup's revision plus the bump. Each is served by an
+// etcd of the test's on loopback.
+func (c *typedCase) compareMembers(t *testing.T, typed, engine typedResult) {
+	t.Helper()
+	aside := ".kdr-aside-" + c.plan.BackupID
+	for _, r := range []typedResult{typed, engine} {
+		oldAt := r.dataDir + aside
+		if r.underMount != "" {
+			// The member is on the disk, the old data aside on it, and
+			// nothing under the mount.
+			if entries, err := os.ReadDir(r.underMount); err != nil || len(entries) != 0 {
+				t.Errorf("%s, under the mount, holds %v (%v): the restore wrote beside the disk", r.underMount, names(entries), err)
+			}
+			oldAt = filepath.Join(r.dataDir, aside)
+		}
+		if got, err := os.ReadFile(filepath.Join(oldAt, oldMember)); err != nil || string(got) != "old" {
+			t.Errorf("the old data is not kept aside in %s: %q, %v", oldAt, got, err)
+		}
+		if _, err := os.Stat(filepath.Join(r.dataDir, "member/snap/db")); err != nil {
+			t.Errorf("no member in %s: %v", r.dataDir, err)
+		}
+	}
+	// The data dirs as both left them: the type, mode and owner of the
+	// data dir, of the old data's place (inside a mounted data dir, beside
+	// a plain one) and of what it holds.
+	for _, rel := range []string{"", "/" + aside, "/" + aside + "/" + oldMember} {
+		if typed.underMount == "" && rel != "" {
+			rel = strings.TrimPrefix(rel, "/")
+		}
+		a, b := entryAt(t, typed.dataDir+rel), entryAt(t, engine.dataDir+rel)
+		if a != b {
+			t.Errorf("%s%s: typed %s, kdr's %s", c.plan.Options.EtcdDataDir, rel, a.meta, b.meta)
+		}
+	}
+	// The same entries in them, less the member's files, which etcdutl
+	// and kdr write each their own way (the members are compared as
+	// served, below), and kdr's marker of its own member.
+	a, b := treeEntries(t, typed.dataDir), treeEntries(t, engine.dataDir)
+	for rel := range b {
+		if _, ok := a[rel]; !ok && !strings.HasPrefix(rel, "member/") && rel != ".kdr-restored-"+c.plan.BackupID {
+			t.Errorf("%s/%s: kdr's only", c.plan.Options.EtcdDataDir, rel)
+		}
+	}
+	for rel := range a {
+		if _, ok := b[rel]; !ok && !strings.HasPrefix(rel, "member/") {
+			t.Errorf("%s/%s: typed only", c.plan.Options.EtcdDataDir, rel)
+		}
+	}
 
-	// The members, each served by an etcd of the test's on loopback; the
-	// data dirs are where the runbook and kdr put them.
-	typed := etcdContent(t, startRestoredEtcd(t, filepath.Join(typedVarLib, "etcd"), kubeNode,
+	tm := etcdContent(t, startRestoredEtcd(t, typed.dataDir, c.nodeName,
 		fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))))
-	engine := etcdContent(t, startRestoredEtcd(t, filepath.Join(engineRoot, "var/lib/etcd"), kubeNode,
+	em := etcdContent(t, startRestoredEtcd(t, engine.dataDir, c.nodeName,
 		fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))))
-	if typed.hash != engine.hash || typed.revision != engine.revision || typed.compacted != engine.compacted {
+	if tm.hash != em.hash || tm.revision != em.revision || tm.compacted != em.compacted {
 		t.Errorf("typed etcd: HashKV %d at revision %d compacted at %d; kdr's: %d at %d compacted at %d",
-			typed.hash, typed.revision, typed.compacted, engine.hash, engine.revision, engine.compacted)
+			tm.hash, tm.revision, tm.compacted, em.hash, em.revision, em.compacted)
 	}
-	if !reflect.DeepEqual(typed.keys, engine.keys) {
-		t.Errorf("typed etcd holds %d keys, kdr's %d, and they differ", len(typed.keys), len(engine.keys))
+	if !reflect.DeepEqual(tm.keys, em.keys) {
+		t.Errorf("typed etcd holds %d keys, kdr's %d, and they differ", len(tm.keys), len(em.keys))
 	}
-	for k, want := range src.rawKeys {
-		if got := typed.keys[k]; !strings.HasPrefix(got, want+"@") {
+	for k, want := range c.rawKeys {
+		if got := tm.keys[k]; !strings.HasPrefix(got, want+"@") {
 			t.Errorf("typed etcd: %s = %q, want %q", k, got, want)
 		}
 	}
-	if floor := src.m.Etcd.Revision + bump; typed.revision < floor || typed.compacted < floor {
-		t.Errorf("typed etcd at revision %d compacted at %d, want both at least %d", typed.revision, typed.compacted, floor)
+	if floor := c.plan.Revision + c.plan.Options.RevisionBump; tm.revision < floor || tm.compacted < floor {
+		t.Errorf("typed etcd at revision %d compacted at %d, want both at least %d", tm.revision, tm.compacted, floor)
 	}
+}
+
+// dataDirCases are the data dirs both restores are proven on: a plain
+// directory, which is renamed aside, and the mount point of a disk of
+// its own, whose contents are moved aside on that disk.
+var dataDirCases = []struct {
+	name    string
+	mounted bool
+}{{"plain-data-dir", false}, {"mounted-data-dir", true}}
+
+// TestRunbookTyped proves the runbook as typed for a kubeadm node (see
+// typedCase.typed): every step of the first stage runs, up to
+// restore-etcd; the later steps start etcd and the control plane through
+// a kubelet and systemctl, which this host lacks, so the test starts etcd
+// itself on the typed data dir. The result must equal what `kdr restore
+// apply --until restore-etcd` makes of the same plan: the same keyspace
+// and HashKV, the same files under /etc/kubernetes (content, mode, owner)
+// but for the node certificates issued again (same names, same CA;
+// kubeadm makes new keys where kdr keeps the old), and the same staged
+// static pod manifests. Each data dir case runs on one backup.
+func TestRunbookTyped(t *testing.T) {
+	src := newKubeSource(t, false)
+	src.host.Stop()
+
+	node := testenv.NewNetwork(t).AddHost(t, kubeNode)
+	ports := distinctPorts(t)
+	flag := fmt.Sprintf("%s=%s,https://%s:%d,https://%s:%d", kubeNode, node.IP, node.IP, ports.EtcdPeer, node.IP, ports.EtcdClient)
+	c := newTypedCase(t, node, kubeNode, src.w.env(), []string{"--config", src.cfg, "--node-ip", flag, "--identity", src.w.identity})
+	c.rawKeys = src.rawKeys
+	for _, dc := range dataDirCases {
+		t.Run(dc.name, func(t *testing.T) {
+			start := time.Now()
+			dir := t.TempDir()
+			typed := c.typed(t, dir, dc.mounted)
+			engine := c.engine(t, dir, dc.mounted)
+			staging := strings.TrimPrefix(src.stagingDir("/"), "/")
+			compareKubeDirs(t, filepath.Join(typed.root, "etc/kubernetes"), filepath.Join(engine.root, "etc/kubernetes"))
+			compareStagedManifests(t, filepath.Join(typed.root, staging), filepath.Join(engine.root, staging))
+			c.compareMembers(t, typed, engine)
+			t.Logf("typed and kdr's restore compared in %s", time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
+// TestRunbookTypedSystemd proves the runbook as typed for an external
+// etcd under systemd, laid out as kubespray does (newExternalSource),
+// planned with --topology systemd, against kdr's restore of the same
+// plan: the same member, and the same /etc/etcd.env and
+// /etc/ssl/etcd/** (content, mode, owner).
+//
+// systemctl cannot run here: no systemd manages this host's units, and
+// the machine's own must not be touched. A systemctl of the test's stands
+// on the typed host's PATH instead: it records its arguments and does
+// nothing for `stop etcd` and `start etcd`, the only units the runbook may
+// ask for, and fails the run for anything else. No etcd runs on the host,
+// so stopping one is nothing to do; the command after it proves etcd's
+// ports free, as it would on a real host.
+func TestRunbookTypedSystemd(t *testing.T) {
+	src := newExternalSource(t)
+	node := testenv.NewNetwork(t).AddHost(t, externalNode)
+	ports := distinctPorts(t)
+	flag := fmt.Sprintf("%s=%s,https://%s:%d,https://%s:%d", externalNode, node.IP, node.IP, ports.EtcdPeer, node.IP, ports.EtcdClient)
+	c := newTypedCase(t, node, externalNode, src.w.env(),
+		[]string{"--config", src.cfg, "--topology", "systemd", "--node-ip", flag, "--identity", src.w.identity})
+	c.rawKeys = src.want
+	for _, dc := range dataDirCases {
+		t.Run(dc.name, func(t *testing.T) {
+			start := time.Now()
+			dir := t.TempDir()
+			calls := filepath.Join(dir, "systemctl.calls")
+			c.shims = map[string]string{"systemctl": fmt.Sprintf(`echo "$*" >> %s
+case "$*" in
+"stop etcd"|"start etcd") ;;
+*) echo "systemctl $*: not a unit the runbook may ask for" >&2; exit 1;;
+esac
+`, calls)}
+			typed := c.typed(t, dir, dc.mounted)
+			if got := string(readFile(t, calls)); got != "stop etcd\n" {
+				t.Errorf("the typed restore called systemctl as\n%swant stop etcd, once", got)
+			}
+			engine := c.engine(t, dir, dc.mounted)
+			n := 0
+			for _, rel := range []string{"etc/etcd.env", "etc/ssl/etcd"} {
+				n += compareRestored(t, filepath.Join(typed.root, rel), filepath.Join(engine.root, rel))
+			}
+			if n < 10 {
+				t.Errorf("the restores compared hold %d files and directories", n)
+			}
+			if got := string(readFile(t, filepath.Join(typed.root, "etc/ssl/etcd/ssl/member-node1-key.pem"))); got != string(readFile(t, filepath.Join(src.ssl, "member-node1-key.pem"))) {
+				t.Errorf("the typed member key is not the host's")
+			}
+			c.compareMembers(t, typed, engine)
+			t.Logf("typed and kdr's restore compared in %s", time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
+// compareRestored compares what the typed restore and kdr's put at a path:
+// a file, or a directory and all below it, by type, mode, owner and
+// content. It returns how many entries it compared.
+func compareRestored(t *testing.T, typed, engine string) int {
+	t.Helper()
+	if a, b := entryAt(t, typed), entryAt(t, engine); a != b {
+		t.Errorf("%s: typed %s, kdr's %s (or their content differs)", filepath.Base(typed), a.meta, b.meta)
+	}
+	a, b := treeEntries(t, typed), treeEntries(t, engine)
+	for rel, ea := range a {
+		if eb, ok := b[rel]; !ok {
+			t.Errorf("%s: typed only", rel)
+		} else if ea != eb {
+			t.Errorf("%s: typed %s, kdr's %s (or their content differs)", rel, ea.meta, eb.meta)
+		}
+	}
+	for rel := range b {
+		if _, ok := a[rel]; !ok {
+			t.Errorf("%s: kdr's only", rel)
+		}
+	}
+	return 1 + len(a)
 }
 
 // checkRunbookPrints asserts that every command of the plan appears as it
 // is in the Markdown runbook, and in the PDF's text when pdftotext is
 // installed (make debian-tools), with only its line wrapping undone.
-func checkRunbookPrints(t *testing.T, src *kubeSource, planArgs []string, steps []typedStep) {
+func checkRunbookPrints(t *testing.T, env, planArgs []string, steps []typedStep) {
 	t.Helper()
-	md := runKdr(t, src.w.env(), append([]string{"runbook", "--format", "md"}, planArgs...)...)
+	md := runKdr(t, env, append([]string{"runbook", "--format", "md"}, planArgs...)...)
 	wantExit(t, md, 0)
 	pdfFile := filepath.Join(t.TempDir(), "runbook.pdf")
-	wantExit(t, runKdr(t, src.w.env(), append([]string{"runbook", "--format", "pdf", "--out", pdfFile}, planArgs...)...), 0)
+	wantExit(t, runKdr(t, env, append([]string{"runbook", "--format", "pdf", "--out", pdfFile}, planArgs...)...), 0)
 	var pdfLines []string
 	if tool, err := exec.LookPath("pdftotext"); err != nil {
 		t.Logf("pdftotext is not installed (make debian-tools): the PDF's text is not checked")
@@ -356,32 +592,45 @@ type treeEntry struct {
 func treeEntries(t *testing.T, root string) map[string]treeEntry {
 	t.Helper()
 	out := map[string]treeEntry{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	fi, err := os.Lstat(root)
+	if err != nil || !fi.IsDir() {
+		return out
+	}
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || p == root {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		e := treeEntry{meta: fmt.Sprintf("%v %d:%d", fi.Mode(), st.Uid, st.Gid)}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			e.content, err = os.Readlink(p)
-		case fi.Mode().IsRegular():
-			var b []byte
-			b, err = os.ReadFile(p)
-			e.content = string(b)
-		}
-		out[rel] = e
-		return err
+		out[rel] = entryAt(t, p)
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// entryAt is the entry at p, not following a symlink.
+func entryAt(t *testing.T, p string) treeEntry {
+	t.Helper()
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	e := treeEntry{meta: fmt.Sprintf("%v %d:%d", fi.Mode(), st.Uid, st.Gid)}
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		e.content, err = os.Readlink(p)
+	case fi.Mode().IsRegular():
+		var b []byte
+		b, err = os.ReadFile(p)
+		e.content = string(b)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 // compareNodeCert checks that the typed certificate and kdr's carry the

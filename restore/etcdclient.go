@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -14,32 +15,36 @@ import (
 	"go.uber.org/zap"
 )
 
-// etcdTLS is the client TLS for the restored etcd: kubeadm's
-// apiserver-etcd-client certificate and etcd CA, from the restored PKI,
-// read without following a symlink (they came from a backup).
+// etcdTLS is the client TLS for the restored etcd: the plan's client
+// credentials (kubeadm's apiserver-etcd-client certificate and etcd CA by
+// default), from the restored files, read without following a symlink
+// (they came from a backup).
 func (e *Env) etcdTLS() (*tls.Config, error) {
+	c := e.Plan.Options.EtcdClientTLS
 	if !strings.HasPrefix(e.Node.ClientURL, "https://") {
 		return nil, nil
+	}
+	if c == nil {
+		return nil, errors.New("the restored etcd serves https and its client certificate is not known: set the cluster's etcd.tls (ca, cert, key) in the config to the restored files")
 	}
 	root, err := openBeneath(e.Root)
 	if err != nil {
 		return nil, fmt.Errorf("restore root: %w", err)
 	}
 	defer root.Close()
-	pki := hostPath(e.Plan.Options.KubernetesDir, "pki")
 	var files [3][]byte
-	for i, name := range []string{"apiserver-etcd-client.crt", "apiserver-etcd-client.key", "etcd/ca.crt"} {
-		if files[i], _, err = root.readFile(rootRel(hostPath(pki, name))); err != nil {
-			return nil, fmt.Errorf("etcd client TLS from the restored PKI: %w", err)
+	for i, name := range []string{c.Cert, c.Key, c.CA} {
+		if files[i], _, err = root.readFile(rootRel(name)); err != nil {
+			return nil, fmt.Errorf("etcd client TLS from the restored files: %w", err)
 		}
 	}
 	cert, err := tls.X509KeyPair(files[0], files[1])
 	if err != nil {
-		return nil, fmt.Errorf("etcd client certificate from the restored PKI: %w", err)
+		return nil, fmt.Errorf("etcd client certificate %s from the restored files: %w", c.Cert, err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(files[2]) {
-		return nil, fmt.Errorf("etcd CA from the restored PKI: %s holds no PEM certificate", root.at(rootRel(hostPath(pki, "etcd/ca.crt"))))
+		return nil, fmt.Errorf("etcd CA from the restored files: %s holds no PEM certificate", root.at(rootRel(c.CA)))
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }

@@ -58,12 +58,24 @@ type Options struct {
 	// IdentityFile is the age identity's path as the operator types it in
 	// commands. Default operator.key (as kdr keys generate --out names it).
 	IdentityFile string `json:"identityFile"`
+	// EtcdClientTLS are the host paths of the client certificate, key
+	// and CA that reach the restored etcd over https, as restored. Default
+	// for kubeadm: its apiserver-etcd-client certificate and etcd CA; an
+	// external etcd has no default (its cluster's etcd.tls in the config).
+	EtcdClientTLS *ClientTLS `json:"etcdClientTLS,omitempty"`
 	// ConfigFile is the kdr config's path in commands. Default /etc/kdr/kdr.yaml.
 	ConfigFile string `json:"configFile"`
 	// AllowedSigners is the trusted signing keys as an OpenSSH
 	// allowed_signers file, printed in the runbook so that the set's
 	// signature can be checked with ssh-keygen alone. Default none.
 	AllowedSigners string `json:"allowedSigners,omitempty"`
+}
+
+// ClientTLS are the host paths of an etcd client's credentials.
+type ClientTLS struct {
+	CA   string `json:"ca"`
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
 }
 
 // Node is one control-plane node of the restored cluster.
@@ -154,6 +166,11 @@ func (o Options) withDefaults(m *manifest.Manifest) (Options, error) {
 		nodes[i] = n
 	}
 	o.Nodes = nodes
+	if o.EtcdClientTLS == nil && o.Topology == TopologyKubeadm {
+		pki := path.Join(o.KubernetesDir, "pki")
+		o.EtcdClientTLS = &ClientTLS{CA: path.Join(pki, "etcd/ca.crt"),
+			Cert: path.Join(pki, "apiserver-etcd-client.crt"), Key: path.Join(pki, "apiserver-etcd-client.key")}
+	}
 	return o, nil
 }
 

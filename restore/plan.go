@@ -138,6 +138,9 @@ type cmdData struct {
 	// StateMembers are the state tar's members restore-files extracts by
 	// hand; see stateMembers.
 	StateMembers string
+	// SetDirs are the directories the sets name, which restore-files
+	// extracts alone first; see setDirs.
+	SetDirs string
 	// SourceIP is the address of the host the backup came from ("" when
 	// the inventory does not say), and SourceIPPattern the same as a sed
 	// pattern.
@@ -184,6 +187,7 @@ func newCmdData(p *Plan, n Node) cmdData {
 		MinRevision:  p.Revision + int64(o.RevisionBump),
 		EtcdctlTLS:   etcdctlTLS(o),
 		StateMembers: stateMembers(p.Manifest),
+		SetDirs:      setDirs(p.Manifest),
 		SourceIP:     srcIP, SourceIPPattern: strings.ReplaceAll(srcIP, ".", `\.`),
 		PeerPort: urlPort(n.PeerURL), ClientPort: urlPort(n.ClientURL),
 		LocalClientURL:  localClientURL(n.ClientURL),
@@ -300,12 +304,12 @@ func fetchCommand(p *Plan) string {
 }
 
 // etcdctlTLS are the flags etcdctl needs for a TLS cluster, with the
-// restored kubeadm PKI's client certificate.
+// restored client credentials.
 func etcdctlTLS(o Options) string {
 	for _, n := range o.Nodes {
-		if strings.HasPrefix(n.ClientURL, "https://") {
-			pki := path.Join(o.KubernetesDir, "pki")
-			return fmt.Sprintf(" --cacert %s/etcd/ca.crt --cert %s/apiserver-etcd-client.crt --key %s/apiserver-etcd-client.key", pki, pki, pki)
+		if strings.HasPrefix(n.ClientURL, "https://") && o.EtcdClientTLS != nil {
+			c := o.EtcdClientTLS
+			return fmt.Sprintf(" --cacert %s --cert %s --key %s", c.CA, c.Cert, c.Key)
 		}
 	}
 	return ""

@@ -20,7 +20,8 @@ var stepMoveAside = stepDef{
 		"of its own) cannot be renamed: its contents are moved into a directory inside it, on the same disk.",
 	where: EveryNode,
 	commands: []string{
-		"if mountpoint -q {{.DataDir}}; then mkdir -p {{.DataDir}}/{{.Aside}} && " +
+		// The old data keeps kdr's mode 700 on its way aside.
+		"if mountpoint -q {{.DataDir}}; then mkdir -p -m 700 {{.DataDir}}/{{.Aside}} && " +
 			"find {{.DataDir}} -mindepth 1 -maxdepth 1 ! -name '.kdr-aside-*' -exec mv -t {{.DataDir}}/{{.Aside}} {} +; " +
 			"elif [ -e {{.DataDir}} ]; then mv {{.DataDir}} {{.DataDir}}{{.Aside}}; fi",
 	},

@@ -31,10 +31,17 @@ var stepRestoreFiles = stepDef{
 		"mode 0600 and their owners.",
 	where: EveryNode,
 	commands: []string{
+		// The directories the sets name (dir/**) first, alone: kdr
+		// restores their mode and owner, which tar's dir/** does not
+		// match, and refuses a backup that has anything else there, where
+		// a link would take every later write with it (see setDirs).
+		"mkdir -p {{.Staging}}/files{{if .SetDirs}} && tar -x -p --numeric-owner -f {{.Staging}}/state.tar -C {{.Staging}}/files " +
+			"--no-recursion -- {{.SetDirs}} && for d in {{.SetDirs}}; do [ -d \"{{.Staging}}/files/$d\" ] && [ ! -L \"{{.Staging}}/files/$d\" ] || " +
+			"{ echo \"$d: not a directory in the backup; do not restore it\"; false; }; done{{end}}",
 		// Only the sets' patterns are extracted (see stateMembers); GNU
 		// tar refuses names with "..", and writes nothing through a link
 		// it extracted. Owners by number, as kdr restores them.
-		"mkdir -p {{.Staging}}/files && tar -x -p --numeric-owner -f {{.Staging}}/state.tar -C {{.Staging}}/files " +
+		"tar -x -p --numeric-owner -f {{.Staging}}/state.tar -C {{.Staging}}/files " +
 			"{{if .StateMembers}}--wildcards --no-wildcards-match-slash -- {{.StateMembers}}{{else}}--exclude .kdr{{end}}",
 		// The static pod manifests wait in staging until their start
 		// step, which makes their directory; a backup may have none.
@@ -92,6 +99,31 @@ func stateMembers(m *manifest.Manifest) string {
 				continue
 			}
 			out = append(out, shellQuote(strings.TrimPrefix(pathpkg.Clean(pat), "/")))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// setDirs are the directories the sets name, quoted for the shell: the
+// base of each pattern dir/** that matched at backup time. kdr restores
+// such a directory as part of its set (dir/** matches dir itself), with
+// its recorded mode and owner (etcd's PKI directory is often 0700 and
+// etcd's), and refuses a symlink there (entryPolicy.admit); GNU tar's
+// member dir/** matches only what is below it. "" when stateMembers is.
+func setDirs(m *manifest.Manifest) string {
+	if stateMembers(m) == "" {
+		return ""
+	}
+	var out []string
+	for _, s := range m.State.Sets {
+		for _, pat := range s.Paths {
+			dir, ok := strings.CutSuffix(pathpkg.Clean(pat), "/**")
+			if !ok || slices.Contains(s.Missing, pat) || strings.ContainsAny(dir, "*?[{\\") {
+				continue
+			}
+			if q := shellQuote(strings.TrimPrefix(dir, "/")); !slices.Contains(out, q) {
+				out = append(out, q)
+			}
 		}
 	}
 	return strings.Join(out, " ")

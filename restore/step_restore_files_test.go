@@ -72,7 +72,8 @@ func TestRestoreFilesManualCommands(t *testing.T) {
 	}
 
 	entries := []handEntry{
-		handDir("etc/kubernetes/pki", "pki", 0o755),
+		// kdr restores the directory a set names with its own mode.
+		handDir("etc/kubernetes/pki", "pki", 0o700),
 		handFile("etc/kubernetes/pki/ca.crt", "pki", "CA", 0o644),
 		handFile("etc/kubernetes/pki/ca.key", "pki", "KEY", 0o600),
 		handFile("etc/kubernetes/pki/tool", "pki", "#!/bin/sh\n", 0o4755),
@@ -111,6 +112,7 @@ func TestRestoreFilesManualCommands(t *testing.T) {
 		"etc/kubernetes/pki/tool":        0o755, // setuid dropped
 		"etc/kubernetes/admin.conf":      0o600,
 		"etc/kubernetes/pki/current.pem": os.ModeSymlink | 0o777,
+		"etc/kubernetes/pki":             os.ModeDir | 0o700,
 	} {
 		fi, err := os.Lstat(filepath.Join(root, p))
 		if err != nil {
@@ -135,26 +137,55 @@ func TestRestoreFilesManualCommands(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(staging, "aside/etc/kubernetes/admin.conf")); err != nil || string(got) != "the host's own" {
 		t.Errorf("the host's admin.conf was not moved aside: %q (%v)", got, err)
 	}
+
+	// A link where a set names a directory stops the commands before
+	// anything is extracted through it, as kdr refuses the backup.
+	linked := filepath.Join(base, "linked")
+	if err := os.MkdirAll(linked, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(staging, stateFile), handTar(t,
+		handEntry{hdr: tar.Header{Name: "etc/kubernetes/pki", Typeflag: tar.TypeSymlink, Linkname: linked}, set: "pki"},
+		handFile("etc/kubernetes/pki/ca.key", "pki", "KEY", 0o600)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(staging, "files")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("bash", "-euo", "pipefail", "-c", commands[0]).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "etc/kubernetes/pki: not a directory in the backup") {
+		t.Errorf("%s: %v\n%s\nwant it to fail on the link at etc/kubernetes/pki", commands[0], err, out)
+	}
+	emptyDir(t, linked)
 }
 
 func TestStateMembers(t *testing.T) {
 	cases := []struct {
-		name string
-		sets []manifest.FileSet
-		want string
+		name     string
+		sets     []manifest.FileSet
+		want     string
+		wantDirs string
 	}{
 		{"kubeadm sets", []manifest.FileSet{
 			{Name: "pki", Paths: []string{"/etc/kubernetes/pki/**"}},
 			{Name: "kubeconfigs", Paths: []string{"/etc/kubernetes/*.conf"}},
 			{Name: "loadbalancer", Paths: []string{"/etc/haproxy/haproxy.cfg", "/etc/keepalived/keepalived.conf"}, Missing: []string{"/etc/haproxy/haproxy.cfg"}},
-		}, `'etc/kubernetes/pki/**' 'etc/kubernetes/*.conf' 'etc/keepalived/keepalived.conf'`},
-		{"a quote in a pattern", []manifest.FileSet{{Name: "odd", Paths: []string{"/etc/it's/*"}}}, `'etc/it'\''s/*'`},
-		{"a set without patterns", []manifest.FileSet{{Name: "pki", Paths: []string{"/etc/kubernetes/pki/**"}}, {Name: "old"}}, ""},
+		}, `'etc/kubernetes/pki/**' 'etc/kubernetes/*.conf' 'etc/keepalived/keepalived.conf'`, `'etc/kubernetes/pki'`},
+		{"kubespray sets", []manifest.FileSet{
+			{Name: "etcd-pki", Paths: []string{"/etc/ssl/etcd/ssl/**", "/etc/ssl/*/extra/**", "/var/lib/gone/**"}, Missing: []string{"/var/lib/gone/**"}},
+			{Name: "etcd-env", Paths: []string{"/etc/etcd.env"}},
+		}, `'etc/ssl/etcd/ssl/**' 'etc/ssl/*/extra/**' 'etc/etcd.env'`, `'etc/ssl/etcd/ssl'`},
+		{"a quote in a pattern", []manifest.FileSet{{Name: "odd", Paths: []string{"/etc/it's/*"}}}, `'etc/it'\''s/*'`, ""},
+		{"a set without patterns", []manifest.FileSet{{Name: "pki", Paths: []string{"/etc/kubernetes/pki/**"}}, {Name: "old"}}, "", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := stateMembers(&manifest.Manifest{State: manifest.State{Sets: tc.sets}}); got != tc.want {
+			m := &manifest.Manifest{State: manifest.State{Sets: tc.sets}}
+			if got := stateMembers(m); got != tc.want {
 				t.Errorf("stateMembers = %s, want %s", got, tc.want)
+			}
+			if got := setDirs(m); got != tc.wantDirs {
+				t.Errorf("setDirs = %s, want %s", got, tc.wantDirs)
 			}
 		})
 	}

@@ -81,22 +81,23 @@ func startEtcdEnv(t *testing.T, pki *testenv.PKI, ca, url string) *Env {
 	t.Helper()
 	m := &manifest.Manifest{ID: "20261124T200000.000Z-000001", Cluster: "prod", Node: "m1",
 		Inventory: config.Inventory{Hosts: []config.Host{{Name: "m1", IP: "127.0.0.1"}}}}
-	plan, err := BuildPlan(m, Source{Kind: "local", Path: "/mnt/usb"}, Options{Topology: TopologySystemd,
+	// An external etcd's client credentials, where this test restores them.
+	creds := &ClientTLS{CA: "/etc/ssl/etcd/ca.pem", Cert: "/etc/ssl/etcd/admin.pem", Key: "/etc/ssl/etcd/admin-key.pem"}
+	plan, err := BuildPlan(m, Source{Kind: "local", Path: "/mnt/usb"}, Options{Topology: TopologySystemd, EtcdClientTLS: creds,
 		Nodes: []Node{{Name: "m1", IP: "127.0.0.1", ClientURL: url, PeerURL: fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	env := &Env{Plan: plan, Root: t.TempDir(), Runner: runningEtcd{}, WaitTimeout: 2 * time.Second}
-	dir := filepath.Join(env.Root, "etc/kubernetes/pki")
-	for dst, src := range map[string]string{"apiserver-etcd-client.crt": pki.ClientCert, "apiserver-etcd-client.key": pki.ClientKey, "etcd/ca.crt": ca} {
+	for dst, src := range map[string]string{creds.Cert: pki.ClientCert, creds.Key: pki.ClientKey, creds.CA: ca} {
 		data, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, dst)), 0o700); err != nil {
+		if err := os.MkdirAll(filepath.Dir(env.path(dst)), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, dst), data, 0o600); err != nil {
+		if err := os.WriteFile(env.path(dst), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -122,4 +123,22 @@ func startEtcdEnv(t *testing.T, pki *testenv.PKI, ca, url string) *Env {
 		t.Fatal(err)
 	}
 	return env
+}
+
+// An external etcd over https whose client credentials the config does not
+// name cannot be checked: the step says what to set, not a TLS error.
+func TestEtcdTLSUnknownCredentials(t *testing.T) {
+	m := &manifest.Manifest{ID: "20261124T200000.000Z-000001", Cluster: "prod", Node: "m1",
+		Inventory: config.Inventory{Hosts: []config.Host{{Name: "m1", IP: "127.0.0.1"}}}}
+	plan, err := BuildPlan(m, Source{Kind: "local", Path: "/mnt/usb"}, Options{Topology: TopologySystemd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Env{Plan: plan, Node: plan.Options.Nodes[0], Root: t.TempDir()}
+	if _, err := e.etcdTLS(); err == nil || !strings.Contains(err.Error(), "etcd.tls") {
+		t.Fatalf("https without known client credentials: %v, want a pointer to etcd.tls", err)
+	}
+	if got := etcdctlTLS(plan.Options); got != "" {
+		t.Fatalf("etcdctl flags %q without credentials", got)
+	}
 }

@@ -145,11 +145,21 @@ func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore
 	if err != nil {
 		return nil, nil, err
 	}
-	plan, err := restore.BuildPlan(b.Manifest, fromconfig.Source(b.TargetConfig), restore.Options{
+	o := restore.Options{
 		Target: b.TargetConfig.Name, Topology: f.topology, Nodes: nodes, Token: f.token, APIEndpoint: f.apiURL, RevisionBump: f.bump,
 		EtcdDataDir: f.dataDir, KubernetesDir: f.kubeDir, StagingDir: f.stagingDir, ConfigFile: g.configPath,
 		IdentityFile: f.identity, AllowedSigners: b.env.Trust.AllowedSigners(),
-	})
+	}
+	// An external etcd's client credentials are the ones kdr reaches it
+	// with, restored from the state sets that hold them.
+	if f.topology == restore.TopologySystemd {
+		for _, c := range b.env.Config.Clusters {
+			if c.Name == b.Manifest.Cluster && c.Etcd.TLS != nil {
+				o.EtcdClientTLS = &restore.ClientTLS{CA: c.Etcd.TLS.CA, Cert: c.Etcd.TLS.Cert, Key: c.Etcd.TLS.Key}
+			}
+		}
+	}
+	plan, err := restore.BuildPlan(b.Manifest, fromconfig.Source(b.TargetConfig), o)
 	return plan, b.Target, err
 }
 
