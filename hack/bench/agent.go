@@ -29,7 +29,7 @@ func (b *bench) agentBench(window time.Duration) error {
 	}
 	keyFile := filepath.Join(dir, "key.txt")
 	os.Remove(keyFile)
-	if err := runQuiet(filepath.Join(b.bin, "kdr"), "keys", "generate", "--out", keyFile); err != nil {
+	if err := runQuiet(b.kdr, "keys", "generate", "--out", keyFile); err != nil {
 		return err
 	}
 	recipient, err := recipientOf(keyFile)
@@ -46,7 +46,7 @@ agent: {listen: %q, leaderElection: {enabled: false}}
 `, usb, addr)); err != nil {
 		return err
 	}
-	p, err := start(filepath.Join(dir, "agent.log"), nil, filepath.Join(b.bin, "kdr"), "--config", cfg, "agent")
+	p, err := start(filepath.Join(dir, "agent.log"), nil, b.kdr, "--config", cfg, "agent")
 	if err != nil {
 		return err
 	}

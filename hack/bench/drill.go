@@ -122,7 +122,7 @@ type drillReport struct {
 func (b *bench) drillOnce(dir, cfg, keyFile string) (drillReport, string, error) {
 	// The bench captures no PKI (state: []), so the drill's PKI checks
 	// fail and it exits 1; its etcd checks and timings are what count.
-	out, err := exec.Command(filepath.Join(b.bin, "kdr"), "--config", cfg, "--log-level", "warn", "drill", "--target", "s3",
+	out, err := exec.Command(b.kdr, "--config", cfg, "--log-level", "warn", "drill", "--target", "s3",
 		"--identity", keyFile, "--no-store", "-o", "json", "--sandbox", dir).Output()
 	if exit, ok := err.(*exec.ExitError); err != nil && (!ok || exit.ExitCode() != 1) {
 		return drillReport{}, "", fmt.Errorf("kdr drill: %w: %s", err, out)
@@ -226,7 +226,7 @@ func (b *bench) drillByHand(dir, keyFile, id string, revision int64) (map[string
 
 // revisionOf reads a backup's etcd revision from kdr list.
 func (b *bench) revisionOf(cfg, id string) (int64, error) {
-	out, err := exec.Command(filepath.Join(b.bin, "kdr"), "--config", cfg, "list", "--target", "s3", "-o", "json").Output()
+	out, err := exec.Command(b.kdr, "--config", cfg, "list", "--target", "s3", "-o", "json").Output()
 	if err != nil {
 		return 0, fmt.Errorf("kdr list: %w", err)
 	}

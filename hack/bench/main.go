@@ -33,10 +33,16 @@ func main() {
 	reps := flag.Int("reps", 3, "runs of each measurement; the median is reported")
 	only := flag.String("only", "", "run one part: backup, restore or drill (one untimed backup feeds them), or agent")
 	agentWindow := flag.Duration("agent-window", time.Minute, "how long the agent is watched idling")
+	kdr := flag.String("kdr", "", "the kdr binary measured (default bin/kdr): another build, to compare two in the same state of the machine")
 	flag.Parse()
 	b, err := newBench(*cache)
 	if err != nil {
 		fail(err)
+	}
+	if *kdr != "" {
+		if b.kdr, err = filepath.Abs(*kdr); err != nil {
+			fail(err)
+		}
 	}
 	b.reps = *reps
 	b.only = *only
@@ -72,6 +78,7 @@ func fail(err error) {
 
 type bench struct {
 	bin, work, cache string
+	kdr              string // the binary measured
 	minio            *process
 	s3               string
 	client           *minio.Client
@@ -94,7 +101,7 @@ func newBench(cache string) (*bench, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &bench{bin: bin, work: work, cache: cache}
+	b := &bench{bin: bin, work: work, cache: cache, kdr: filepath.Join(bin, "kdr")}
 	port := freePort()
 	b.s3 = fmt.Sprintf("127.0.0.1:%d", port)
 	b.minio, err = start(filepath.Join(work, "minio.log"), []string{"MINIO_ROOT_USER=" + accessKey, "MINIO_ROOT_PASSWORD=" + secretKey},
@@ -160,7 +167,7 @@ func (b *bench) run(size int64) error {
 		return err
 	}
 	keyFile := filepath.Join(dir, "key.txt")
-	if err := runQuiet(filepath.Join(b.bin, "kdr"), "keys", "generate", "--out", keyFile); err != nil {
+	if err := runQuiet(b.kdr, "keys", "generate", "--out", keyFile); err != nil {
 		return err
 	}
 	recipient, err := recipientOf(keyFile)
@@ -181,12 +188,12 @@ func (b *bench) run(size int64) error {
 	}
 	switch b.only {
 	case "restore":
-		if err := runQuiet(filepath.Join(b.bin, "kdr"), "--config", cfg, "--log-level", "warn", "backup", "--target", "s3"); err != nil {
+		if err := runQuiet(b.kdr, "--config", cfg, "--log-level", "warn", "backup", "--target", "s3"); err != nil {
 			return err
 		}
 		return b.restoreBench(dir, endpoint, cfg, keyFile)
 	case "drill":
-		if err := runQuiet(filepath.Join(b.bin, "kdr"), "--config", cfg, "--log-level", "warn", "backup", "--target", "s3"); err != nil {
+		if err := runQuiet(b.kdr, "--config", cfg, "--log-level", "warn", "backup", "--target", "s3"); err != nil {
 			return err
 		}
 		return b.drillBench(dir, cfg, keyFile)
@@ -247,7 +254,7 @@ func (b *bench) run(size int64) error {
 			args = append(args, "--target", target)
 		}
 		r, err = b.median(func() (result, error) {
-			return timed(name, filepath.Join(b.bin, "kdr"), args...)
+			return timed(name, b.kdr, args...)
 		})
 		if err != nil {
 			return err
@@ -337,7 +344,7 @@ func (b *bench) restoreBench(dir, endpoint, cfg, keyFile string) error {
 				for _, n := range nodes {
 					args = append(args, "--node-ip", n)
 				}
-				r, err := timed("kdr restore apply", filepath.Join(b.bin, "kdr"), append(args, extra...)...)
+				r, err := timed("kdr restore apply", b.kdr, append(args, extra...)...)
 				rs <- r
 				errs <- err
 			}()
