@@ -1,8 +1,6 @@
 package drill
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"fmt"
 	"os"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/bmatcuk/doublestar/v4"
 
+	"github.com/kdr-io/kdr/etcdenv"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/pkicheck"
 	"github.com/kdr-io/kdr/restore"
@@ -38,20 +37,6 @@ func sourceTopology(m *manifest.Manifest, kubeDir string) string {
 		}
 	}
 	return restore.TopologySystemd
-}
-
-// etcdEnvFiles are where an etcd run by systemd takes its flags from, as
-// environment variables: kubespray's unit reads /etc/etcd.env, the etcd
-// packages of Red Hat and Debian /etc/etcd/etcd.conf and /etc/default/etcd.
-// They are to such an etcd what its static pod manifest is to kubeadm's.
-var etcdEnvFiles = []string{"/etc/etcd.env", "/etc/etcd/etcd.conf", "/etc/default/etcd"}
-
-// etcdEnvFileVars are the variables of those files that name a file etcd
-// (or etcdctl, which kubespray points at the same PKI) reads.
-var etcdEnvFileVars = []string{
-	"ETCD_TRUSTED_CA_FILE", "ETCD_CERT_FILE", "ETCD_KEY_FILE", "ETCD_CLIENT_CRL_FILE",
-	"ETCD_PEER_TRUSTED_CA_FILE", "ETCD_PEER_CERT_FILE", "ETCD_PEER_KEY_FILE", "ETCD_PEER_CRL_FILE",
-	"ETCD_CONFIG_FILE", "ETCDCTL_CACERT", "ETCDCTL_CERT", "ETCDCTL_KEY",
 }
 
 // layout is what the PKI check of a restored tree looks for.
@@ -99,15 +84,15 @@ func requiredLayout(m *manifest.Manifest, root, kubeDir string, etcdTLS []string
 		}
 		l.sources = append(l.sources, "kubeadm's PKI")
 	} else {
-		for _, env := range etcdEnvFiles {
+		for _, env := range etcdenv.Paths {
 			data, err := pkicheck.ReadFile(root, env)
 			if err != nil {
 				continue // not restored: this layout does not use it
 			}
 			n := 0
-			for _, v := range envFiles(data) {
-				add(v.value, fmt.Sprintf("etcd reads it (%s in %s)", v.name, env))
-				etcdDirs = append(etcdDirs, path.Dir(path.Clean(v.value)))
+			for _, v := range etcdenv.Parse(data).Files() {
+				add(v.Value, fmt.Sprintf("etcd reads it (%s in %s)", v.Name, env))
+				etcdDirs = append(etcdDirs, path.Dir(path.Clean(v.Value)))
 				n++
 			}
 			l.sources = append(l.sources, fmt.Sprintf("the %d files %s names", n, env))
@@ -186,26 +171,4 @@ func globMatches(root, pattern string) bool {
 	rel := strings.TrimPrefix(path.Clean(pattern), "/")
 	matches, err := doublestar.Glob(os.DirFS(root), rel, doublestar.WithNoFollow(), doublestar.WithFilesOnly())
 	return err == nil && len(matches) > 0
-}
-
-type envVar struct{ name, value string }
-
-// envFiles reads the file-naming variables of a systemd environment file
-// (NAME=value lines, values maybe quoted, comments and "export" allowed).
-func envFiles(data []byte) []envVar {
-	var out []envVar
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export ")
-		name, value, ok := strings.Cut(line, "=")
-		name = strings.TrimSpace(name)
-		if !ok || !slices.Contains(etcdEnvFileVars, name) {
-			continue
-		}
-		value = strings.Trim(strings.TrimSpace(value), `"'`)
-		if path.IsAbs(value) {
-			out = append(out, envVar{name, value})
-		}
-	}
-	return out
 }

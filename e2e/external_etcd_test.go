@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,9 +21,11 @@ import (
 )
 
 // kubesprayEnv is /etc/etcd.env as kubespray writes it for node1: the
-// systemd unit's flags, naming the member's files in /etc/ssl/etcd/ssl.
+// systemd unit's flags, naming the member's files in /etc/ssl/etcd/ssl,
+// and a data dir (kubespray's etcd_data_dir) on a disk of its own rather
+// than the default /var/lib/etcd, which the restore must take from it.
 const kubesprayEnv = `# Environment file for etcd
-ETCD_DATA_DIR=/var/lib/etcd
+ETCD_DATA_DIR=` + etcdDisk + `
 ETCD_ADVERTISE_CLIENT_URLS=https://10.0.0.11:2379
 ETCD_INITIAL_ADVERTISE_PEER_URLS=https://10.0.0.11:2380
 ETCD_INITIAL_CLUSTER_STATE=existing
@@ -49,13 +53,32 @@ const kubesprayState = `    state:
 // layout and no static pods. kdr backs it up, drills it (the files the
 // drill requires come from /etc/etcd.env and the required sets, not
 // kubeadm's list), grades it with doctor, and restores it with
-// --topology systemd into a new root, where etcd started on the restored
-// data dir serves every key. A member key deleted from the host before a
+// --topology systemd into a new root, into the data dir /etc/etcd.env
+// names (recorded by the backup), where etcd started on the restored data
+// dir serves every key. A member key deleted from the host before a
 // new backup (the glob still matches the rest) fails that backup's drill,
 // naming the file.
 func TestExternalEtcd(t *testing.T) {
 	src := newExternalSource(t)
 	w, cfg, root, ssl, id, want := src.w, src.cfg, src.root, src.ssl, src.id, src.want
+
+	// The backup records the member from /etc/etcd.env: no static pod
+	// runs etcd, and a restore takes its data dir from there.
+	var m struct {
+		State struct {
+			ControlPlane *struct {
+				EtcdManifest string `json:"etcdManifest"`
+				EtcdName     string `json:"etcdName"`
+				EtcdDataDir  string `json:"etcdDataDir"`
+			} `json:"controlPlane"`
+		} `json:"state"`
+	}
+	if err := json.Unmarshal(readFile(t, w.usbPath(id, "manifest.json")), &m); err != nil {
+		t.Fatal(err)
+	}
+	if cp := m.State.ControlPlane; cp == nil || cp.EtcdManifest != "" || cp.EtcdName != "etcd1" || cp.EtcdDataDir != etcdDisk {
+		t.Errorf("the manifest records the control plane as %+v, want etcd1 in %s and no etcd manifest", cp, etcdDisk)
+	}
 
 	rep := drillReport(t, w, cfg, 0)
 	grades := map[string]string{}
@@ -104,7 +127,8 @@ func TestExternalEtcd(t *testing.T) {
 	}
 
 	// Restore node1 alone into a new root, up to the restored data dir:
-	// systemctl has no unit to start in a sandbox.
+	// systemctl has no unit to start in a sandbox. No --data-dir: the
+	// backup's is the default.
 	newRoot := t.TempDir()
 	peer, client := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
 	r = w.kdr(t, cfg, "restore", "apply", "--target", "usb", "--backup", id, "--identity", w.identity, "--topology", "systemd",
@@ -115,7 +139,13 @@ func TestExternalEtcd(t *testing.T) {
 			t.Errorf("restored /%s differs from the host's", f)
 		}
 	}
-	startEtcd(t, externalNode, filepath.Join(newRoot, "var/lib/etcd"), peer, client)
+	if _, err := os.Stat(filepath.Join(newRoot, etcdDisk, "member/snap/db")); err != nil {
+		t.Fatalf("no member restored into the source's data dir %s: %v", etcdDisk, err)
+	}
+	if _, err := os.Stat(filepath.Join(newRoot, "var/lib/etcd")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the restore made /var/lib/etcd (%v), not only the source's data dir %s", err, etcdDisk)
+	}
+	startEtcd(t, externalNode, filepath.Join(newRoot, etcdDisk), peer, client)
 	rc, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +238,7 @@ func newExternalSource(t *testing.T) *externalSource {
 		writeFile(t, filepath.Join(ssl, f.dst), readFile(t, f.src), 0o600)
 	}
 	writeFile(t, filepath.Join(root, "etc/etcd.env"), []byte(kubesprayEnv), 0o640)
-	mkdir(t, filepath.Join(root, "var/lib/etcd"), 0o700)
+	mkdir(t, filepath.Join(root, etcdDisk), 0o700)
 
 	spec := w.spec()
 	spec.ca, spec.cert, spec.key = filepath.Join(ssl, "ca.pem"), filepath.Join(ssl, "admin-node1.pem"), filepath.Join(ssl, "admin-node1-key.pem")

@@ -15,8 +15,8 @@ import (
 	"github.com/kdr-io/kdr/staticpod"
 )
 
-// etcdDisk is the data dir of a kubeadm host whose etcd has a disk of its
-// own (kubeadm's etcd.local.dataDir), outside /var/lib/etcd.
+// etcdDisk is the data dir of an etcd with a disk of its own, outside
+// /var/lib/etcd: kubeadm's etcd.local.dataDir, kubespray's etcd_data_dir.
 const etcdDisk = "/srv/etcd-disk/data"
 
 // TestRestoreOntoMountedDataDir restores a kubeadm host whose etcd keeps

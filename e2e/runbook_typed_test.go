@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
@@ -106,12 +108,28 @@ func newTypedCase(t *testing.T, node *testenv.Host, nodeName string, env, planAr
 	if len(c.steps) == 0 || c.steps[len(c.steps)-1].ID != "restore-etcd" {
 		t.Fatalf("the plan's first stage for %s does not end in restore-etcd: %+v", nodeName, c.steps)
 	}
-	// The test binds its own /var/lib over the host's, data dir included.
-	if !strings.HasPrefix(c.plan.Options.EtcdDataDir, "/var/lib/") {
-		t.Fatalf("the plan restores into %s, not below /var/lib", c.plan.Options.EtcdDataDir)
+	// The typed run binds directories of the test's over these.
+	for _, d := range c.ownDirs() {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			t.Fatalf("the plan restores into %s: the typed run binds a directory over %s, which this machine lacks", c.plan.Options.EtcdDataDir, d)
+		}
 	}
 	checkRunbookPrints(t, env, planArgs, c.plan.Steps)
 	return c
+}
+
+// ownDirs are the host directories the typed run binds a directory of
+// the test's over, so that the restore writes nothing of the machine's:
+// /var/lib for the staging dir (and the default data dir), and the top
+// directory of a data dir elsewhere (/srv for /srv/etcd-disk/data), which
+// must exist to be mounted over.
+func (c *typedCase) ownDirs() []string {
+	dirs := []string{"/var/lib"}
+	if d := c.plan.Options.EtcdDataDir; !strings.HasPrefix(d, "/var/lib/") {
+		top, _, _ := strings.Cut(strings.TrimPrefix(d, "/"), "/")
+		dirs = append(dirs, "/"+top)
+	}
+	return dirs
 }
 
 // typedResult is what one restore, typed or kdr's, left.
@@ -150,14 +168,16 @@ func (c *typedCase) dataDirIn(t *testing.T, dir, root, name string, mounted bool
 // typed runs the node's first stage exactly as the plan gives its
 // commands, in one bash with `set -euo pipefail`, on a host that has only
 // a minimal Debian's tools plus age, zstd, etcdutl, etcdctl and kubeadm,
-// and where /etc is an overlay and /var/lib (which holds the etcd data
-// dir and the staging dir) the test's own directory, in a private mount
-// namespace. With mounted, a disk of the test's is bind-mounted at the
-// data dir first.
+// and where /etc is an overlay and /var/lib (which holds the staging dir)
+// and the data dir's top directory (ownDirs) the test's own directories,
+// in a private mount namespace. With mounted, a disk of the test's is
+// bind-mounted at the data dir first.
 func (c *typedCase) typed(t *testing.T, dir string, mounted bool) typedResult {
 	t.Helper()
 	root := mkdirAt(t, dir, "typed")
-	mkdir(t, filepath.Join(root, "var/lib"), 0o755)
+	for _, d := range c.ownDirs() {
+		mkdir(t, filepath.Join(root, d), 0o755)
+	}
 	res := c.dataDirIn(t, dir, root, "typed", mounted)
 	var script strings.Builder
 	// The test's own setup, not the runbook's: /etc gets an overlay in the
@@ -165,7 +185,9 @@ func (c *typedCase) typed(t *testing.T, dir string, mounted bool) typedResult {
 	// without touching the machine's /etc.
 	fmt.Fprintf(&script, "set -euo pipefail\n")
 	fmt.Fprintf(&script, "mount -t overlay overlay -o lowerdir=/etc,upperdir=%s,workdir=%s /etc\n", mkdirAt(t, root, "etc"), mkdirAt(t, dir, "etc-work"))
-	fmt.Fprintf(&script, "mount --bind %s /var/lib\n", filepath.Join(root, "var/lib"))
+	for _, d := range c.ownDirs() {
+		fmt.Fprintf(&script, "mount --bind %s %s\n", filepath.Join(root, d), d)
+	}
 	if mounted {
 		fmt.Fprintf(&script, "mount --bind %s %s\n", res.dataDir, c.plan.Options.EtcdDataDir)
 	}
@@ -289,13 +311,19 @@ func (c *typedCase) compareMembers(t *testing.T, typed, engine typedResult) {
 	}
 }
 
-// dataDirCases are the data dirs both restores are proven on: a plain
-// directory, which is renamed aside, and the mount point of a disk of
-// its own, whose contents are moved aside on that disk.
-var dataDirCases = []struct {
-	name    string
+// dataDirCase is a data dir both restores are proven on.
+type dataDirCase struct {
+	name string
+	// mounted makes the data dir the mount point of a disk of its own,
+	// whose contents are moved aside on that disk; else it is a plain
+	// directory, which is renamed aside.
 	mounted bool
-}{{"plain-data-dir", false}, {"mounted-data-dir", true}}
+	// dataDir is the plan's --data-dir ("" the backup's).
+	dataDir string
+}
+
+// dataDirCases are the backup's data dir, plain and mounted.
+var dataDirCases = []dataDirCase{{name: "plain-data-dir"}, {name: "mounted-data-dir", mounted: true}}
 
 // TestRunbookTyped proves the runbook as typed for a kubeadm node (see
 // typedCase.typed): every step of the first stage runs, up to
@@ -306,36 +334,86 @@ var dataDirCases = []struct {
 // and HashKV, the same files under /etc/kubernetes (content, mode, owner)
 // but for the node certificates issued again (same names, same CA;
 // kubeadm makes new keys where kdr keeps the old), and the same staged
-// static pod manifests. Each data dir case runs on one backup.
+// static pod manifests, whose etcd runs from the plan's data dir.
+//
+// The source's etcd has a disk of its own (etcd.local.dataDir, as in
+// TestRestoreOntoMountedDataDir), backed up once for both cases: restored
+// onto that data dir, a mount point on the new machine too, and moved off
+// it with --data-dir onto kubeadm's default, a plain directory, whose
+// manifest is the one a source on that default restores to.
 func TestRunbookTyped(t *testing.T) {
-	src := newKubeSource(t, false)
+	src := newKubeSourceWith(t, kubeSourceOptions{kube: testenv.KubeOptions{EtcdDataDir: etcdDisk}})
 	src.host.Stop()
 
 	node := testenv.NewNetwork(t).AddHost(t, kubeNode)
 	ports := distinctPorts(t)
 	flag := fmt.Sprintf("%s=%s,https://%s:%d,https://%s:%d", kubeNode, node.IP, node.IP, ports.EtcdPeer, node.IP, ports.EtcdClient)
-	c := newTypedCase(t, node, kubeNode, src.w.env(), []string{"--config", src.cfg, "--node-ip", flag, "--identity", src.w.identity})
-	c.rawKeys = src.rawKeys
-	for _, dc := range dataDirCases {
+	for _, dc := range []dataDirCase{
+		{name: "own-disk-mounted", mounted: true},
+		{name: "moved-to-default", dataDir: testenv.KubeEtcdDataDir},
+	} {
 		t.Run(dc.name, func(t *testing.T) {
 			start := time.Now()
+			args := []string{"--config", src.cfg, "--node-ip", flag, "--identity", src.w.identity}
+			if dc.dataDir != "" {
+				args = append(args, "--data-dir", dc.dataDir)
+			}
+			c := newTypedCase(t, node, kubeNode, src.w.env(), args)
+			c.rawKeys = src.rawKeys
+			if want := cmp.Or(dc.dataDir, etcdDisk); c.plan.Options.EtcdDataDir != want {
+				t.Fatalf("the plan restores into %s, want %s", c.plan.Options.EtcdDataDir, want)
+			}
 			dir := t.TempDir()
 			typed := c.typed(t, dir, dc.mounted)
 			engine := c.engine(t, dir, dc.mounted)
 			staging := strings.TrimPrefix(src.stagingDir("/"), "/")
 			compareKubeDirs(t, filepath.Join(typed.root, "etc/kubernetes"), filepath.Join(engine.root, "etc/kubernetes"))
 			compareStagedManifests(t, filepath.Join(typed.root, staging), filepath.Join(engine.root, staging))
+			for _, r := range []typedResult{typed, engine} {
+				checkEtcdDataDir(t, filepath.Join(r.root, staging, "manifests/etc/kubernetes/manifests/etcd.yaml"), c.plan.Options.EtcdDataDir)
+			}
 			c.compareMembers(t, typed, engine)
 			t.Logf("typed and kdr's restore compared in %s", time.Since(start).Round(time.Millisecond))
 		})
 	}
 }
 
+// checkEtcdDataDir checks that a restored etcd manifest runs etcd from
+// dataDir: its --data-dir, the volume mounted there and that volume's
+// hostPath all name it.
+func checkEtcdDataDir(t *testing.T, manifest, dataDir string) {
+	t.Helper()
+	var pod corev1.Pod
+	if err := yaml.Unmarshal(readFile(t, manifest), &pod); err != nil || len(pod.Spec.Containers) == 0 {
+		t.Fatalf("%s: no container (%v)", manifest, err)
+	}
+	c := pod.Spec.Containers[0]
+	var flags, mounts, hostPaths []string
+	for _, a := range c.Command {
+		if v, ok := strings.CutPrefix(a, "--data-dir="); ok {
+			flags = append(flags, v)
+		}
+	}
+	for _, m := range c.VolumeMounts {
+		for _, v := range pod.Spec.Volumes {
+			if v.Name == m.Name && v.HostPath != nil && (m.MountPath == dataDir || v.HostPath.Path == dataDir) {
+				mounts, hostPaths = append(mounts, m.MountPath), append(hostPaths, v.HostPath.Path)
+			}
+		}
+	}
+	want := []string{dataDir}
+	if !slices.Equal(flags, want) || !slices.Equal(mounts, want) || !slices.Equal(hostPaths, want) {
+		t.Errorf("%s runs etcd with --data-dir %v, a volume mounted at %v from the host's %v; want %s for each",
+			manifest, flags, mounts, hostPaths, dataDir)
+	}
+}
+
 // TestRunbookTypedSystemd proves the runbook as typed for an external
 // etcd under systemd, laid out as kubespray does (newExternalSource),
 // planned with --topology systemd, against kdr's restore of the same
-// plan: the same member, and the same /etc/etcd.env and
-// /etc/ssl/etcd/** (content, mode, owner).
+// plan: the same member, in the data dir the source's /etc/etcd.env
+// names, and the same /etc/etcd.env and /etc/ssl/etcd/** (content, mode,
+// owner).
 //
 // systemctl cannot run here: no systemd manages this host's units, and
 // the machine's own must not be touched. A systemctl of the test's stands
@@ -352,6 +430,9 @@ func TestRunbookTypedSystemd(t *testing.T) {
 	c := newTypedCase(t, node, externalNode, src.w.env(),
 		[]string{"--config", src.cfg, "--topology", "systemd", "--node-ip", flag, "--identity", src.w.identity})
 	c.rawKeys = src.want
+	if c.plan.Options.EtcdDataDir != etcdDisk {
+		t.Fatalf("the plan restores into %s, not the source's ETCD_DATA_DIR %s", c.plan.Options.EtcdDataDir, etcdDisk)
+	}
 	for _, dc := range dataDirCases {
 		t.Run(dc.name, func(t *testing.T) {
 			start := time.Now()

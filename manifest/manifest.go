@@ -115,8 +115,8 @@ type Object struct {
 type State struct {
 	Sets         []FileSet     `json:"sets"`
 	Certificates []Certificate `json:"certificates,omitempty"`
-	// ControlPlane is what the captured static pod manifests say; absent
-	// when the state holds none (external etcd under systemd).
+	// ControlPlane is what the captured static pod manifests, or an etcd
+	// environment file, say; absent when the state holds neither.
 	ControlPlane *ControlPlane `json:"controlPlane,omitempty"`
 }
 
@@ -126,17 +126,22 @@ type State struct {
 const ReferencedSet = "referenced"
 
 // ControlPlane is the topology of the node a backup was taken on, read
-// from its static pod manifests. A restore takes etcd's data dir from it,
-// and the runbook prints it, without the identity that opens the state.
+// from its static pod manifests and, when no static pod runs etcd, from
+// the environment file of an etcd under systemd (/etc/etcd.env): the
+// topology is kubeadm's when EtcdManifest is set, external etcd when it
+// is not. A restore takes etcd's data dir from it, and the runbook prints
+// it, without the identity that opens the state.
 type ControlPlane struct {
 	// Manifests are the host paths of the static pod manifests read.
 	Manifests []string `json:"manifests"`
 	// EtcdManifest is the host path of etcd's manifest ("" when etcd does
 	// not run as a static pod).
 	EtcdManifest string `json:"etcdManifest,omitempty"`
-	// EtcdName is the member's --name.
+	// EtcdName is the member's --name, or ETCD_NAME in the environment
+	// file of an etcd under systemd.
 	EtcdName string `json:"etcdName,omitempty"`
-	// EtcdDataDir is the host directory mounted at etcd's --data-dir.
+	// EtcdDataDir is the host directory mounted at etcd's --data-dir, or
+	// ETCD_DATA_DIR in the environment file of an etcd under systemd.
 	EtcdDataDir string `json:"etcdDataDir,omitempty"`
 	// APIServerAddress is kube-apiserver's --advertise-address.
 	APIServerAddress string `json:"apiServerAddress,omitempty"`

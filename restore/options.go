@@ -47,7 +47,8 @@ type Options struct {
 	// DefaultRevisionBump; never zero.
 	RevisionBump uint64 `json:"revisionBump"`
 	// EtcdDataDir is where each node's etcd keeps its data. Default: the
-	// host directory the backup's etcd manifest mounts at its --data-dir,
+	// one the backup recorded (the host directory its etcd manifest
+	// mounts at --data-dir, or ETCD_DATA_DIR of an etcd under systemd),
 	// else /var/lib/etcd.
 	EtcdDataDir string `json:"etcdDataDir"`
 	// KubernetesDir holds PKI, kubeconfigs and manifests. Default /etc/kubernetes.

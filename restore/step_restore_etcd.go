@@ -32,7 +32,9 @@ var stepRestoreEtcd = stepDef{
 		// pointed at this node flag by flag, as kdr does
 		// (staticpod.SetEtcdNode): its name and URLs, then the new
 		// cluster (the token added after --initial-cluster) and the data
-		// dir with its volume.
+		// dir with its volume: the volume mount at it, which kubeadm
+		// writes as a list item ("- mountPath: ..."), and the hostPath
+		// behind that ("path: ...").
 		"{{if eq .Topology \"kubeadm\"}}sed -i -e 's#^\\( *- --name=\\).*#\\1{{.Node.Name}}#' " +
 			"-e 's#^\\( *- --initial-advertise-peer-urls=\\).*#\\1{{.Node.PeerURL}}#' -e 's#^\\( *- --listen-peer-urls=\\).*#\\1{{.Node.PeerURL}}#' " +
 			"-e 's#^\\( *- --advertise-client-urls=\\).*#\\1{{.Node.ClientURL}}#' " +
@@ -41,7 +43,7 @@ var stepRestoreEtcd = stepDef{
 		"{{if eq .Topology \"kubeadm\"}}sed -i -e '/^ *- --initial-cluster-token=/d' " +
 			"-e 's#^\\( *\\)- --initial-cluster=.*#\\1- --initial-cluster={{.InitialCluster}}\\n\\1- --initial-cluster-token={{.Token}}#' " +
 			"-e 's#^\\( *- --data-dir=\\).*#\\1{{.DataDir}}#'" +
-			"{{if and .CapturedDataDir (ne .CapturedDataDir .DataDir)}} -e 's#^\\( *\\)\\(mountPath\\|path\\): {{.CapturedDataDir}}$#\\1\\2: {{.DataDir}}#'{{end}} " +
+			"{{if and .CapturedDataDir (ne .CapturedDataDir .DataDir)}} -e 's#^\\( *\\(- \\)\\?\\(mountPath\\|path\\): \\){{.CapturedDataDir}}$#\\1{{.DataDir}}#'{{end}} " +
 			"{{.StagedManifests}}/etcd.yaml{{end}}",
 		"{{if eq .Topology \"kubeadm\"}}grep -e --name= -e -urls= -e --initial-cluster -e --data-dir= -e path: {{.StagedManifests}}/etcd.yaml{{end}}",
 	},

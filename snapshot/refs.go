@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/kdr-io/kdr/etcdenv"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/staticpod"
 )
@@ -24,7 +25,9 @@ var ErrReferenceMissing = errors.New("a file the control plane references cannot
 // and adds every host file they reference, and the files those name in
 // turn, as the required set manifest.ReferencedSet: whatever the
 // configured sets say, what the control plane reads is captured. It also
-// records the node's topology for the restore.
+// records the node's topology for the restore: etcd's member from its
+// static pod or, when none runs it, from the environment file of an etcd
+// under systemd (a ControlPlane without an etcdManifest).
 func (p *statePlan) addReferences() error {
 	cp := &manifest.ControlPlane{}
 	var pods []*staticpod.Pod
@@ -53,7 +56,14 @@ func (p *statePlan) addReferences() error {
 			cp.APIServerAddress, _ = pod.Flag("advertise-address")
 		}
 	}
+	fromEnv := cp.EtcdManifest == "" && p.addEtcdEnv(cp)
 	if len(pods) == 0 {
+		if fromEnv {
+			// An etcd under systemd alone: no static pod to read
+			// references from, but a member to restore.
+			cp.Manifests = []string{}
+			p.controlPlane = cp
+		}
 		return nil
 	}
 	refs, err := staticpod.References(pods, p.readHostFile)
@@ -93,6 +103,38 @@ func (p *statePlan) addReferences() error {
 	}
 	p.controlPlane = cp
 	return nil
+}
+
+// addEtcdEnv records the member's name and data dir from the first
+// captured environment file (etcdenv.Paths) that sets ETCD_DATA_DIR: to
+// an etcd under systemd what its static pod manifest is to kubeadm's, and
+// what a restore of it takes the data dir from. It reports whether it
+// found one.
+func (p *statePlan) addEtcdEnv(cp *manifest.ControlPlane) bool {
+	captured := make(map[string]bool, len(p.entries))
+	for _, e := range p.entries {
+		captured["/"+e.rel] = true
+	}
+	for _, file := range etcdenv.Paths {
+		if !captured[file] {
+			continue // a restore would not bring it back
+		}
+		raw, err := p.readHostFile(file)
+		if err != nil {
+			continue // not a file; writing the entry reports a real error
+		}
+		env := etcdenv.Parse(raw)
+		dir, _ := env.Get(etcdenv.DataDirVar)
+		if !path.IsAbs(dir) {
+			// Unset, or relative to the unit's working directory, which
+			// the file does not say: the restore's default stands.
+			continue
+		}
+		cp.EtcdDataDir = path.Clean(dir)
+		cp.EtcdName, _ = env.Get(etcdenv.NameVar)
+		return true
+	}
+	return false
 }
 
 // readHostFile reads a file of the host being backed up, bounded: the

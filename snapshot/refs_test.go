@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/manifest"
 )
 
@@ -125,5 +126,78 @@ func TestStateReferenceMissing(t *testing.T) {
 	plan, err := planState(root, kubeadmSets()[:2])
 	if err != nil || plan.controlPlane != nil {
 		t.Fatalf("without the manifests set: %v, %+v", err, plan)
+	}
+}
+
+// An etcd under systemd has no static pod: its member's name and data dir
+// are recorded from the environment file its unit reads, when a set
+// captures that file, and a static pod running etcd wins over it.
+func TestStateRecordsEtcdEnv(t *testing.T) {
+	envSet := config.FileSet{Name: "etcd-env", Paths: []string{"/etc/etcd.env", "/etc/etcd/etcd.conf"}}
+	for _, tc := range []struct {
+		name     string
+		files    map[string]string
+		kubeadm  bool
+		captured bool
+		// want is the recorded data dir and name; "" records nothing.
+		wantDir, wantName string
+	}{
+		{name: "kubespray", files: map[string]string{"etc/etcd.env": "# Environment file for etcd\nETCD_DATA_DIR=/srv/etcd/data/\nETCD_NAME=etcd1\n"},
+			captured: true, wantDir: "/srv/etcd/data", wantName: "etcd1"},
+		{name: "red-hat", files: map[string]string{"etc/etcd/etcd.conf": "ETCD_NAME=default\nETCD_DATA_DIR=\"/var/lib/etcd/default.etcd\"\n"},
+			captured: true, wantDir: "/var/lib/etcd/default.etcd", wantName: "default"},
+		// kubespray's file first, as etcdenv.Paths orders them.
+		{name: "both", files: map[string]string{"etc/etcd.env": "ETCD_DATA_DIR=/srv/etcd\n", "etc/etcd/etcd.conf": "ETCD_DATA_DIR=/var/lib/etcd\n"},
+			captured: true, wantDir: "/srv/etcd"},
+		// A restore would not bring the file back.
+		{name: "not-captured", files: map[string]string{"etc/etcd.env": "ETCD_DATA_DIR=/srv/etcd/data\n"}},
+		// Relative to a working directory the file does not name.
+		{name: "relative", files: map[string]string{"etc/etcd.env": "ETCD_DATA_DIR=data\n"}, captured: true},
+		{name: "static-pod-wins", files: map[string]string{"etc/etcd.env": "ETCD_DATA_DIR=/srv/etcd\nETCD_NAME=etcd1\n"},
+			kubeadm: true, captured: true, wantDir: "/srv/etcd-disk/data", wantName: "cp1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			var sets []config.FileSet
+			if tc.kubeadm {
+				referencingHost(t, root)
+				sets = kubeadmSets()
+			}
+			if tc.captured {
+				sets = append(sets, envSet)
+			}
+			for rel, data := range tc.files {
+				if err := os.MkdirAll(filepath.Dir(filepath.Join(root, rel)), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(root, rel), []byte(data), 0o640); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(sets) == 0 {
+				sets = []config.FileSet{{Name: "ssl", Paths: []string{"/etc/ssl/etcd/**"}}}
+			}
+			plan, err := planState(root, sets)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp := plan.controlPlane
+			if tc.wantDir == "" {
+				if cp != nil {
+					t.Fatalf("recorded %+v, want nothing", cp)
+				}
+				return
+			}
+			if cp == nil || cp.EtcdDataDir != tc.wantDir || cp.EtcdName != tc.wantName {
+				t.Fatalf("recorded %+v, want data dir %s and name %q", cp, tc.wantDir, tc.wantName)
+			}
+			// The topology: a static pod runs etcd, or none does.
+			if tc.kubeadm != (cp.EtcdManifest != "") {
+				t.Errorf("etcdManifest %q for a kubeadm host: %v", cp.EtcdManifest, tc.kubeadm)
+			}
+			if !tc.kubeadm && (cp.Manifests == nil || len(cp.Manifests) != 0 || len(cp.References) != 0) {
+				t.Errorf("an etcd under systemd records static pods: %+v", cp)
+			}
+		})
 	}
 }

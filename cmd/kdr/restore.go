@@ -42,7 +42,7 @@ func (f *restoreFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.token, "token", "", "new etcd cluster token (default: kdr-<backup ID>)")
 	fl.StringVar(&f.apiURL, "api-endpoint", "", "the restored cluster's API URL when it changes (kubeconfigs are pointed at it)")
 	fl.Uint64Var(&f.bump, "bump-revision", restore.DefaultRevisionBump, "added to the restored etcd revision")
-	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data dir on every node (default: the one the backup's etcd manifest mounts, else /var/lib/etcd)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data dir on every node (default: the one the backup's etcd manifest mounts or its etcd environment file sets, else /var/lib/etcd)")
 	fl.StringVar(&f.kubeDir, "kubernetes-dir", "/etc/kubernetes", "Kubernetes config dir on every node")
 	fl.StringVar(&f.stagingDir, "staging-dir", "/var/lib/kdr/restore", "where fetched objects and journals go")
 	fl.StringVarP(&f.identity, "identity", "i", "", "age identity file that decrypts the backup (apply reads it; plan and runbook print its path; passphrase from KDR_IDENTITY_PASSPHRASE or the terminal)")
