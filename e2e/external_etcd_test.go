@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/kdr-io/kdr/etcdenv"
 	"github.com/kdr-io/kdr/internal/testenv"
 )
 
@@ -134,10 +135,22 @@ func TestExternalEtcd(t *testing.T) {
 	r = w.kdr(t, cfg, "restore", "apply", "--target", "usb", "--backup", id, "--identity", w.identity, "--topology", "systemd",
 		"--root", newRoot, "--node", externalNode, "--node-ip", externalNode+"=127.0.0.1,"+peer+","+client, "--until", "restore-etcd")
 	wantExit(t, r, 0)
-	for _, f := range []string{"etc/etcd.env", "etc/ssl/etcd/ssl/ca-key.pem", "etc/ssl/etcd/ssl/member-node1-key.pem"} {
+	for _, f := range []string{"etc/ssl/etcd/ssl/ca-key.pem", "etc/ssl/etcd/ssl/member-node1-key.pem"} {
 		if string(readFile(t, filepath.Join(newRoot, f))) != string(readFile(t, filepath.Join(root, f))) {
 			t.Errorf("restored /%s differs from the host's", f)
 		}
+	}
+	// The environment file names the member where the plan put it; the
+	// backup's own is kept aside.
+	env := etcdenv.Parse(readFile(t, filepath.Join(newRoot, "etc/etcd.env")))
+	for name, want := range map[string]string{"ETCD_NAME": externalNode, "ETCD_ADVERTISE_CLIENT_URLS": client, "ETCD_INITIAL_ADVERTISE_PEER_URLS": peer, "ETCD_DATA_DIR": etcdDisk} {
+		if got, _ := env.Get(name); got != want {
+			t.Errorf("restored /etc/etcd.env: %s=%s, want %s", name, got, want)
+		}
+	}
+	aside := filepath.Join(newRoot, "var/lib/kdr/restore", cluster, id, "aside/etc/etcd.env")
+	if string(readFile(t, aside)) != string(readFile(t, filepath.Join(root, "etc/etcd.env"))) {
+		t.Error("the backup's /etc/etcd.env is not kept aside")
 	}
 	if _, err := os.Stat(filepath.Join(newRoot, etcdDisk, "member/snap/db")); err != nil {
 		t.Fatalf("no member restored into the source's data dir %s: %v", etcdDisk, err)

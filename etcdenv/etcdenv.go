@@ -77,3 +77,25 @@ func (e Env) Files() []Var {
 	}
 	return out
 }
+
+// Set rewrites the lines of data that assign the names of vars, keeping
+// every other line (comments, order, other variables) as it is. A name
+// the file does not assign stays unassigned: etcd's default for it was
+// the member's, and a person typing the runbook's sed gets the same file.
+// Values are written unquoted, as systemd's EnvironmentFile reads them.
+func Set(data []byte, vars []Var) []byte {
+	var b bytes.Buffer
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := sc.Text()
+		trimmed := strings.TrimSpace(line)
+		name, _, ok := strings.Cut(strings.TrimPrefix(trimmed, "export "), "=")
+		name = strings.TrimSpace(name)
+		if i := slices.IndexFunc(vars, func(v Var) bool { return v.Name == name }); ok && i >= 0 && !strings.HasPrefix(trimmed, "#") {
+			line = vars[i].Name + "=" + vars[i].Value
+		}
+		b.WriteString(line)
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}

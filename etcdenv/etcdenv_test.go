@@ -35,3 +35,16 @@ ETCD_DATA_DIR=/srv/etcd
 		t.Errorf("Files() = %v, want %v", got, want)
 	}
 }
+
+func TestSet(t *testing.T) {
+	in := "# kubespray\nETCD_NAME=node1\nETCD_DATA_DIR=\"/var/lib/etcd\"\n# ETCD_NAME=commented\nETCD_CERT_FILE=/etc/ssl/etcd/ssl/member-node1.pem\n"
+	got := string(Set([]byte(in), []Var{{"ETCD_NAME", "node2"}, {"ETCD_DATA_DIR", "/srv/etcd"}, {"ETCD_INITIAL_CLUSTER_TOKEN", "kdr-x"}}))
+	want := "# kubespray\nETCD_NAME=node2\nETCD_DATA_DIR=/srv/etcd\n# ETCD_NAME=commented\nETCD_CERT_FILE=/etc/ssl/etcd/ssl/member-node1.pem\n"
+	if got != want {
+		t.Fatalf("Set:\n%s\nwant:\n%s", got, want)
+	}
+	env := Parse([]byte(got))
+	if v, _ := env.Get("ETCD_NAME"); v != "node2" {
+		t.Fatalf("ETCD_NAME %q after Set", v)
+	}
+}

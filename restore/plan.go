@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/staticpod"
 )
 
 // Source says where the set is fetched from, for the commands a person
@@ -148,9 +149,10 @@ type cmdData struct {
 	// PeerPort and ClientPort are the node's etcd ports, which preflight
 	// and stop-control-plane look for.
 	PeerPort, ClientPort string
-	// LocalClientURL is the loopback client URL etcd also listens on, as
-	// kubeadm sets it up (staticpod.SetEtcdNode).
-	LocalClientURL string
+	// ListenClientURLs are where the member listens for clients: its
+	// client URL and loopback, as kubeadm sets it up
+	// (staticpod.ListenClientURLs).
+	ListenClientURLs string
 	// Tools are the commands beyond a minimal Debian host's that the
 	// steps use, and ToolsHint where to get them.
 	Tools, ToolsHint string
@@ -190,12 +192,12 @@ func newCmdData(p *Plan, n Node) cmdData {
 		SetDirs:      setDirs(p.Manifest),
 		SourceIP:     srcIP, SourceIPPattern: strings.ReplaceAll(srcIP, ".", `\.`),
 		PeerPort: urlPort(n.PeerURL), ClientPort: urlPort(n.ClientURL),
-		LocalClientURL:  localClientURL(n.ClientURL),
-		Tools:           tools(o),
-		ToolsHint:       toolsHint(o),
-		Moved:           srcIP == "" || srcIP != n.IP || srcName != n.Name,
-		KubeadmConfig:   path.Join(p.Staging(), "kubeadm-"+n.Name+".yaml"),
-		StagedManifests: path.Join(p.Staging(), "manifests", o.KubernetesDir, "manifests"),
+		ListenClientURLs: staticpod.ListenClientURLs(n.ClientURL),
+		Tools:            tools(o),
+		ToolsHint:        toolsHint(o),
+		Moved:            srcIP == "" || srcIP != n.IP || srcName != n.Name,
+		KubeadmConfig:    path.Join(p.Staging(), "kubeadm-"+n.Name+".yaml"),
+		StagedManifests:  path.Join(p.Staging(), "manifests", o.KubernetesDir, "manifests"),
 	}
 	d.KubeadmConfigLines = kubeadmConfigLines(p, n, srcName, srcIP)
 	if cp := p.Manifest.State.ControlPlane; cp != nil {
@@ -211,15 +213,6 @@ func urlPort(u string) string {
 		return ""
 	}
 	return port
-}
-
-// localClientURL is the loopback URL on the client URL's port and scheme.
-func localClientURL(u string) string {
-	scheme := "https"
-	if strings.HasPrefix(u, "http://") {
-		scheme = "http"
-	}
-	return scheme + "://127.0.0.1:" + urlPort(u)
 }
 
 // tools are what the steps run beyond what a minimal Debian host has

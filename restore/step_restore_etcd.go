@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/kdr-io/kdr/etcdenv"
 	"github.com/kdr-io/kdr/staticpod"
 )
 
@@ -38,7 +40,7 @@ var stepRestoreEtcd = stepDef{
 		"{{if eq .Topology \"kubeadm\"}}sed -i -e 's#^\\( *- --name=\\).*#\\1{{.Node.Name}}#' " +
 			"-e 's#^\\( *- --initial-advertise-peer-urls=\\).*#\\1{{.Node.PeerURL}}#' -e 's#^\\( *- --listen-peer-urls=\\).*#\\1{{.Node.PeerURL}}#' " +
 			"-e 's#^\\( *- --advertise-client-urls=\\).*#\\1{{.Node.ClientURL}}#' " +
-			"-e 's#^\\( *- --listen-client-urls=\\).*#\\1{{.LocalClientURL}},{{.Node.ClientURL}}#' " +
+			"-e 's#^\\( *- --listen-client-urls=\\).*#\\1{{.ListenClientURLs}}#' " +
 			"-e 's#^\\( *kubeadm.kubernetes.io/etcd.advertise-client-urls: \\).*#\\1{{.Node.ClientURL}}#' {{.StagedManifests}}/etcd.yaml{{end}}",
 		"{{if eq .Topology \"kubeadm\"}}sed -i -e '/^ *- --initial-cluster-token=/d' " +
 			"-e 's#^\\( *\\)- --initial-cluster=.*#\\1- --initial-cluster={{.InitialCluster}}\\n\\1- --initial-cluster-token={{.Token}}#' " +
@@ -46,6 +48,18 @@ var stepRestoreEtcd = stepDef{
 			"{{if and .CapturedDataDir (ne .CapturedDataDir .DataDir)}} -e 's#^\\( *\\(- \\)\\?\\(mountPath\\|path\\): \\){{.CapturedDataDir}}$#\\1{{.DataDir}}#'{{end}} " +
 			"{{.StagedManifests}}/etcd.yaml{{end}}",
 		"{{if eq .Topology \"kubeadm\"}}grep -e --name= -e -urls= -e --initial-cluster -e --data-dir= -e path: {{.StagedManifests}}/etcd.yaml{{end}}",
+		// An external etcd's environment file names the member it was
+		// taken on, as kdr rewrites it (configureEtcdEnv); kdr also
+		// points member certificates named after that member at this
+		// node's, which this sed leaves to the operator.
+		"{{if eq .Topology \"systemd\"}}for f in " + etcdEnvFiles + "; do if grep -qs '^ETCD_NAME=' \"$f\"; then sed -i " +
+			"-e 's#^ETCD_NAME=.*#ETCD_NAME={{.Node.Name}}#' -e 's#^ETCD_DATA_DIR=.*#ETCD_DATA_DIR={{.DataDir}}#' " +
+			"-e 's#^ETCD_INITIAL_ADVERTISE_PEER_URLS=.*#ETCD_INITIAL_ADVERTISE_PEER_URLS={{.Node.PeerURL}}#' " +
+			"-e 's#^ETCD_LISTEN_PEER_URLS=.*#ETCD_LISTEN_PEER_URLS={{.Node.PeerURL}}#' " +
+			"-e 's#^ETCD_ADVERTISE_CLIENT_URLS=.*#ETCD_ADVERTISE_CLIENT_URLS={{.Node.ClientURL}}#' " +
+			"-e 's#^ETCD_LISTEN_CLIENT_URLS=.*#ETCD_LISTEN_CLIENT_URLS={{.ListenClientURLs}}#' " +
+			"-e 's#^ETCD_INITIAL_CLUSTER=.*#ETCD_INITIAL_CLUSTER={{.InitialCluster}}#' " +
+			"-e 's#^ETCD_INITIAL_CLUSTER_TOKEN=.*#ETCD_INITIAL_CLUSTER_TOKEN={{.Token}}#' \"$f\" && grep '^ETCD_' \"$f\"; fi; done{{end}}",
 	},
 	expect: "{{.DataDir}}/member/snap/db exists{{if eq .Topology \"kubeadm\"}}; the restored etcd manifest names {{.Node.Name}}, " +
 		"its URLs, the new cluster and {{.DataDir}}{{end}}.",
@@ -53,6 +67,9 @@ var stepRestoreEtcd = stepDef{
 	action:      restoreEtcd,
 	check:       checkEtcdRestored,
 }
+
+// etcdEnvFiles are etcdenv.Paths as the shell lists them.
+var etcdEnvFiles = strings.Join(etcdenv.Paths, " ")
 
 // scratchName is the directory inside the data dir where a member is
 // built before it takes its place: on the same filesystem as the data
@@ -169,10 +186,11 @@ func restoredMarker(p *Plan) string { return ".kdr-restored-" + p.BackupID }
 
 // configureEtcdManifest points the restored etcd static pod manifest at
 // this node: its name, URLs, cluster and data dir, with the data dir's
-// volume and kubeadm's annotation to match.
+// volume and kubeadm's annotation to match; for an etcd under systemd,
+// its environment file.
 func configureEtcdManifest(e *Env) error {
 	if e.Plan.Options.Topology != TopologyKubeadm {
-		return nil
+		return configureEtcdEnv(e)
 	}
 	n := e.Node
 	return e.editStagedManifest("etcd.yaml", func(pod *staticpod.Pod) error {
@@ -184,11 +202,12 @@ func configureEtcdManifest(e *Env) error {
 	})
 }
 
-// checkEtcdManifest proves the staged etcd manifest names this node and
-// mounts the data dir the member was restored into.
+// checkEtcdManifest proves the staged etcd manifest (or an external
+// etcd's environment file) names this node and the data dir the member
+// was restored into.
 func checkEtcdManifest(e *Env) error {
 	if e.Plan.Options.Topology != TopologyKubeadm {
-		return nil
+		return checkEtcdEnv(e)
 	}
 	pod, err := e.stagedPod("etcd.yaml")
 	if noPod(err) {

@@ -69,16 +69,12 @@ func (p *Pod) SetEtcdNode(n EtcdNode) error {
 	if err != nil && !errors.Is(err, ErrNoDataDir) {
 		return err
 	}
-	local := "https://127.0.0.1:" + port(n.ClientURL)
-	if strings.HasPrefix(n.ClientURL, "http://") {
-		local = "http://127.0.0.1:" + port(n.ClientURL)
-	}
 	for _, f := range []Flag{
 		{"name", n.Name},
 		{"initial-advertise-peer-urls", n.PeerURL},
 		{"listen-peer-urls", n.PeerURL},
 		{"advertise-client-urls", n.ClientURL},
-		{"listen-client-urls", local + "," + n.ClientURL},
+		{"listen-client-urls", ListenClientURLs(n.ClientURL)},
 		{"initial-cluster", n.InitialCluster},
 		{"initial-cluster-token", n.Token},
 		{"data-dir", n.DataDir},
@@ -88,6 +84,21 @@ func (p *Pod) SetEtcdNode(n EtcdNode) error {
 	p.SetMount(n.DataDir, old.HostDataDir, n.DataDir)
 	p.SetAnnotation(EtcdClientURLsAnnotation, n.ClientURL)
 	return nil
+}
+
+// ListenClientURLs are where a member with the client URL clientURL
+// listens: there and on loopback, as kubeadm sets it up for the API
+// server on the same host; once when the client URL is loopback already.
+func ListenClientURLs(clientURL string) string {
+	scheme := "https://"
+	if strings.HasPrefix(clientURL, "http://") {
+		scheme = "http://"
+	}
+	local := scheme + "127.0.0.1:" + port(clientURL)
+	if local == clientURL {
+		return clientURL
+	}
+	return local + "," + clientURL
 }
 
 // port is a URL's port.
