@@ -3,7 +3,6 @@ package doctor
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -45,7 +44,7 @@ func readStaticPods(root string, cp *manifest.ControlPlane) staticPodFacts {
 	}
 	slices.Sort(dirs)
 	f.dirs = slices.Compact(dirs)
-	read := func(hostPath string) ([]byte, error) { return readHostFile(root, hostPath) }
+	read := staticpod.HostReader(root)
 	var pods []*staticpod.Pod
 	for _, dir := range f.dirs {
 		entries, err := os.ReadDir(filepath.Join(root, filepath.FromSlash(dir)))
@@ -84,28 +83,6 @@ func readStaticPods(root string, cp *manifest.ControlPlane) staticPodFacts {
 		}
 	}
 	return f
-}
-
-// readHostFile reads a host file below root, bounded as a backup bounds it.
-func readHostFile(root, hostPath string) ([]byte, error) {
-	f, err := os.Open(filepath.Join(root, filepath.FromSlash(hostPath)))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, err
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", hostPath)
-	}
-	raw, err := io.ReadAll(io.LimitReader(f, staticpod.MaxManifestSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) > staticpod.MaxManifestSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes", hostPath, staticpod.MaxManifestSize)
-	}
-	return raw, nil
 }
 
 // gradeStaticPods compares what this host's static pods read with what

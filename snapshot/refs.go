@@ -3,7 +3,6 @@ package snapshot
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -35,7 +34,7 @@ func (p *statePlan) addReferences() error {
 		if ext := path.Ext(e.rel); ext != ".yaml" && ext != ".yml" && ext != ".json" {
 			continue
 		}
-		raw, err := p.readHostFile("/" + e.rel)
+		raw, err := staticpod.HostReader(p.root)("/" + e.rel)
 		if err != nil {
 			continue // not a file; writing the entry reports a real error
 		}
@@ -66,7 +65,7 @@ func (p *statePlan) addReferences() error {
 		}
 		return nil
 	}
-	refs, err := staticpod.References(pods, p.readHostFile)
+	refs, err := staticpod.References(pods, staticpod.HostReader(p.root))
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrReferenceMissing, err)
 	}
@@ -119,7 +118,7 @@ func (p *statePlan) addEtcdEnv(cp *manifest.ControlPlane) bool {
 		if !captured[file] {
 			continue // a restore would not bring it back
 		}
-		raw, err := p.readHostFile(file)
+		raw, err := staticpod.HostReader(p.root)(file)
 		if err != nil {
 			continue // not a file; writing the entry reports a real error
 		}
@@ -137,25 +136,3 @@ func (p *statePlan) addEtcdEnv(cp *manifest.ControlPlane) bool {
 	return false
 }
 
-// readHostFile reads a file of the host being backed up, bounded: the
-// configs a control plane reads are a few KiB.
-func (p *statePlan) readHostFile(hostPath string) ([]byte, error) {
-	f, err := os.Open(filepath.Join(p.root, filepath.FromSlash(hostPath)))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, err
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", hostPath)
-	}
-	raw, err := io.ReadAll(io.LimitReader(f, staticpod.MaxManifestSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) > staticpod.MaxManifestSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes", hostPath, staticpod.MaxManifestSize)
-	}
-	return raw, nil
-}

@@ -2,7 +2,10 @@ package staticpod
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -236,4 +239,30 @@ func mayNameFiles(in Input) bool {
 		return false
 	}
 	return strings.Contains(in.Flag, "config") || strings.Contains(in.Flag, "kubeconfig") || in.Via != ""
+}
+
+// HostReader is a ReadFunc for the host whose filesystem root is root
+// ("/" on a real host): regular files only, bounded by MaxManifestSize,
+// as the configs a control plane reads are a few KiB.
+func HostReader(root string) ReadFunc {
+	return func(hostPath string) ([]byte, error) {
+		f, err := os.Open(filepath.Join(root, filepath.FromSlash(hostPath)))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if fi, err := f.Stat(); err != nil {
+			return nil, err
+		} else if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s is not a regular file", hostPath)
+		}
+		raw, err := io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
+		if err != nil {
+			return nil, err
+		}
+		if len(raw) > MaxManifestSize {
+			return nil, fmt.Errorf("%s is larger than %d bytes", hostPath, MaxManifestSize)
+		}
+		return raw, nil
+	}
 }
