@@ -135,4 +135,3 @@ func (p *statePlan) addEtcdEnv(cp *manifest.ControlPlane) bool {
 	}
 	return false
 }
-
