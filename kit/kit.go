@@ -171,10 +171,11 @@ func Refresh(ctx context.Context, t *storage.Local, o Options) (*Result, error) 
 		files = append(files, file{name: RunbookFile(rb.Cluster), data: rb.Markdown})
 	}
 	res := &Result{Missing: missing}
+	listed := listedSums(ctx, t, o.Trust)
 	var sums strings.Builder
 	slices.SortFunc(files, func(a, b file) int { return strings.Compare(a.name, b.name) })
 	for _, f := range files {
-		sum, wrote, err := put(ctx, t, f)
+		sum, wrote, err := put(ctx, t, f, listed[f.name])
 		if err != nil {
 			return res, fmt.Errorf("recovery kit on target %s: %s: %w", t.Name(), f.name, err)
 		}
@@ -213,8 +214,11 @@ func Refresh(ctx context.Context, t *storage.Local, o Options) (*Result, error) 
 func key(name string) string { return Dir + "/" + name }
 
 // put stores f unless the target already holds it with the same content
-// and mode, and returns its sha256.
-func put(ctx context.Context, t *storage.Local, f file) (sum string, wrote bool, err error) {
+// and mode, and returns its sha256. listed is the sum the kit's signed
+// list gives for f ("" when none verifies): a binary whose kit copy is
+// byte for byte its source keeps that sum, so a backup compares ~110 MB
+// of binaries instead of hashing them twice.
+func put(ctx context.Context, t *storage.Local, f file, listed string) (sum string, wrote bool, err error) {
 	opts := storage.PutOptions{Executable: f.executable}
 	if f.path == "" {
 		sum = sha256Hex(f.data)
@@ -232,21 +236,19 @@ func put(ctx context.Context, t *storage.Local, f file) (sum string, wrote bool,
 	if err != nil {
 		return "", false, err
 	}
-	// A copy of another size differs: no need to hash either.
-	if have := stored(ctx, t, f, fi.Size()); have != "" {
-		h := sha256.New()
-		if _, err := io.Copy(h, src); err != nil {
+	if listed != "" && sameSize(t, f, fi.Size()) {
+		same, err := sameContent(filepath.Join(t.Dir(), Dir, f.name), src)
+		if err != nil {
 			return "", false, fmt.Errorf("read %s: %w", f.path, err)
 		}
-		if sum = hex.EncodeToString(h.Sum(nil)); sum == have {
-			return sum, false, nil
+		if same {
+			return listed, false, nil
 		}
 		if _, err := src.Seek(0, io.SeekStart); err != nil {
 			return "", false, err
 		}
 	}
-	// Hashed while copying: the file may have been replaced (an upgrade)
-	// since it was hashed above, and the list must name what was stored.
+	// Hashed while copying: the list must name what was stored.
 	h := sha256.New()
 	if err := t.Put(ctx, key(f.name), io.TeeReader(src, h), opts); err != nil {
 		return "", false, err
@@ -254,11 +256,64 @@ func put(ctx context.Context, t *storage.Local, f file) (sum string, wrote bool,
 	return hex.EncodeToString(h.Sum(nil)), true, nil
 }
 
+// listedSums are the sums of the kit's list when its signature verifies,
+// by file name; empty otherwise, and then every file is hashed.
+func listedSums(ctx context.Context, t *storage.Local, trust *manifest.Trust) map[string]string {
+	k := key(SumsFile)
+	raw, err := manifest.ReadBounded(ctx, t, k, maxSums)
+	if err != nil {
+		return nil
+	}
+	if _, err := manifest.VerifyStored(ctx, t, k, raw, manifest.NamespaceKit, trust); err != nil {
+		return nil
+	}
+	entries, err := parseSums(raw)
+	if err != nil {
+		return nil
+	}
+	out := make(map[string]string, len(entries))
+	for _, e := range entries {
+		out[e.name] = e.sum
+	}
+	return out
+}
+
+// sameSize reports whether the kit holds a regular file for f of size
+// bytes with f's mode.
+func sameSize(t *storage.Local, f file, size int64) bool {
+	fi, err := os.Lstat(filepath.Join(t.Dir(), Dir, f.name))
+	return err == nil && fi.Mode().IsRegular() && fi.Size() == size && (fi.Mode().Perm()&0o111 != 0) == f.executable
+}
+
+// sameContent compares the file at p with r, to the end of both.
+func sameContent(p string, r io.Reader) (bool, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return false, nil // no copy to keep
+	}
+	defer f.Close()
+	a, b := make([]byte, 1<<20), make([]byte, 1<<20)
+	for {
+		n, errA := io.ReadFull(f, a)
+		m, errB := io.ReadFull(r, b)
+		for _, err := range []error{errA, errB} {
+			if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+				return false, err
+			}
+		}
+		if n != m || !bytes.Equal(a[:n], b[:m]) {
+			return false, nil
+		}
+		if n < len(a) {
+			return true, nil // both ended here
+		}
+	}
+}
+
 // stored is the sha256 of the kit's copy of f, or "" when there is none,
 // or its size or mode is not the one f is written with.
 func stored(ctx context.Context, t *storage.Local, f file, size int64) string {
-	fi, err := os.Lstat(filepath.Join(t.Dir(), Dir, f.name))
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() != size || (fi.Mode().Perm()&0o111 != 0) != f.executable {
+	if !sameSize(t, f, size) {
 		return ""
 	}
 	sum, err := hashObject(ctx, t, key(f.name))
