@@ -19,6 +19,22 @@ import (
 // that member (kubespray's member-node1.pem) become this node's when the
 // restored tree holds them. The restored original is kept aside.
 func configureEtcdEnv(e *Env) error {
+	return e.withEtcdEnv(func(root *beneath, rel string, raw []byte, mode fs.FileMode) error {
+		out := etcdenv.Set(raw, e.etcdEnvVars(root, etcdenv.Parse(raw)))
+		if bytes.Equal(out, raw) {
+			return nil
+		}
+		if err := e.keepAside(rel, raw); err != nil {
+			return err
+		}
+		return root.writeFile(rel, out, mode, 0)
+	})
+}
+
+// withEtcdEnv calls fn with the restored environment file of an etcd
+// under systemd, read below the restore root; not for kubeadm, nor when
+// the host has none.
+func (e *Env) withEtcdEnv(fn func(root *beneath, rel string, raw []byte, mode fs.FileMode) error) error {
 	if e.Plan.Options.Topology != TopologySystemd {
 		return nil
 	}
@@ -31,15 +47,7 @@ func configureEtcdEnv(e *Env) error {
 	if err != nil || raw == nil {
 		return err
 	}
-	env := etcdenv.Parse(raw)
-	out := etcdenv.Set(raw, e.etcdEnvVars(root, env))
-	if bytes.Equal(out, raw) {
-		return nil
-	}
-	if err := e.keepAside(rel, raw); err != nil {
-		return err
-	}
-	return root.writeFile(rel, out, mode, 0)
+	return fn(root, rel, raw, mode)
 }
 
 // restoredEtcdEnv finds the environment file that names an etcd member;
@@ -94,26 +102,16 @@ func (e *Env) etcdEnvVars(root *beneath, env etcdenv.Env) []etcdenv.Var {
 // checkEtcdEnv proves the restored environment file names this node and
 // the data dir the member was restored into.
 func checkEtcdEnv(e *Env) error {
-	if e.Plan.Options.Topology != TopologySystemd {
+	return e.withEtcdEnv(func(root *beneath, rel string, raw []byte, _ fs.FileMode) error {
+		env := etcdenv.Parse(raw)
+		name, _ := env.Get(etcdenv.NameVar)
+		dir, _ := env.Get(etcdenv.DataDirVar)
+		switch {
+		case name != e.Node.Name:
+			return fmt.Errorf("the restored %s names member %s, not %s", root.at(rel), name, e.Node.Name)
+		case dir != e.Plan.Options.EtcdDataDir:
+			return fmt.Errorf("the restored %s keeps its data in %s, not %s", root.at(rel), dir, e.Plan.Options.EtcdDataDir)
+		}
 		return nil
-	}
-	root, err := openBeneath(e.Root)
-	if err != nil {
-		return fmt.Errorf("restore root: %w", err)
-	}
-	defer root.Close()
-	rel, raw, _, err := restoredEtcdEnv(root)
-	if err != nil || raw == nil {
-		return err
-	}
-	env := etcdenv.Parse(raw)
-	name, _ := env.Get(etcdenv.NameVar)
-	dir, _ := env.Get(etcdenv.DataDirVar)
-	switch {
-	case name != e.Node.Name:
-		return fmt.Errorf("the restored %s names member %s, not %s", root.at(rel), name, e.Node.Name)
-	case dir != e.Plan.Options.EtcdDataDir:
-		return fmt.Errorf("the restored %s keeps its data in %s, not %s", root.at(rel), dir, e.Plan.Options.EtcdDataDir)
-	}
-	return nil
+	})
 }

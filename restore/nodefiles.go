@@ -229,36 +229,25 @@ const kubeletConf = "kubelet.conf"
 // kubelet.conf authenticating as this node.
 func (e *Env) configureKubeconfigs(root *beneath) error {
 	server := e.Plan.serverFor(e.Node)
-	for _, conf := range kubeconfigNames {
-		rel := rootRel(hostPath(e.Plan.Options.KubernetesDir, conf))
-		raw, _, err := root.readFile(rel)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
+	return e.eachKubeconfig(root, func(conf, rel string, raw []byte) error {
 		if conf == kubeletConf {
 			if err := e.configureKubeletConf(root, rel, raw, server); err != nil {
 				return fmt.Errorf("%s: %w", root.at(rel), err)
 			}
-			continue
+			return nil
 		}
 		out, changed, err := rewriteServers(raw, server)
 		if err != nil {
 			return fmt.Errorf("%s: %w", root.at(rel), err)
 		}
 		if !changed {
-			continue
+			return nil
 		}
 		if err := e.keepAside(rel, raw); err != nil {
 			return err
 		}
-		if err := root.writeFile(rel, out, 0o600, 0); err != nil {
-			return err
-		}
-	}
-	return nil
+		return root.writeFile(rel, out, 0o600, 0)
+	})
 }
 
 // configureKubeletConf keeps the restored kubelet.conf when it is this
@@ -387,6 +376,28 @@ func (e *Env) noteNodeFile(rel, action, why string) error {
 // server for another node, and kubelet.conf is this node's.
 func (e *Env) checkKubeconfigs(root *beneath) error {
 	server := e.Plan.serverFor(e.Node)
+	return e.eachKubeconfig(root, func(conf, rel string, raw []byte) error {
+		if _, changed, err := rewriteServers(raw, server); err != nil || changed {
+			return errors.Join(err, fmt.Errorf("%s still asks an API server of the backup's host, not %s's", root.at(rel), e.Node.Name))
+		}
+		if conf != kubeletConf {
+			return nil
+		}
+		ca, _, err := readCertAt(root, rootRel(hostPath(e.Plan.Options.KubernetesDir, "pki", "ca.crt")))
+		if err != nil {
+			return err
+		}
+		read := func(p string) ([]byte, error) { return pkicheck.ReadFile(e.Root, p) }
+		if err := kubeletConfFits(raw, read, ca, e.Node.Name, time.Now()); err != nil {
+			return fmt.Errorf("%s: %w", root.at(rel), err)
+		}
+		return nil
+	})
+}
+
+// eachKubeconfig calls fn with each of kubeadm's kubeconfigs the restored
+// tree holds, read below root without following a symlink.
+func (e *Env) eachKubeconfig(root *beneath, fn func(conf, rel string, raw []byte) error) error {
 	for _, conf := range kubeconfigNames {
 		rel := rootRel(hostPath(e.Plan.Options.KubernetesDir, conf))
 		raw, _, err := root.readFile(rel)
@@ -396,19 +407,8 @@ func (e *Env) checkKubeconfigs(root *beneath) error {
 		if err != nil {
 			return err
 		}
-		if _, changed, err := rewriteServers(raw, server); err != nil || changed {
-			return errors.Join(err, fmt.Errorf("%s still asks an API server of the backup's host, not %s's", root.at(rel), e.Node.Name))
-		}
-		if conf != kubeletConf {
-			continue
-		}
-		ca, _, err := readCertAt(root, rootRel(hostPath(e.Plan.Options.KubernetesDir, "pki", "ca.crt")))
-		if err != nil {
+		if err := fn(conf, rel, raw); err != nil {
 			return err
-		}
-		read := func(p string) ([]byte, error) { return pkicheck.ReadFile(e.Root, p) }
-		if err := kubeletConfFits(raw, read, ca, e.Node.Name, time.Now()); err != nil {
-			return fmt.Errorf("%s: %w", root.at(rel), err)
 		}
 	}
 	return nil

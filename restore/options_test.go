@@ -1,7 +1,10 @@
 package restore
 
 import (
+	"strings"
 	"testing"
+
+	"github.com/kdr-io/kdr/config"
 
 	"github.com/kdr-io/kdr/manifest"
 )
@@ -33,5 +36,22 @@ func TestOptionsDataDir(t *testing.T) {
 				t.Errorf("data dir %s, want %s", o.EtcdDataDir, tc.want)
 			}
 		})
+	}
+}
+
+// A directory joined to the restore root must be absolute and clean: a
+// relative one or one with ".." would put the restore somewhere else.
+func TestOptionsRefuseDirsOutsideTheRoot(t *testing.T) {
+	m := &manifest.Manifest{ID: "20261124T200000.000Z-000001", Cluster: "prod", Node: "cp1",
+		Inventory: config.Inventory{Hosts: []config.Host{{Name: "cp1", IP: "10.0.0.11"}}}}
+	for _, o := range []Options{
+		{EtcdDataDir: "var/lib/etcd"},
+		{EtcdDataDir: "/var/lib/../../etc"},
+		{KubernetesDir: "/"},
+		{StagingDir: "/var/lib/kdr/../../../tmp"},
+	} {
+		if _, err := BuildPlan(m, Source{Kind: "local", Path: "/mnt/usb"}, o); err == nil || !strings.Contains(err.Error(), "absolute, clean path") {
+			t.Errorf("%+v: %v, want a refusal", o, err)
+		}
 	}
 }

@@ -626,33 +626,9 @@ type staticPod struct {
 // published in the kubernetes Service's endpoints, which reject loopback
 // addresses, and nothing in a test connects to it.
 func StaticPodCommand(root, manifest string, ports KubePorts) ([]string, error) {
-	b, err := os.ReadFile(manifest)
+	argv, mounts, err := readStaticPod(manifest)
 	if err != nil {
-		return nil, fmt.Errorf("static pod: %w", err)
-	}
-	var pod staticPod
-	if err := yaml.Unmarshal(b, &pod); err != nil {
-		return nil, fmt.Errorf("static pod %s: %w", manifest, err)
-	}
-	if len(pod.Spec.Containers) == 0 {
-		return nil, fmt.Errorf("static pod %s has no containers", manifest)
-	}
-	c := pod.Spec.Containers[0]
-	argv := append(slices.Clone(c.Command), c.Args...)
-	if len(argv) == 0 {
-		return nil, fmt.Errorf("static pod %s: its container has no command", manifest)
-	}
-	volumes := map[string]string{}
-	for _, v := range pod.Spec.Volumes {
-		if v.HostPath != nil {
-			volumes[v.Name] = v.HostPath.Path
-		}
-	}
-	mounts := map[string]string{} // mount path in the container -> host path
-	for _, m := range c.VolumeMounts {
-		if hp, ok := volumes[m.Name]; ok {
-			mounts[filepath.Clean(m.MountPath)] = hp
-		}
+		return nil, err
 	}
 	r := podRewriter{root: root, mounts: mounts, ports: ports, name: filepath.Base(argv[0]),
 		member: flagValue(argv, "--name")}
@@ -673,6 +649,41 @@ func StaticPodCommand(root, manifest string, ports KubePorts) ([]string, error) 
 		out = append(out, "--bind-address=127.0.0.1")
 	}
 	return out, nil
+}
+
+// readStaticPod reads the command line of a static pod manifest's first
+// container and its hostPath mounts: mount path in the container -> host
+// path.
+func readStaticPod(manifest string) (argv []string, mounts map[string]string, err error) {
+	b, err := os.ReadFile(manifest)
+	if err != nil {
+		return nil, nil, fmt.Errorf("static pod: %w", err)
+	}
+	var pod staticPod
+	if err := yaml.Unmarshal(b, &pod); err != nil {
+		return nil, nil, fmt.Errorf("static pod %s: %w", manifest, err)
+	}
+	if len(pod.Spec.Containers) == 0 {
+		return nil, nil, fmt.Errorf("static pod %s has no containers", manifest)
+	}
+	c := pod.Spec.Containers[0]
+	argv = append(slices.Clone(c.Command), c.Args...)
+	if len(argv) == 0 {
+		return nil, nil, fmt.Errorf("static pod %s: its container has no command", manifest)
+	}
+	volumes := map[string]string{}
+	for _, v := range pod.Spec.Volumes {
+		if v.HostPath != nil {
+			volumes[v.Name] = v.HostPath.Path
+		}
+	}
+	mounts = map[string]string{}
+	for _, m := range c.VolumeMounts {
+		if hp, ok := volumes[m.Name]; ok {
+			mounts[filepath.Clean(m.MountPath)] = hp
+		}
+	}
+	return argv, mounts, nil
 }
 
 type podRewriter struct {

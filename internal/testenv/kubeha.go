@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // KubeadmSharedPKI are the files every control-plane node of a kubeadm
@@ -515,33 +513,9 @@ etcd:
 // static pod manifest with only its host paths mapped under root, as
 // StaticPodCommand maps them; addresses and ports stay as written.
 func hostPodCommand(root, manifest string) ([]string, error) {
-	b, err := os.ReadFile(manifest)
+	argv, mounts, err := readStaticPod(manifest)
 	if err != nil {
-		return nil, fmt.Errorf("static pod: %w", err)
-	}
-	var pod staticPod
-	if err := yaml.Unmarshal(b, &pod); err != nil {
-		return nil, fmt.Errorf("static pod %s: %w", manifest, err)
-	}
-	if len(pod.Spec.Containers) == 0 {
-		return nil, fmt.Errorf("static pod %s has no containers", manifest)
-	}
-	c := pod.Spec.Containers[0]
-	argv := append(slices.Clone(c.Command), c.Args...)
-	if len(argv) == 0 {
-		return nil, fmt.Errorf("static pod %s: its container has no command", manifest)
-	}
-	volumes := map[string]string{}
-	for _, v := range pod.Spec.Volumes {
-		if v.HostPath != nil {
-			volumes[v.Name] = v.HostPath.Path
-		}
-	}
-	mounts := map[string]string{}
-	for _, m := range c.VolumeMounts {
-		if hp, ok := volumes[m.Name]; ok {
-			mounts[filepath.Clean(m.MountPath)] = hp
-		}
+		return nil, err
 	}
 	r := podRewriter{root: root, mounts: mounts}
 	out := []string{argv[0]}
