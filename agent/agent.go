@@ -156,7 +156,13 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	a.mu.Lock()
 	err := a.scheduleLocked(cfg)
+	work := a.work
 	a.mu.Unlock()
+	if err == nil && a.leader.Load() {
+		// A replica that led before the schedule existed (one running
+		// alone, restarted after an outage) catches up here.
+		go a.catchUp(work)
+	}
 	if err == nil {
 		a.log.Info("agent running", "listen", a.Addr(), "identity", a.o.Identity, "election", a.election.Load(),
 			"backup", cfg.Schedule.Backup, "prune", cfg.Schedule.Prune)
@@ -339,6 +345,10 @@ func (a *Agent) setLeader(on bool) {
 	if on {
 		a.m.leader.Set(1)
 		a.log.Info("leading: scheduled runs happen here")
+		a.mu.Lock()
+		ctx := a.work
+		a.mu.Unlock()
+		go a.catchUp(ctx)
 		return
 	}
 	a.m.leader.Set(0)

@@ -49,6 +49,7 @@ type metrics struct {
 	jobRuns    *prometheus.CounterVec // job, result
 	jobSkipped *prometheus.CounterVec // job
 	nextRun    *prometheus.GaugeVec   // job
+	catchUps   prometheus.Counter
 	leader     prometheus.Gauge
 	reloadOK   prometheus.Gauge
 }
@@ -86,6 +87,8 @@ func newMetrics() *metrics {
 		jobRuns:    counter("job_runs_total", "Scheduled runs that finished, by job and result.", "job", "result"),
 		jobSkipped: counter("job_skipped_total", "Scheduled runs skipped because the previous run of the job was still going.", "job"),
 		nextRun:    gauge("job_next_run_timestamp_seconds", "When the job runs next.", "job"),
+		catchUps: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kdr", Name: "backup_catchup_runs_total",
+			Help: "Backups a new leader ran because one fell due while no replica led."}),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kdr", Name: "leader",
 			Help: "1 on the replica that holds the lease, or runs alone; 0 on a standby."}),
 		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kdr", Name: "config_last_reload_successful",
@@ -100,7 +103,7 @@ func newMetrics() *metrics {
 func (m *metrics) own() []prometheus.Collector {
 	return []prometheus.Collector{m.lastSuccess, m.duration, m.written, m.failures, m.dbSize, m.revision, m.backups,
 		m.oldest, m.newest, m.certExpiry, m.targetUp, m.pruned, m.drillLast, m.drillRTO, m.drillRPO, m.drillFailures,
-		m.jobRuns, m.jobSkipped, m.nextRun, m.leader, m.reloadOK}
+		m.jobRuns, m.jobSkipped, m.nextRun, m.catchUps, m.leader, m.reloadOK}
 }
 
 // zero creates the series of cfg's clusters and targets at 0, so the first

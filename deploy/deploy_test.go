@@ -830,3 +830,35 @@ func TestAlertRulesTestsCoverEveryAlert(t *testing.T) {
 		}
 	}
 }
+
+// TestImageIsTheRelease checks that every place naming the agent's image
+// names the release in VERSION, the tag `make image` gives it: the
+// Deployment as kustomize builds it and the overlay deploy/README.md has
+// users write. `make set-version` changes all three.
+func TestImageIsTheRelease(t *testing.T) {
+	b, err := os.ReadFile("../VERSION")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := strings.TrimSpace(string(b))
+	if !regexp.MustCompile(`^v\d+\.\d+\.\d+$`).MatchString(release) {
+		t.Fatalf("VERSION %q is not vX.Y.Z", release)
+	}
+	want := "ghcr.io/kdr-io/kdr:" + release
+	for _, build := range builds {
+		d := find[appsv1.Deployment](t, kustomize(t, build.dir), "Deployment", "kdr")
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Image != want {
+				t.Errorf("%s: container %s runs %s, want %s", build.dir, c.Name, c.Image, want)
+			}
+		}
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := regexp.MustCompile(`(?m)^\s*newTag: (\S+)`).FindAllStringSubmatch(string(readme), -1)
+	if len(tags) != 1 || tags[0][1] != release {
+		t.Errorf("README.md's overlay names the tags %v, want just %s", tags, release)
+	}
+}

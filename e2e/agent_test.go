@@ -95,8 +95,9 @@ type agentStatus struct {
 	Leader bool `json:"leader"`
 	Ready  bool `json:"ready"`
 	Jobs   map[string]struct {
-		Running bool `json:"running"`
-		Last    struct {
+		Schedule string `json:"schedule"`
+		Running  bool   `json:"running"`
+		Last     struct {
 			OK    bool   `json:"ok"`
 			Error string `json:"error"`
 		} `json:"last"`

@@ -10,6 +10,11 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	// The time zones of schedules (CRON_TZ=) and of printed times travel
+	// in the binary: the image holds no zoneinfo, and neither may the
+	// offline host a recovery kit is used on.
+	_ "time/tzdata"
 )
 
 func main() {

@@ -8,10 +8,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,6 +37,10 @@ type MinIOOptions struct {
 	// TLS serves HTTPS with a certificate for 127.0.0.1 from a throwaway CA
 	// (MinIO.PKI.CA).
 	TLS bool
+	// Host runs the server on a network host, listening on its address,
+	// where the network's other hosts reach it; the test process reaches
+	// it through Host.DialContext. Default: the test's own loopback.
+	Host *Host
 }
 
 // MinIO is a real `minio server` process on loopback ports with its data in
@@ -46,6 +52,7 @@ type MinIO struct {
 	logPath     string
 	apiPort     int
 	consolePort int
+	host        *Host
 	accessKey   string
 	secretKey   string
 	env         []string
@@ -72,6 +79,7 @@ func StartMinIO(t testing.TB, o MinIOOptions) *MinIO {
 		accessKey: o.AccessKey,
 		secretKey: o.SecretKey,
 		env:       o.Env,
+		host:      o.Host,
 	}
 	if m.accessKey == "" {
 		m.accessKey = "kdr-test"
@@ -106,6 +114,10 @@ func StartMinIO(t testing.TB, o MinIOOptions) *MinIO {
 	var err error
 	for range 3 {
 		m.apiPort, m.consolePort = FreePort(t), FreePort(t)
+		if m.host != nil {
+			// The host's ports are its own.
+			m.apiPort, m.consolePort = 9000, 9001
+		}
 		if err = m.start(); err == nil {
 			return m
 		}
@@ -133,14 +145,18 @@ func (m *MinIO) start() error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(logf, "--- %s starting minio on 127.0.0.1:%d\n", time.Now().Format(time.RFC3339Nano), m.apiPort)
+	fmt.Fprintf(logf, "--- %s starting minio on %s\n", time.Now().Format(time.RFC3339Nano), m.Endpoint())
 	args := []string{"server",
-		"--address", fmt.Sprintf("127.0.0.1:%d", m.apiPort),
-		"--console-address", fmt.Sprintf("127.0.0.1:%d", m.consolePort)}
+		"--address", m.Endpoint(),
+		"--console-address", net.JoinHostPort(m.ip(), strconv.Itoa(m.consolePort))}
 	if m.certsDir != "" {
 		args = append(args, "--certs-dir", m.certsDir)
 	}
-	cmd := exec.Command(m.bin, append(args, m.dataDir)...)
+	args = append(args, m.dataDir)
+	cmd := exec.Command(m.bin, args...)
+	if m.host != nil {
+		cmd = m.host.Command(context.Background(), m.bin, args...)
+	}
 	cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+m.accessKey,
 		"MINIO_ROOT_PASSWORD="+m.secretKey,
@@ -215,7 +231,14 @@ func (m *MinIO) Stop() {
 }
 
 // Endpoint is the S3 API address, host:port.
-func (m *MinIO) Endpoint() string { return fmt.Sprintf("127.0.0.1:%d", m.apiPort) }
+func (m *MinIO) Endpoint() string { return net.JoinHostPort(m.ip(), strconv.Itoa(m.apiPort)) }
+
+func (m *MinIO) ip() string {
+	if m.host != nil {
+		return m.host.IP
+	}
+	return "127.0.0.1"
+}
 
 // URL is the S3 API address with its scheme.
 func (m *MinIO) URL() string {
@@ -228,6 +251,9 @@ func (m *MinIO) URL() string {
 // transport trusts the test CA when the server serves TLS.
 func (m *MinIO) transport() (*http.Transport, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if m.host != nil {
+		tr.DialContext = m.host.DialContext
+	}
 	if m.PKI == nil {
 		return tr, nil
 	}

@@ -2,18 +2,22 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -53,6 +57,8 @@ type Network struct {
 
 	prefix string // the first three octets, with the trailing dot
 	claim  net.Listener
+	// idClaim holds ID for the network's life: see claimID.
+	idClaim net.Listener
 
 	mu       sync.Mutex
 	hosts    map[string]*Host
@@ -82,9 +88,10 @@ type Host struct {
 func NewNetwork(t testing.TB) *Network {
 	t.Helper()
 	requireNetAdmin(t)
+	sweepStale(t)
 	n := &Network{hosts: map[string]*Host{}, next: firstHostOctet}
 	n.claimSubnet(t)
-	n.ID = randomID()
+	n.ID, n.idClaim = claimID(t)
 	n.NS = "kdr-" + n.ID
 	// The bridge's name is unique on the machine even though no other
 	// network shares its namespace: a name seen in a log, a `ip monitor`
@@ -194,6 +201,7 @@ func (n *Network) close(t testing.TB) {
 		t.Errorf("network %s: %v", n.NS, err)
 	}
 	n.claim.Close()
+	n.idClaim.Close()
 }
 
 // NewIsolatedHost creates a host with loopback only and no route out, as
@@ -205,9 +213,11 @@ func NewIsolatedHost(t testing.TB, name string) *Host {
 	if !hostName.MatchString(name) {
 		t.Fatalf("host name %q: want lower-case letters, digits and dashes, at most 31", name)
 	}
-	h := &Host{Name: name, NS: "kdr-" + randomID() + "-" + name}
+	sweepStale(t)
+	id, claim := claimID(t)
+	h := &Host{Name: name, NS: "kdr-" + id + "-" + name}
 	addNetns(t, h.NS)
-	t.Cleanup(func() { h.remove(t) })
+	t.Cleanup(func() { h.remove(t); claim.Close() })
 	ipMust(t, "-n", h.NS, "link", "set", "lo", "up")
 	return h
 }
@@ -396,6 +406,87 @@ func ip(args ...string) (string, error) {
 	return string(out), err
 }
 
+// claimID picks a random ID that no live test process holds and holds it
+// with a listening abstract unix socket, which the kernel releases when
+// the process dies. Every namespace and cgroup a test makes carries its ID
+// (kdr-<ID>..., kdr-node-<ID>-...), so one whose ID nobody holds was left
+// by a killed test run: sweepStale removes it.
+func claimID(t testing.TB) (string, net.Listener) {
+	t.Helper()
+	for range 100 {
+		id := randomID()
+		if l, err := net.Listen("unix", "@kdr-testenv-id-"+id); err == nil {
+			return id, l
+		}
+	}
+	t.Fatal("no free test network ID after 100 tries")
+	return "", nil
+}
+
+// idHeld reports whether a live test process holds id.
+func idHeld(id string) bool {
+	l, err := net.Listen("unix", "@kdr-testenv-id-"+id)
+	if err != nil {
+		return true
+	}
+	l.Close()
+	return false
+}
+
+var sweepOnce sync.Once
+
+// sweepStale removes, once per test process, what killed test runs left:
+// network namespaces (with their processes) and node cgroups (with
+// theirs) whose IDs no live test process holds. A test that ends normally
+// leaves nothing; a SIGKILLed one cannot clean up after itself.
+func sweepStale(t testing.TB) {
+	t.Helper()
+	sweepOnce.Do(func() {
+		if err := sweep(); err != nil {
+			t.Logf("left by earlier test runs, not all removed: %v", err)
+		}
+	})
+}
+
+// sweep does sweepStale's work, every time it is called.
+func sweep() error {
+	var errs []string
+	if cgroups, err := cgroupRootsNamed("kdr-node-"); err == nil {
+		for _, name := range cgroups {
+			id, _, _ := strings.Cut(strings.TrimPrefix(name, "kdr-node-"), "-")
+			if idHeld(id) {
+				continue
+			}
+			if err := killCgroupRoot(name); err != nil {
+				errs = append(errs, err.Error())
+			} else if err := removeCgroupRoot(name); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+	}
+	out, err := ip("netns", "list")
+	if err != nil {
+		errs = append(errs, fmt.Sprintf("list namespaces: %v: %s", err, out))
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], "kdr-") {
+			continue
+		}
+		id, _, _ := strings.Cut(strings.TrimPrefix(f[0], "kdr-"), "-")
+		if len(id) != 6 || idHeld(id) {
+			continue
+		}
+		if err := deleteNetns(f[0]); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
 // randomID is six hex digits: short enough that "kdrbr-" plus it fits an
 // interface name, long enough that two live networks rarely share it (and
 // `ip netns add` refuses the second if they do).
@@ -408,4 +499,57 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+// DialContext connects from inside the host's network namespace, so that
+// the test process itself can reach the host's servers (its address is on
+// no link of the machine's namespace). Only the socket is made there: the
+// dialling goroutine locks its thread, moves the thread into the
+// namespace, creates and connects the socket, and moves back. A socket
+// keeps the namespace it was made in, so the connection works from any
+// goroutine afterwards. Use it as an http.Transport's DialContext.
+func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// The thread stays locked unless it is back in its own namespace:
+		// the runtime then ends it with this goroutine, so no other
+		// goroutine ever runs in the host's namespace by mistake.
+		runtime.LockOSThread()
+		c, back, err := dialIn(ctx, h.NS, network, addr)
+		if back {
+			runtime.UnlockOSThread()
+		}
+		done <- result{c, err}
+	}()
+	r := <-done
+	return r.c, r.err
+}
+
+// dialIn dials from network namespace ns on the calling, locked thread and
+// reports whether the thread is back in its own namespace.
+func dialIn(ctx context.Context, ns, network, addr string) (c net.Conn, back bool, err error) {
+	own, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, true, fmt.Errorf("dial %s in %s: %w", addr, ns, err)
+	}
+	defer own.Close()
+	target, err := os.Open("/run/netns/" + ns)
+	if err != nil {
+		return nil, true, fmt.Errorf("dial %s in %s: %w", addr, ns, err)
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return nil, true, fmt.Errorf("dial %s: enter %s: %w", addr, ns, err)
+	}
+	var d net.Dialer
+	c, err = d.DialContext(ctx, network, addr)
+	back = unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) == nil
+	if err != nil {
+		return nil, back, fmt.Errorf("dial %s in %s: %w", addr, ns, err)
+	}
+	return c, back, nil
 }

@@ -1,0 +1,335 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+
+	"github.com/kdr-io/kdr/internal/kubedata"
+	"github.com/kdr-io/kdr/internal/testenv"
+)
+
+// TestAgentOnNode installs the agent's Deployment on a real node, exactly
+// as deploy/README.md says, and puts it through what upgrades and
+// incidents do: the leader's pod deleted, the kubelet restarted in the
+// middle of a backup, the API server away for a minute, the etcd member
+// the snapshot streams from killed, the S3 endpoint gone for longer than
+// a schedule period, a backup falling due during a handover, a rolling
+// update while a backup runs, and the uninstall. Backups are listed and
+// verified from a host outside the cluster; every scheduled minute gets
+// at most one set, and each incident ends with every set verifying and
+// the metrics telling the truth.
+func TestAgentOnNode(t *testing.T) {
+	w := newNodeWorld(t)
+	// Two more etcd members make the three of a stacked HA control plane;
+	// the agent streams its snapshot from a follower.
+	peers := []*testenv.EtcdPeer{
+		w.node.AddEtcdMember(t, w.net, "etcd2"),
+		w.node.AddEtcdMember(t, w.net, "etcd3"),
+	}
+	// Enough data that a backup lasts long enough to be caught running.
+	fillNodeEtcd(t, w.node, 32<<20)
+
+	t.Run("install", func(t *testing.T) {
+		w.install(t, peers)
+		pods := w.waitPodsReady(t)
+		w.leader(t, "")
+		leaders := 0
+		for _, p := range pods {
+			if w.metric(p.IP, "kdr_leader") == 1 {
+				leaders++
+			}
+			if p.Image != "ghcr.io/kdr-io/kdr:"+w.tag {
+				t.Errorf("pod %s runs %s, want the release %s", p, p.Image, w.tag)
+			}
+		}
+		if leaders != 1 {
+			t.Fatalf("%d pods say they lead, want 1", leaders)
+		}
+	})
+
+	t.Run("scheduled backups verified from outside", func(t *testing.T) {
+		first := w.waitSetAfter(t, time.Time{})
+		w.waitSetAfter(t, first.Created)
+		w.verifyAll(t)
+	})
+
+	t.Run("metrics through the Service", func(t *testing.T) {
+		ip := w.node.Kubectl(t, "-n", "kdr-system", "get", "service", "kdr", "-o", "jsonpath={.spec.clusterIP}")
+		series := fmt.Sprintf(`kdr_backups{cluster=%q,target="s3"}`, cluster)
+		testenv.Eventually(t, time.Minute, "the Service's /metrics counting sets", func() bool {
+			return w.metric(ip, series) >= 2 && w.metric(ip, "kdr_leader") >= 0
+		})
+	})
+
+	t.Run("ConfigMap edit picked up", func(t *testing.T) {
+		cfg := filepath.Join(w.dir, "my-kdr", "kdr.yaml")
+		edited := strings.Replace(string(readFile(t, cfg)), "prune: 0 3 * * *", "prune: 0 2 * * *", 1)
+		if edited == string(readFile(t, cfg)) {
+			t.Fatalf("no prune schedule to edit in %s", cfg)
+		}
+		writeFile(t, cfg, []byte(edited), 0o644)
+		w.sh(t, "kubectl apply -k my-kdr")
+		testenv.Eventually(t, nodeWait, "both pods running the edited prune schedule", func() bool {
+			for _, p := range w.pods(t) {
+				if w.status(p.IP).Jobs["prune"].Schedule != "0 2 * * *" {
+					return false
+				}
+			}
+			return true
+		})
+	})
+
+	t.Run("leader pod deleted", func(t *testing.T) {
+		old := w.leader(t, "")
+		deleted := time.Now()
+		w.node.Kubectl(t, "-n", "kdr-system", "delete", "pod", old.Name, "--wait=false")
+		w.leader(t, old.Name)
+		w.waitSetAfter(t, deleted)
+		w.waitPodsReady(t)
+	})
+
+	t.Run("kubelet restarted during a backup", func(t *testing.T) {
+		lead := w.leader(t, "")
+		w.waitBackupRunning(t, lead.IP)
+		w.node.StopProcess("kubelet")
+		time.Sleep(3 * time.Second)
+		w.node.StartProcess("kubelet")
+		testenv.Eventually(t, nodeWait, "the backup that ran through the restart finished", func() bool {
+			st := w.status(lead.IP).Jobs["backup"]
+			return !st.Running && st.Last.OK
+		})
+		for _, p := range w.waitPodsReady(t) {
+			if p.Restarts != 0 {
+				t.Errorf("pod %s restarted %d times across the kubelet's restart", p, p.Restarts)
+			}
+		}
+	})
+
+	t.Run("API server away for a minute", func(t *testing.T) {
+		lead := w.leader(t, "")
+		pods := w.pods(t)
+		manifest := w.node.Path("/etc/kubernetes/manifests/kube-apiserver.yaml")
+		aside := w.node.Path("/etc/kubernetes/kube-apiserver.yaml.away")
+		if err := os.Rename(manifest, aside); err != nil {
+			t.Fatal(err)
+		}
+		away := time.Now()
+		// The leader cannot renew its Lease: it stops leading within the
+		// renew deadline, and no replica backs up while none leads.
+		testenv.Eventually(t, nodeWait, "no replica leading while the API server is away", func() bool {
+			for _, p := range pods {
+				if w.metric(p.IP, "kdr_leader") != 0 {
+					return false
+				}
+			}
+			return true
+		})
+		stopped := time.Now()
+		for time.Since(away) < time.Minute {
+			time.Sleep(time.Second)
+		}
+		before := len(w.sets(t))
+		if err := os.Rename(aside, manifest); err != nil {
+			t.Fatal(err)
+		}
+		back := time.Now()
+		for _, s := range w.sets(t) {
+			if s.Created.After(stopped) && s.Created.Before(back) {
+				t.Errorf("set %s was taken at %s while no replica led (%s to %s)", s.ID, s.Created.Format(time.TimeOnly),
+					stopped.Format(time.TimeOnly), back.Format(time.TimeOnly))
+			}
+		}
+		// The tick missed while nobody led is run once by the new leader.
+		newLead := w.leader(t, "")
+		w.waitSetAfter(t, back)
+		if len(w.sets(t)) <= before {
+			t.Errorf("no set after the API server came back")
+		}
+		if got := w.metric(newLead.IP, "kdr_backup_catchup_runs_total"); got < 1 && newLead.Name == lead.Name {
+			t.Logf("leader %s ran no catch-up (the next tick came first)", newLead)
+		}
+	})
+
+	t.Run("etcd member streamed from killed", func(t *testing.T) {
+		lead := w.leader(t, "")
+		w.waitBackupRunning(t, lead.IP)
+		endpoint := w.streamedFrom(t, lead)
+		var victim *testenv.EtcdPeer
+		for _, p := range peers {
+			if p.ClientURL() == endpoint {
+				victim = p
+			}
+		}
+		if victim == nil {
+			t.Fatalf("the snapshot streams from %s, not from a follower on its own host", endpoint)
+		}
+		killed := time.Now()
+		victim.Host.Remove(t)
+		w.waitSetAfter(t, killed)
+		if got := w.streamedFrom(t, lead); got == endpoint {
+			t.Errorf("the backup after the kill still names %s", got)
+		}
+	})
+
+	t.Run("S3 gone longer than a period", func(t *testing.T) {
+		lead := w.leader(t, "")
+		failures := fmt.Sprintf(`kdr_backup_failures_total{cluster=%q,reason="target",target="s3"}`, cluster)
+		before := w.metric(lead.IP, failures)
+		w.minio.Stop()
+		testenv.Eventually(t, nodeWait, "the target down in the metrics and a failed backup counted", func() bool {
+			return w.metric(lead.IP, `kdr_target_up{target="s3"}`) == 0 && w.metric(lead.IP, failures) > before
+		})
+		if code, _, _ := w.get(lead.IP, "/readyz"); code == 200 {
+			t.Errorf("the leader is ready while its only target is gone")
+		}
+		time.Sleep(70 * time.Second)
+		w.minio.Start()
+		back := time.Now()
+		w.waitSetAfter(t, back)
+		testenv.Eventually(t, nodeWait, "the target up again in the metrics", func() bool {
+			return w.metric(lead.IP, `kdr_target_up{target="s3"}`) == 1
+		})
+	})
+
+	t.Run("backup due during a handover", func(t *testing.T) {
+		old := w.leader(t, "")
+		// Delete the leader a moment before the minute, so the tick falls
+		// while the Lease moves.
+		next := time.Now().Truncate(time.Minute).Add(time.Minute)
+		if time.Until(next) < 5*time.Second {
+			next = next.Add(time.Minute)
+		}
+		time.Sleep(time.Until(next.Add(-2 * time.Second)))
+		w.node.Kubectl(t, "-n", "kdr-system", "delete", "pod", old.Name, "--wait=false")
+		w.leader(t, old.Name)
+		w.waitSetAfter(t, next)
+		if ids := setsIn(w.sets(t), next); len(ids) != 1 {
+			t.Errorf("the backup due at %s during the handover ran %d times: %v", next.Format(time.TimeOnly), len(ids), ids)
+		}
+		w.waitPodsReady(t)
+	})
+
+	t.Run("rolling update during a backup", func(t *testing.T) {
+		lead := w.leader(t, "")
+		w.waitBackupRunning(t, lead.IP)
+		upgrade := w.block(t, "Upgrade", "sh", 0)
+		if !strings.Contains(upgrade, "NEW="+upgradeTag) {
+			t.Fatalf("the README's upgrade no longer names %s:\n%s", upgradeTag, upgrade)
+		}
+		started := time.Now()
+		w.sh(t, upgrade)
+		for _, p := range w.waitPodsReady(t) {
+			if p.Image != "ghcr.io/kdr-io/kdr:"+upgradeTag {
+				t.Errorf("pod %s runs %s after the upgrade", p, p.Image)
+			}
+		}
+		w.leader(t, "")
+		w.waitSetAfter(t, started.Truncate(time.Minute).Add(time.Minute))
+		if ids := setsIn(w.sets(t), started.Truncate(time.Minute)); len(ids) != 1 {
+			t.Errorf("the backup of %s, running when the update began, gave %d sets: %v", started.Truncate(time.Minute).Format(time.TimeOnly), len(ids), ids)
+		}
+	})
+
+	t.Run("memory under the limit", func(t *testing.T) {
+		for _, p := range w.pods(t) {
+			path := filepath.Join("/sys/fs/cgroup/memory", w.node.CgroupRoot, "kubepods", "burstable", "pod"+p.UID, "memory.max_usage_in_bytes")
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("pod %s memory: %v", p, err)
+			}
+			peak, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+			t.Logf("pod %s peak memory %d MiB", p, peak>>20)
+			if peak <= 0 || peak >= 256<<20 {
+				t.Errorf("pod %s peak memory %d bytes, want under the 256 MiB limit", p, peak)
+			}
+		}
+	})
+
+	t.Run("every set verifies, none twice", func(t *testing.T) {
+		sets := w.sets(t)
+		neverTwice(t, sets)
+		w.verifyAll(t)
+		if r := w.kdrOn(t, "list"); r.code != 0 || strings.Contains(r.stdout, "incomplete") {
+			t.Errorf("kdr list after the incidents:\n%s", r)
+		}
+	})
+
+	t.Run("uninstall keeps the backups", func(t *testing.T) {
+		before := w.sets(t)
+		w.sh(t, w.block(t, "Uninstall", "sh", 0))
+		if _, err := w.node.KubectlE(t.Context(), "get", "namespace", "kdr-system"); err == nil {
+			testenv.Eventually(t, nodeWait, "namespace kdr-system gone", func() bool {
+				_, err := w.node.KubectlE(t.Context(), "get", "namespace", "kdr-system")
+				return err != nil
+			})
+		}
+		if after := w.sets(t); len(after) < len(before) {
+			t.Errorf("%d sets before the uninstall, %d after", len(before), len(after))
+		}
+		w.verifyAll(t)
+	})
+}
+
+// streamedFrom is the endpoint the leader's last backup streamed its
+// snapshot from, from its log.
+func (w *nodeWorld) streamedFrom(t *testing.T, lead pod) string {
+	t.Helper()
+	var endpoint string
+	testenv.Eventually(t, nodeWait, "the leader's log naming the member it streams from", func() bool {
+		out, err := w.node.KubectlE(t.Context(), "-n", "kdr-system", "logs", lead.Name)
+		if err != nil {
+			return false
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, `"msg":"streaming etcd snapshot"`) {
+				if _, rest, ok := strings.Cut(line, `"endpoint":"`); ok {
+					endpoint, _, _ = strings.Cut(rest, `"`)
+				}
+			}
+		}
+		return endpoint != ""
+	})
+	return endpoint
+}
+
+// fillNodeEtcd writes Kubernetes-like data into the node's etcd, from the
+// test process through the node's network namespace.
+func fillNodeEtcd(t *testing.T, n *testenv.Node, bytes int64) {
+	t.Helper()
+	pem := func(p string) []byte { return readFile(t, n.Path(p)) }
+	cert, err := tls.X509KeyPair(pem("/etc/kubernetes/pki/apiserver-etcd-client.crt"), pem("/etc/kubernetes/pki/apiserver-etcd-client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem("/etc/kubernetes/pki/etcd/ca.crt"))
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{net.JoinHostPort(n.IP, "2379")},
+		TLS:         &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
+		DialTimeout: 10 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return n.Host.DialContext(ctx, "tcp", addr)
+		})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), nodeWait)
+	defer cancel()
+	if _, err := kubedata.Fill(ctx, cli, kubedata.Options{Bytes: bytes, Seed: 12}); err != nil {
+		t.Fatalf("fill the node's etcd: %v", err)
+	}
+}

@@ -1,0 +1,490 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/kdr-io/kdr/internal/ociimage"
+	"github.com/kdr-io/kdr/internal/testenv"
+)
+
+const (
+	// nodeBackupSchedule is the agent's backup schedule on the node: on
+	// the minute, so that every scheduled time is known in advance and a
+	// test can ask whether each got exactly one set.
+	nodeBackupSchedule = "* * * * *"
+	// nodeWait bounds each wait on the node: a rollout, a Lease handover,
+	// a scheduled backup (up to a minute away, then its run).
+	nodeWait = 4 * time.Minute
+	// upgradeTag is the release the README's upgrade block names.
+	upgradeTag = "v0.1.1"
+)
+
+// nodeWorld is the agent's Deployment on a real node, installed as
+// deploy/README.md says, with MinIO on a host of the same network and an
+// operator's host that reads the backups from outside the cluster.
+type nodeWorld struct {
+	net      *testenv.Network
+	node     *testenv.Node
+	minio    *testenv.MinIO
+	operator *testenv.Host
+	// dir is the install directory of the README: kdr/deploy, my-kdr,
+	// the keys. /tmp is the same for the node and the test.
+	dir string
+	// opCfg is the operator's config: the agent's, with credentials of
+	// its own, on the operator's host.
+	opCfg    string
+	identity string
+	// readme are the README's blocks by section.
+	readme map[string][]readmeBlock
+	// tag is the release the install uses (VERSION).
+	tag string
+}
+
+// readmeBlock is one fenced code block of deploy/README.md.
+type readmeBlock struct {
+	lang, text string
+}
+
+func newNodeWorld(t *testing.T) *nodeWorld {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := strings.TrimSpace(string(readFile(t, filepath.Join(root, "VERSION"))))
+	image := filepath.Join(root, "bin", "kdr-image.tar")
+	if _, err := os.Stat(image); err != nil {
+		t.Fatalf("the agent's image: %v: run `make image`", err)
+	}
+	upgrade := upgradeImage(t, image)
+	w := &nodeWorld{net: testenv.NewNetwork(t), dir: t.TempDir(), tag: tag}
+	w.readme = readmeBlocks(t, filepath.Join(root, "deploy", "README.md"))
+	w.minio = testenv.StartMinIO(t, testenv.MinIOOptions{Host: w.net.AddHost(t, "s3")})
+	w.minio.CreateBucket(t, bucket, false)
+	w.operator = w.net.AddHost(t, "operator")
+	w.node = testenv.StartNode(t, w.net, testenv.NodeOptions{Name: "cp1", Images: []string{image, upgrade}})
+	copyTree(t, filepath.Join(root, "deploy"), filepath.Join(w.dir, "kdr", "deploy"))
+	return w
+}
+
+// upgradeImage is the image of the README's upgrade: the same content as
+// the release's, tagged upgradeTag.
+func upgradeImage(t *testing.T, release string) string {
+	t.Helper()
+	kdr := testenv.Binary(t, "kdr")
+	out := filepath.Join(t.TempDir(), "kdr-upgrade.tar")
+	_, err := ociimage.WriteFile(t.Context(), out, ociimage.Image{
+		Name: "ghcr.io/kdr-io/kdr:" + upgradeTag,
+		Files: []ociimage.File{
+			{Path: "/usr/local/bin/kdr", Mode: 0o755, Source: kdr},
+			{Path: "/etc/ssl/certs/ca-certificates.crt", Mode: 0o644, Source: "/etc/ssl/certs/ca-certificates.crt"},
+		},
+		Entrypoint: []string{"kdr"},
+		Labels:     map[string]string{"org.opencontainers.image.version": upgradeTag},
+	})
+	if err != nil {
+		t.Fatalf("upgrade image: %v", err)
+	}
+	return out
+}
+
+// readmeBlocks reads the fenced code blocks of a Markdown file by the
+// "## " section they are in.
+func readmeBlocks(t *testing.T, path string) map[string][]readmeBlock {
+	t.Helper()
+	blocks := map[string][]readmeBlock{}
+	var section string
+	var cur *readmeBlock
+	var indent string
+	sc := bufio.NewScanner(strings.NewReader(string(readFile(t, path))))
+	for sc.Scan() {
+		line := sc.Text()
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case cur == nil && strings.HasPrefix(line, "## "):
+			section = strings.TrimPrefix(line, "## ")
+		case cur == nil && strings.HasPrefix(trimmed, "```"):
+			indent = line[:len(line)-len(strings.TrimLeft(line, " "))]
+			cur = &readmeBlock{lang: strings.TrimPrefix(trimmed, "```")}
+		case cur != nil && trimmed == "```":
+			blocks[section] = append(blocks[section], *cur)
+			cur = nil
+		case cur != nil:
+			cur.text += strings.TrimPrefix(line, indent) + "\n"
+		}
+	}
+	return blocks
+}
+
+// block returns the i-th block of language lang in section, or fails.
+func (w *nodeWorld) block(t *testing.T, section, lang string, i int) string {
+	t.Helper()
+	var of []string
+	for _, b := range w.readme[section] {
+		if b.lang == lang {
+			of = append(of, b.text)
+		}
+	}
+	if i >= len(of) {
+		t.Fatalf("deploy/README.md section %q has %d %s blocks, want at least %d", section, len(of), lang, i+1)
+	}
+	return of[i]
+}
+
+// sh runs a README block in the install directory on the node, as an
+// operator with kdr and kubectl on PATH and kubeadm's admin kubeconfig.
+func (w *nodeWorld) sh(t *testing.T, script string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), nodeWait+time.Minute)
+	defer cancel()
+	cmd := w.node.Command(ctx, "sh", "-euc", "cd "+w.dir+"\n"+script)
+	cmd.Env = []string{
+		"PATH=" + filepath.Dir(kdrBin) + ":" + filepath.Dir(testenv.Binary(t, "kubectl")) + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"KUBECONFIG=" + testenv.NodeAdminKubeconfig,
+		"HOME=" + w.dir,
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("README block failed: %v\n--- block ---\n%s--- output ---\n%s", err, script, out)
+	}
+	return string(out)
+}
+
+var (
+	ageRecipient = regexp.MustCompile(`age1[0-9a-z]+`)
+	sshPublicKey = regexp.MustCompile(`ssh-ed25519 [A-Za-z0-9+/=]+`)
+)
+
+// install runs the README's install as written: keys, the overlay with
+// the operator's edit of the config, the Secrets, the apply.
+func (w *nodeWorld) install(t *testing.T, peers []*testenv.EtcdPeer) {
+	t.Helper()
+	keys := w.sh(t, w.block(t, "Install", "sh", 0))
+	recipient, public := ageRecipient.FindString(keys), sshPublicKey.FindString(keys)
+	if recipient == "" || public == "" {
+		t.Fatalf("kdr keys generate printed no recipient or public key:\n%s", keys)
+	}
+	w.identity = filepath.Join(w.dir, "operator.key")
+	overlay := filepath.Join(w.dir, "my-kdr")
+	mkdir(t, overlay, 0o755)
+	writeFile(t, filepath.Join(overlay, "kustomization.yaml"), []byte(w.block(t, "Install", "yaml", 0)), 0o644)
+	cfg := w.agentConfig(t, recipient, public, peers)
+	writeFile(t, filepath.Join(overlay, "kdr.yaml"), cfg, 0o644)
+	writeFile(t, filepath.Join(w.dir, "access-key"), []byte(w.minio.AccessKey()+"\n"), 0o600)
+	writeFile(t, filepath.Join(w.dir, "secret-key"), []byte(w.minio.SecretKey()+"\n"), 0o600)
+	w.sh(t, w.block(t, "Install", "sh", 1))
+	for _, f := range []string{"access-key", "secret-key", "signing.key"} {
+		if _, err := os.Stat(filepath.Join(w.dir, f)); err == nil {
+			t.Errorf("%s is still on disk after the README's shred", f)
+		}
+	}
+	w.sh(t, w.block(t, "Install", "sh", 2))
+
+	// The operator reads the same targets with credentials of its own.
+	opDir := t.TempDir()
+	writeFile(t, filepath.Join(opDir, "access-key"), []byte(w.minio.AccessKey()), 0o600)
+	writeFile(t, filepath.Join(opDir, "secret-key"), []byte(w.minio.SecretKey()), 0o600)
+	op := strings.NewReplacer("/etc/kdr-s3/", opDir+"/").Replace(string(cfg))
+	w.opCfg = filepath.Join(opDir, "kdr.yaml")
+	writeFile(t, w.opCfg, []byte(op), 0o600)
+}
+
+// agentConfig is base/kdr.yaml with the operator's edits: this cluster's
+// endpoints, inventory and target, the keys just made, a backup every
+// minute, and checks every few seconds so the metrics follow quickly.
+func (w *nodeWorld) agentConfig(t *testing.T, recipient, public string, peers []*testenv.EtcdPeer) []byte {
+	t.Helper()
+	var doc map[string]any
+	if err := yaml.Unmarshal(readFile(t, filepath.Join(w.dir, "kdr", "deploy", "base", "kdr.yaml")), &doc); err != nil {
+		t.Fatal(err)
+	}
+	ip := w.node.IP
+	c := doc["clusters"].([]any)[0].(map[string]any)
+	endpoints := []string{w.node.ClientURL()}
+	hosts := []map[string]any{{"name": w.node.Name, "ip": ip, "roles": []string{"control-plane", "etcd"}}}
+	for _, p := range peers {
+		endpoints = append(endpoints, p.ClientURL())
+		hosts = append(hosts, map[string]any{"name": p.Name, "ip": p.Host.IP, "roles": []string{"etcd"}})
+	}
+	c["etcd"].(map[string]any)["endpoints"] = endpoints
+	inv := c["inventory"].(map[string]any)
+	inv["apiEndpoint"] = "https://" + net.JoinHostPort(ip, "6443")
+	inv["hosts"] = hosts
+	doc["encryption"] = map[string]any{"recipients": []string{recipient}}
+	doc["signing"].(map[string]any)["trustedKeys"] = []string{public}
+	s3 := doc["targets"].([]any)[0].(map[string]any)["s3"].(map[string]any)
+	s3["endpoint"] = w.minio.Endpoint()
+	s3["insecure"] = true
+	sched := doc["schedule"].(map[string]any)
+	sched["backup"], sched["jitter"] = nodeBackupSchedule, "0s"
+	doc["agent"].(map[string]any)["checkInterval"] = "5s"
+	b, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// kdrOn runs kdr on the operator's host, outside the cluster.
+func (w *nodeWorld) kdrOn(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), kdrTimeout)
+	defer cancel()
+	args = append([]string{"--config", w.opCfg}, args...)
+	cmd := w.operator.Command(ctx, kdrBin, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{args: args, stdout: stdout.String(), stderr: stderr.String()}
+	if err != nil {
+		r.code = -1
+		if cmd.ProcessState != nil {
+			r.code = cmd.ProcessState.ExitCode()
+		}
+	}
+	return r
+}
+
+// nodeSet is one set as `kdr list -o json` shows it.
+type nodeSet struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+}
+
+// sets lists the complete sets from outside the cluster.
+func (w *nodeWorld) sets(t *testing.T) []nodeSet {
+	t.Helper()
+	r := w.kdrOn(t, "list", "-o", "json")
+	wantExit(t, r, 0)
+	var sets []nodeSet
+	if err := json.Unmarshal([]byte(r.stdout), &sets); err != nil {
+		t.Fatalf("kdr list -o json: %v\n%s", err, r)
+	}
+	slices.SortFunc(sets, func(a, b nodeSet) int { return a.Created.Compare(b.Created) })
+	return sets
+}
+
+// waitSetAfter waits for a set taken after since and returns it.
+func (w *nodeWorld) waitSetAfter(t *testing.T, since time.Time) nodeSet {
+	t.Helper()
+	var got nodeSet
+	testenv.Eventually(t, nodeWait, "a set taken after "+since.Format(time.TimeOnly), func() bool {
+		for _, s := range w.sets(t) {
+			if s.Created.After(since) {
+				got = s
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
+// verifyAll verifies every listed set with the operator's identity.
+func (w *nodeWorld) verifyAll(t *testing.T) {
+	t.Helper()
+	for _, s := range w.sets(t) {
+		if r := w.kdrOn(t, "verify", "--identity", w.identity, s.ID); r.code != 0 {
+			t.Errorf("set %s does not verify:\n%s", s.ID, r)
+		}
+	}
+}
+
+// pod is one kdr pod as the API server shows it.
+type pod struct {
+	Name, IP, Image string
+	Ready           bool
+	Restarts        int
+	UID             string
+}
+
+func (w *nodeWorld) pods(t *testing.T) []pod {
+	t.Helper()
+	out := w.node.Kubectl(t, "-n", "kdr-system", "get", "pods", "-l", "app.kubernetes.io/name=kdr", "-o", "json")
+	var list struct {
+		Items []struct {
+			Metadata struct {
+				Name              string  `json:"name"`
+				UID               string  `json:"uid"`
+				DeletionTimestamp *string `json:"deletionTimestamp"`
+			} `json:"metadata"`
+			Spec struct {
+				Containers []struct {
+					Image string `json:"image"`
+				} `json:"containers"`
+			} `json:"spec"`
+			Status struct {
+				PodIP      string `json:"podIP"`
+				Conditions []struct {
+					Type   string `json:"type"`
+					Status string `json:"status"`
+				} `json:"conditions"`
+				ContainerStatuses []struct {
+					RestartCount int `json:"restartCount"`
+				} `json:"containerStatuses"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatal(err)
+	}
+	var pods []pod
+	for _, it := range list.Items {
+		if it.Metadata.DeletionTimestamp != nil {
+			continue
+		}
+		p := pod{Name: it.Metadata.Name, IP: it.Status.PodIP, UID: it.Metadata.UID}
+		if len(it.Spec.Containers) > 0 {
+			p.Image = it.Spec.Containers[0].Image
+		}
+		for _, c := range it.Status.Conditions {
+			if c.Type == "Ready" && c.Status == "True" {
+				p.Ready = true
+			}
+		}
+		for _, c := range it.Status.ContainerStatuses {
+			p.Restarts += c.RestartCount
+		}
+		pods = append(pods, p)
+	}
+	return pods
+}
+
+// waitPodsReady waits for two Ready pods and returns them.
+func (w *nodeWorld) waitPodsReady(t *testing.T) []pod {
+	t.Helper()
+	var pods []pod
+	testenv.Eventually(t, nodeWait, "two ready kdr pods", func() bool {
+		pods = w.pods(t)
+		return len(pods) == 2 && pods[0].Ready && pods[1].Ready
+	})
+	return pods
+}
+
+// leaseHolder is the pod holding the agent's Lease; the agent's identity
+// is its host name, the pod's name, and its pid.
+func (w *nodeWorld) leaseHolder(t *testing.T) string {
+	t.Helper()
+	out, err := w.node.KubectlE(t.Context(), "-n", "kdr-system", "get", "lease", "kdr", "-o", "jsonpath={.spec.holderIdentity}")
+	if err != nil {
+		return ""
+	}
+	if i := strings.LastIndex(out, "-"); i > 0 {
+		return out[:i]
+	}
+	return out
+}
+
+// get fetches a path of a pod's HTTP endpoints from the node, as the
+// kubelet's probes and Prometheus do.
+func (w *nodeWorld) get(addr, path string) (int, string, error) {
+	c := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: w.node.Host.DialContext}}
+	resp, err := c.Get("http://" + net.JoinHostPort(addr, "9090") + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// metric is one series' value on addr's /metrics, or -1 when absent or
+// unreachable.
+func (w *nodeWorld) metric(addr, series string) float64 {
+	_, body, err := w.get(addr, "/metrics")
+	if err != nil {
+		return -1
+	}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if ok && name == series {
+			if v, err := strconv.ParseFloat(value, 64); err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+// status is a pod's /status.
+func (w *nodeWorld) status(addr string) agentStatus {
+	var st agentStatus
+	if _, body, err := w.get(addr, "/status"); err == nil {
+		json.Unmarshal([]byte(body), &st)
+	}
+	return st
+}
+
+// leader waits for the Lease holder to be one of the ready pods and
+// returns it.
+func (w *nodeWorld) leader(t *testing.T, not string) pod {
+	t.Helper()
+	var lead pod
+	testenv.Eventually(t, nodeWait, "a leader among the ready pods", func() bool {
+		holder := w.leaseHolder(t)
+		for _, p := range w.pods(t) {
+			if p.Name == holder && p.Name != not && p.Ready && w.metric(p.IP, "kdr_leader") == 1 {
+				lead = p
+				return true
+			}
+		}
+		return false
+	})
+	return lead
+}
+
+// waitBackupRunning waits until addr's backup job is running.
+func (w *nodeWorld) waitBackupRunning(t *testing.T, addr string) {
+	t.Helper()
+	testenv.Eventually(t, nodeWait, "a backup running on "+addr, func() bool {
+		return w.status(addr).Jobs["backup"].Running
+	})
+}
+
+// minuteOf is the schedule time a set belongs to: the minute it was
+// taken in.
+func minuteOf(s nodeSet) time.Time { return s.Created.Truncate(time.Minute) }
+
+// setsIn returns the sets whose schedule time is minute.
+func setsIn(sets []nodeSet, minute time.Time) []string {
+	var ids []string
+	for _, s := range sets {
+		if minuteOf(s).Equal(minute) {
+			ids = append(ids, s.ID)
+		}
+	}
+	return ids
+}
+
+// neverTwice fails when any scheduled minute got two sets.
+func neverTwice(t *testing.T, sets []nodeSet) {
+	t.Helper()
+	seen := map[time.Time]string{}
+	for _, s := range sets {
+		m := minuteOf(s)
+		if other, ok := seen[m]; ok {
+			t.Errorf("the backup of %s ran twice: sets %s and %s", m.Format(time.TimeOnly), other, s.ID)
+		}
+		seen[m] = s.ID
+	}
+}
+
+func (p pod) String() string { return fmt.Sprintf("%s (%s)", p.Name, p.IP) }
