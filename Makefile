@@ -124,10 +124,12 @@ lint: $(BIN)/staticcheck
 	$(BIN)/staticcheck ./...
 
 # test: everything CI runs: lint, then every package's tests (unit, package
-# and e2e tests against real etcd processes and a real MinIO), then the demo,
-# so the README's first command is proven too.
+# and e2e tests against real etcd processes, a real MinIO and a real node),
+# then the demo, so the README's first command is proven too. testsum prints
+# what plain `go test` would, a summary, and fails when any e2e test did not
+# run and pass (a rename, a build tag or a skip would otherwise go unseen).
 test: tools image lint
-	$(GO) test $(GO_TEST_FLAGS) ./...
+	set -o pipefail; $(GO) test $(GO_TEST_FLAGS) -json ./... | $(GO) run ./hack/testsum -require-all ./e2e
 	$(MAKE) --no-print-directory demo > /dev/null
 
 # fuzz: a short run of every fuzz target (go test -fuzz takes one at a time).

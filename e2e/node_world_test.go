@@ -79,6 +79,7 @@ func newNodeWorld(t *testing.T) *nodeWorld {
 	w.minio.CreateBucket(t, bucket, false)
 	w.operator = w.net.AddHost(t, "operator")
 	w.node = testenv.StartNode(t, w.net, testenv.NodeOptions{Name: "cp1", Images: []string{image, upgrade}})
+	mkdir(t, filepath.Join(w.dir, "kdr"), 0o755)
 	copyTree(t, filepath.Join(root, "deploy"), filepath.Join(w.dir, "kdr", "deploy"))
 	return w
 }
@@ -197,7 +198,9 @@ func (w *nodeWorld) install(t *testing.T, peers []*testenv.EtcdPeer) {
 	w.sh(t, w.block(t, "Install", "sh", 2))
 
 	// The operator reads the same targets with credentials of its own.
-	opDir := t.TempDir()
+	// (Not the subtest's TempDir: the operator outlives the install.)
+	opDir := filepath.Join(w.dir, "operator")
+	mkdir(t, opDir, 0o700)
 	writeFile(t, filepath.Join(opDir, "access-key"), []byte(w.minio.AccessKey()), 0o600)
 	writeFile(t, filepath.Join(opDir, "secret-key"), []byte(w.minio.SecretKey()), 0o600)
 	op := strings.NewReplacer("/etc/kdr-s3/", opDir+"/").Replace(string(cfg))
@@ -314,9 +317,23 @@ type pod struct {
 	UID             string
 }
 
+// pods lists the kdr pods that are not being deleted, or fails the test.
 func (w *nodeWorld) pods(t *testing.T) []pod {
 	t.Helper()
-	out := w.node.Kubectl(t, "-n", "kdr-system", "get", "pods", "-l", "app.kubernetes.io/name=kdr", "-o", "json")
+	pods, err := w.tryPods(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pods
+}
+
+// tryPods is pods for polling: while the API server restarts, the caller
+// asks again.
+func (w *nodeWorld) tryPods(ctx context.Context) ([]pod, error) {
+	out, err := w.node.KubectlE(ctx, "-n", "kdr-system", "get", "pods", "-l", "app.kubernetes.io/name=kdr", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
 	var list struct {
 		Items []struct {
 			Metadata struct {
@@ -342,7 +359,7 @@ func (w *nodeWorld) pods(t *testing.T) []pod {
 		} `json:"items"`
 	}
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("kdr pods: %w", err)
 	}
 	var pods []pod
 	for _, it := range list.Items {
@@ -363,7 +380,7 @@ func (w *nodeWorld) pods(t *testing.T) []pod {
 		}
 		pods = append(pods, p)
 	}
-	return pods
+	return pods, nil
 }
 
 // waitPodsReady waits for two Ready pods and returns them.
@@ -371,7 +388,7 @@ func (w *nodeWorld) waitPodsReady(t *testing.T) []pod {
 	t.Helper()
 	var pods []pod
 	testenv.Eventually(t, nodeWait, "two ready kdr pods", func() bool {
-		pods = w.pods(t)
+		pods, _ = w.tryPods(t.Context())
 		return len(pods) == 2 && pods[0].Ready && pods[1].Ready
 	})
 	return pods
@@ -440,7 +457,8 @@ func (w *nodeWorld) leader(t *testing.T, not string) pod {
 	var lead pod
 	testenv.Eventually(t, nodeWait, "a leader among the ready pods", func() bool {
 		holder := w.leaseHolder(t)
-		for _, p := range w.pods(t) {
+		pods, _ := w.tryPods(t.Context())
+		for _, p := range pods {
 			if p.Name == holder && p.Name != not && p.Ready && w.metric(p.IP, "kdr_leader") == 1 {
 				lead = p
 				return true
