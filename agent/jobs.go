@@ -45,7 +45,9 @@ func (a *Agent) recordBackup(r action.ClusterBackup) error {
 		a.m.failures.WithLabelValues(r.Cluster, "", reason(r.Err)).Inc()
 		return r.Err
 	}
-	a.m.duration.WithLabelValues(r.Cluster).Observe(res.Manifest.Completed.Sub(res.Manifest.Created).Seconds())
+	if !res.Manifest.Completed.IsZero() {
+		a.m.duration.WithLabelValues(r.Cluster).Observe(res.Manifest.Completed.Sub(res.Manifest.Created).Seconds())
+	}
 	for name, terr := range res.Failed {
 		if errors.Is(terr, context.Canceled) {
 			// Cut short by a shutdown or a lost lease: says nothing of the target.

@@ -441,6 +441,25 @@ func (w *nodeWorld) metric(addr, series string) float64 {
 	return -1
 }
 
+// metricSum adds up the series on addr's /metrics whose text starts
+// with prefix (a name and some of its labels); -1 when unreachable.
+func (w *nodeWorld) metricSum(addr, prefix string) float64 {
+	_, body, err := w.get(addr, "/metrics")
+	if err != nil {
+		return -1
+	}
+	var sum float64
+	for _, line := range strings.Split(body, "\n") {
+		series, value, ok := strings.Cut(line, " ")
+		if ok && strings.HasPrefix(series, prefix) {
+			if v, err := strconv.ParseFloat(value, 64); err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum
+}
+
 // status is a pod's /status.
 func (w *nodeWorld) status(addr string) agentStatus {
 	var st agentStatus
@@ -506,3 +525,39 @@ func neverTwice(t *testing.T, sets []nodeSet) {
 }
 
 func (p pod) String() string { return fmt.Sprintf("%s (%s)", p.Name, p.IP) }
+
+// metricsTellTheTruth checks the figures the alerts read against what the
+// operator lists from outside: the leader's newest-backup time and count
+// are the target's, the target is up, and exactly one replica leads.
+func (w *nodeWorld) metricsTellTheTruth(t *testing.T) {
+	t.Helper()
+	lastSuccess := fmt.Sprintf(`kdr_backup_last_success_timestamp_seconds{cluster=%q,target="s3"}`, cluster)
+	backups := fmt.Sprintf(`kdr_backups{cluster=%q,target="s3"}`, cluster)
+	var got string
+	testenv.Eventually(t, nodeWait, "the metrics agreeing with the target", func() bool {
+		pods, err := w.tryPods(t.Context())
+		if err != nil || len(pods) == 0 {
+			return false
+		}
+		sets := w.sets(t)
+		if len(sets) == 0 {
+			return false
+		}
+		newest := sets[len(sets)-1].Created.Unix()
+		leaders := 0
+		for _, p := range pods {
+			if w.metric(p.IP, "kdr_leader") == 1 {
+				leaders++
+			}
+			last, count, up := w.metric(p.IP, lastSuccess), w.metric(p.IP, backups), w.metric(p.IP, `kdr_target_up{target="s3"}`)
+			got = fmt.Sprintf("pod %s: last success %.0f (newest set %d), %.0f backups (%d listed), target up %.0f",
+				p, last, newest, count, len(sets), up)
+			if d := int64(last) - newest; d < -1 || d > 1 || int(count) != len(sets) || up != 1 {
+				return false
+			}
+		}
+		got += fmt.Sprintf("; %d leaders", leaders)
+		return leaders == 1
+	})
+	t.Log(got)
+}

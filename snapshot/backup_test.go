@@ -378,6 +378,36 @@ func TestBackupOneTargetFails(t *testing.T) {
 	}
 }
 
+// TestBackupEveryTargetFails: a backup that no target takes still says,
+// per target, why, so the agent counts the failure against each target
+// rather than as an unexplained one.
+func TestBackupEveryTargetFails(t *testing.T) {
+	etcd := testenv.StartEtcd(t, testenv.EtcdOptions{})
+	fill(t, etcd, 1<<20)
+	keys := newKeyPair(t)
+	for _, obj := range []string{manifest.StateObject, manifest.EtcdObject, manifest.ManifestObject} {
+		t.Run(obj, func(t *testing.T) {
+			targets := []storage.Target{
+				failingTarget{Local: newLocal(t, "s3"), failObject: obj},
+				failingTarget{Local: newLocal(t, "usb"), failObject: obj},
+			}
+			res, err := Backup(context.Background(), Options{
+				Cluster: "prod", Etcd: EtcdOptions{Endpoints: etcd.Endpoints()}, Root: t.TempDir(),
+				Recipients: keys.recipients, Signer: keys.sign.Signer, Trust: keys.sign.Trust, Targets: targets,
+			})
+			if err == nil || errors.Is(err, ErrPartial) {
+				t.Fatalf("err = %v, want a failed backup", err)
+			}
+			if res == nil {
+				t.Fatal("no Result: the caller cannot tell which targets failed")
+			}
+			if len(res.Complete) != 0 || len(res.Failed) != 2 || res.Failed["s3"] == nil || res.Failed["usb"] == nil {
+				t.Errorf("complete on %v, failed on %v: want none complete, s3 and usb failed", res.Complete, res.Failed)
+			}
+		})
+	}
+}
+
 func TestBackupCancelled(t *testing.T) {
 	etcd := testenv.StartEtcd(t, testenv.EtcdOptions{})
 	fill(t, etcd, 16<<20)

@@ -74,6 +74,23 @@ func (f *fanout) finish() map[string]error {
 		s.pw.Close()
 	}
 	<-f.waitAll()
+	return f.failures()
+}
+
+// dead reports whether every target has failed: a Write error then is
+// theirs, not the source's.
+func (f *fanout) dead() bool {
+	for _, s := range f.sinks {
+		if !s.failed {
+			return false
+		}
+	}
+	return true
+}
+
+// failures are the errors of the targets that failed, once their Puts
+// returned.
+func (f *fanout) failures() map[string]error {
 	failed := map[string]error{}
 	for _, s := range f.sinks {
 		if s.err != nil {

@@ -157,13 +157,23 @@ func (b *backup) run(ctx context.Context) (*Result, error) {
 	// off, the set is visible as incomplete and prune can find and remove
 	// the unfinished upload by its key.
 	if err := b.putState(ctx, plan); err != nil {
-		return nil, err
+		return b.lost(), err
 	}
 	if err := b.putEtcd(ctx, info.candidates); err != nil {
-		return nil, err
+		return b.lost(), err
 	}
 	b.m.Completed = b.o.Now().UTC()
 	return b.putManifests(ctx)
+}
+
+// lost is the Result of a backup that stopped before its manifests: when
+// it stopped because every target had failed, each target's reason, so a
+// caller counts the failures by target; nil when the source failed.
+func (b *backup) lost() *Result {
+	if len(b.live) > 0 || len(b.failed) == 0 {
+		return nil
+	}
+	return &Result{Manifest: b.m, Failed: b.failed}
 }
 
 // readPrevious finds each target's newest complete manifest for the chain.
@@ -299,11 +309,18 @@ func (b *backup) putObject(ctx context.Context, name, kind string, plainSum func
 	} else {
 		w.Abort()
 	}
-	if err != nil {
+	switch {
+	case err == nil:
+		fan.finish()
+	case fan.dead():
+		// Every target failed mid-stream, and Write waited for their Puts:
+		// the failure is theirs, and is counted as theirs below.
+		fan.abort(err)
+	default:
 		fan.abort(err)
 		return manifest.Object{}, fmt.Errorf("write %s: %w", name, err)
 	}
-	for target, terr := range fan.finish() {
+	for target, terr := range fan.failures() {
 		b.dropTarget(target, fmt.Errorf("write %s: %w", name, terr))
 	}
 	if len(b.live) == 0 {
