@@ -115,7 +115,7 @@ debian-tools:
 
 # staticcheck and vet read the module graph once; -p keeps the 2-core
 # machines that run this responsive.
-GO_TEST_FLAGS ?= -count=1 -p 2 -timeout 20m
+GO_TEST_FLAGS ?= -count=1 -p 2 -timeout 30m
 
 lint: $(BIN)/staticcheck
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^hack/tools/')); \
@@ -129,7 +129,7 @@ lint: $(BIN)/staticcheck
 # what plain `go test` would, a summary, and fails when any e2e test did not
 # run and pass (a rename, a build tag or a skip would otherwise go unseen).
 test: tools image lint
-	set -o pipefail; $(GO) test $(GO_TEST_FLAGS) -json ./... | $(GO) run ./hack/testsum -require-all ./e2e
+	set -o pipefail; $(GO) test $(GO_TEST_FLAGS) -json ./... | $(GO) run ./hack/testsum -require-all ./e2e -require-all ./e2e/node
 	$(MAKE) --no-print-directory demo > /dev/null
 
 # fuzz: a short run of every fuzz target (go test -fuzz takes one at a time).

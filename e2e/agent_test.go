@@ -95,9 +95,8 @@ type agentStatus struct {
 	Leader bool `json:"leader"`
 	Ready  bool `json:"ready"`
 	Jobs   map[string]struct {
-		Schedule string `json:"schedule"`
-		Running  bool   `json:"running"`
-		Last     struct {
+		Running bool `json:"running"`
+		Last    struct {
 			OK    bool   `json:"ok"`
 			Error string `json:"error"`
 		} `json:"last"`

@@ -1,4 +1,4 @@
-package e2e
+package node
 
 import (
 	"bufio"
@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -24,6 +25,12 @@ import (
 )
 
 const (
+	// cluster names the one cluster of the agent's config (base/kdr.yaml's).
+	cluster = "prod"
+	// bucket is the S3 target's bucket.
+	bucket = "kdr"
+	// kdrTimeout bounds one run of kdr on the operator's host.
+	kdrTimeout = 3 * time.Minute
 	// nodeBackupSchedule is the agent's backup schedule on the node: on
 	// the minute, so that every scheduled time is known in advance and a
 	// test can ask whether each got exactly one set.
@@ -54,6 +61,8 @@ type nodeWorld struct {
 	readme map[string][]readmeBlock
 	// tag is the release the install uses (VERSION).
 	tag string
+	// kdr is the binary the image holds, which the operator runs too.
+	kdr string
 }
 
 // readmeBlock is one fenced code block of deploy/README.md.
@@ -63,7 +72,8 @@ type readmeBlock struct {
 
 func newNodeWorld(t *testing.T) *nodeWorld {
 	t.Helper()
-	root, err := moduleRoot()
+	// The package's directory is e2e/node.
+	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,23 +82,24 @@ func newNodeWorld(t *testing.T) *nodeWorld {
 	if _, err := os.Stat(image); err != nil {
 		t.Fatalf("the agent's image: %v: run `make image`", err)
 	}
-	upgrade := upgradeImage(t, image)
-	w := &nodeWorld{net: testenv.NewNetwork(t), dir: t.TempDir(), tag: tag}
+	upgrade := upgradeImage(t, testenv.Binary(t, "kdr"))
+	w := &nodeWorld{net: testenv.NewNetwork(t), dir: t.TempDir(), tag: tag, kdr: testenv.Binary(t, "kdr")}
 	w.readme = readmeBlocks(t, filepath.Join(root, "deploy", "README.md"))
 	w.minio = testenv.StartMinIO(t, testenv.MinIOOptions{Host: w.net.AddHost(t, "s3")})
 	w.minio.CreateBucket(t, bucket, false)
 	w.operator = w.net.AddHost(t, "operator")
 	w.node = testenv.StartNode(t, w.net, testenv.NodeOptions{Name: "cp1", Images: []string{image, upgrade}})
 	mkdir(t, filepath.Join(w.dir, "kdr"), 0o755)
-	copyTree(t, filepath.Join(root, "deploy"), filepath.Join(w.dir, "kdr", "deploy"))
+	if out, err := exec.Command("cp", "-R", filepath.Join(root, "deploy"), filepath.Join(w.dir, "kdr", "deploy")).CombinedOutput(); err != nil {
+		t.Fatalf("copy deploy/: %v: %s", err, out)
+	}
 	return w
 }
 
 // upgradeImage is the image of the README's upgrade: the same content as
 // the release's, tagged upgradeTag.
-func upgradeImage(t *testing.T, release string) string {
+func upgradeImage(t *testing.T, kdr string) string {
 	t.Helper()
-	kdr := testenv.Binary(t, "kdr")
 	out := filepath.Join(t.TempDir(), "kdr-upgrade.tar")
 	_, err := ociimage.WriteFile(t.Context(), out, ociimage.Image{
 		Name: "ghcr.io/kdr-io/kdr:" + upgradeTag,
@@ -156,7 +167,7 @@ func (w *nodeWorld) sh(t *testing.T, script string) string {
 	defer cancel()
 	cmd := w.node.Command(ctx, "sh", "-euc", "cd "+w.dir+"\n"+script)
 	cmd.Env = []string{
-		"PATH=" + filepath.Dir(kdrBin) + ":" + filepath.Dir(testenv.Binary(t, "kubectl")) + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"PATH=" + filepath.Dir(w.kdr) + ":" + filepath.Dir(testenv.Binary(t, "kubectl")) + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"KUBECONFIG=" + testenv.NodeAdminKubeconfig,
 		"HOME=" + w.dir,
 	}
@@ -244,24 +255,20 @@ func (w *nodeWorld) agentConfig(t *testing.T, recipient, public string, peers []
 	return b
 }
 
-// kdrOn runs kdr on the operator's host, outside the cluster.
-func (w *nodeWorld) kdrOn(t *testing.T, args ...string) result {
+// kdrOn runs kdr on the operator's host, outside the cluster, and returns
+// its stdout; a failure carries its stderr and exit status.
+func (w *nodeWorld) kdrOn(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), kdrTimeout)
 	defer cancel()
 	args = append([]string{"--config", w.opCfg}, args...)
-	cmd := w.operator.Command(ctx, kdrBin, args...)
+	cmd := w.operator.Command(ctx, w.kdr, args...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{args: args, stdout: stdout.String(), stderr: stderr.String()}
-	if err != nil {
-		r.code = -1
-		if cmd.ProcessState != nil {
-			r.code = cmd.ProcessState.ExitCode()
-		}
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("kdr %s: %w\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
-	return r
+	return stdout.String(), nil
 }
 
 // nodeSet is one set as `kdr list -o json` shows it.
@@ -273,11 +280,13 @@ type nodeSet struct {
 // sets lists the complete sets from outside the cluster.
 func (w *nodeWorld) sets(t *testing.T) []nodeSet {
 	t.Helper()
-	r := w.kdrOn(t, "list", "-o", "json")
-	wantExit(t, r, 0)
+	out, err := w.kdrOn(t, "list", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var sets []nodeSet
-	if err := json.Unmarshal([]byte(r.stdout), &sets); err != nil {
-		t.Fatalf("kdr list -o json: %v\n%s", err, r)
+	if err := json.Unmarshal([]byte(out), &sets); err != nil {
+		t.Fatalf("kdr list -o json: %v\n%s", err, out)
 	}
 	slices.SortFunc(sets, func(a, b nodeSet) int { return a.Created.Compare(b.Created) })
 	return sets
@@ -303,8 +312,8 @@ func (w *nodeWorld) waitSetAfter(t *testing.T, since time.Time) nodeSet {
 func (w *nodeWorld) verifyAll(t *testing.T) {
 	t.Helper()
 	for _, s := range w.sets(t) {
-		if r := w.kdrOn(t, "verify", "--identity", w.identity, s.ID); r.code != 0 {
-			t.Errorf("set %s does not verify:\n%s", s.ID, r)
+		if _, err := w.kdrOn(t, "verify", "--identity", w.identity, s.ID); err != nil {
+			t.Errorf("set %s does not verify: %v", s.ID, err)
 		}
 	}
 }
@@ -460,6 +469,17 @@ func (w *nodeWorld) metricSum(addr, prefix string) float64 {
 	return sum
 }
 
+// agentStatus is what the tests read of a pod's /status.
+type agentStatus struct {
+	Jobs map[string]struct {
+		Schedule string `json:"schedule"`
+		Running  bool   `json:"running"`
+		Last     struct {
+			OK bool `json:"ok"`
+		} `json:"last"`
+	} `json:"jobs"`
+}
+
 // status is a pod's /status.
 func (w *nodeWorld) status(addr string) agentStatus {
 	var st agentStatus
@@ -560,4 +580,27 @@ func (w *nodeWorld) metricsTellTheTruth(t *testing.T) {
 		return leaders == 1
 	})
 	t.Log(got)
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeFile(t *testing.T, path string, data []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, data, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mkdir(t *testing.T, dir string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(dir, mode); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,4 +1,4 @@
-package e2e
+package node
 
 import (
 	"context"
@@ -277,8 +277,8 @@ func TestAgentOnNode(t *testing.T) {
 		neverTwice(t, sets)
 		w.verifyAll(t)
 		w.metricsTellTheTruth(t)
-		if r := w.kdrOn(t, "list"); r.code != 0 || strings.Contains(r.stdout, "incomplete") {
-			t.Errorf("kdr list after the incidents:\n%s", r)
+		if out, err := w.kdrOn(t, "list"); err != nil || strings.Contains(out, "incomplete") {
+			t.Errorf("kdr list after the incidents: %v\n%s", err, out)
 		}
 	})
 
