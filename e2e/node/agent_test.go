@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -170,6 +171,9 @@ func TestAgentOnNode(t *testing.T) {
 	})
 
 	t.Run("etcd member streamed from killed", func(t *testing.T) {
+		// The snapshot streams from a follower: with the node's member
+		// leading, that is a peer on a host of its own, which can die.
+		w.etcdLeaderOnNode(t)
 		lead := w.leader(t, "")
 		w.waitBackupRunning(t, lead.IP)
 		endpoint := w.streamedFrom(t, lead)
@@ -296,6 +300,46 @@ func TestAgentOnNode(t *testing.T) {
 		}
 		w.verifyAll(t)
 	})
+}
+
+// etcdLeaderOnNode moves etcd's leadership to the node's member unless it
+// is there.
+func (w *nodeWorld) etcdLeaderOnNode(t *testing.T) {
+	t.Helper()
+	out, err := w.node.Etcdctl(t.Context(), "endpoint", "status", "--cluster", "-w", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var status []struct {
+		Endpoint string
+		Status   struct {
+			Header struct {
+				MemberID uint64 `json:"member_id"`
+			} `json:"header"`
+			Leader uint64 `json:"leader"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &status); err != nil {
+		t.Fatalf("etcdctl endpoint status: %v\n%s", err, out)
+	}
+	var own, leader uint64
+	var leaderURL string
+	for _, s := range status {
+		if s.Endpoint == w.node.ClientURL() {
+			own = s.Status.Header.MemberID
+		}
+		if s.Status.Header.MemberID == s.Status.Leader {
+			leader, leaderURL = s.Status.Leader, s.Endpoint
+		}
+	}
+	if own == 0 || leader == 0 {
+		t.Fatalf("no leader or no member of the node in:\n%s", out)
+	}
+	if own != leader {
+		if _, err := w.node.EtcdctlAt(t.Context(), leaderURL, "move-leader", strconv.FormatUint(own, 16)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // streamedFrom is the endpoint the leader's last backup streamed its
