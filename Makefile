@@ -41,17 +41,17 @@ all: build
 
 build: $(BIN)/kdr
 
-$(BIN)/kdr: $(shell find . -name '*.go' -not -path './hack/*' -not -path './bin/*') config/example.yaml go.mod go.sum
+$(BIN)/kdr: $(shell find . -name '*.go' -not -path './hack/*' -not -path './bin/*') config/example.yaml go.mod go.sum VERSION
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/kdr
 
 # image: the agent's image as an OCI archive (bin/kdr-image.tar), built
 # without a daemon or registry; the Dockerfile gives docker the same
 # content. `ctr -n k8s.io images import bin/kdr-image.tar` loads it.
-image: $(BIN)/kdr-image.tar
-
-$(BIN)/kdr-image.tar: $(BIN)/kdr VERSION hack/image/main.go $(wildcard internal/ociimage/*.go)
+# It is written every time (a few seconds): its labels name the commit, which
+# no file prerequisite tracks.
+image: $(BIN)/kdr
 	@test -f /etc/ssl/certs/ca-certificates.crt || { echo "no CA bundle: apt-get install ca-certificates"; exit 1; }
-	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/image -name $(IMAGE):$(RELEASE) -out $@ \
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/image -name $(IMAGE):$(RELEASE) -out $(BIN)/kdr-image.tar \
 	  -file /usr/local/bin/kdr=$(BIN)/kdr:0755 \
 	  -file /etc/ssl/certs/ca-certificates.crt=/etc/ssl/certs/ca-certificates.crt:0644 \
 	  -entrypoint kdr \

@@ -288,26 +288,26 @@ func (a *Agent) updateNextRunsLocked() {
 // trigger runs a job from the schedule: not on a standby, not while the
 // previous run of the same job goes on (that run is counted skipped), and
 // after a random jitter so many agents do not hit one bucket at once.
-func (a *Agent) trigger(j *job) {
+func (a *Agent) trigger(j *job) (ran bool) {
 	a.mu.Lock()
 	if a.sched != nil {
 		a.updateNextRunsLocked()
 	}
 	if a.stopping {
 		a.mu.Unlock()
-		return
+		return false
 	}
 	if !a.leader.Load() {
 		a.mu.Unlock()
 		a.log.Debug("standby: not running", "job", j.name)
-		return
+		return false
 	}
 	if !j.running.CompareAndSwap(false, true) {
 		j.skipped++
 		a.mu.Unlock()
 		a.m.jobSkipped.WithLabelValues(j.name).Inc()
 		a.log.Warn("previous run still going: this one is skipped", "job", j.name)
-		return
+		return false
 	}
 	a.running.Add(1)
 	ctx, cfg := a.work, a.cfg
@@ -319,9 +319,9 @@ func (a *Agent) trigger(j *job) {
 		select {
 		case <-time.After(rand.N(jitter)):
 		case <-ctx.Done():
-			return
+			return false
 		case <-a.stop:
-			return // shutting down: no new run starts
+			return false // shutting down: no new run starts
 		}
 	}
 	rec := runRecord{Started: time.Now()}
@@ -336,6 +336,7 @@ func (a *Agent) trigger(j *job) {
 	a.mu.Lock()
 	j.last = rec
 	a.mu.Unlock()
+	return true
 }
 
 // setLeader records a change of leadership. A replica that loses the

@@ -38,8 +38,9 @@ func (a *Agent) catchUp(ctx context.Context) {
 	}
 	a.log.Info("a scheduled backup fell due while no replica led: running it now",
 		"due", due.UTC().Format(time.RFC3339), "newest", newest.UTC().Format(time.RFC3339))
-	a.m.catchUps.Inc()
-	a.trigger(j)
+	if a.trigger(j) {
+		a.m.catchUps.Inc()
+	}
 }
 
 // newestTaken is when the least recently backed-up cluster's newest

@@ -96,8 +96,8 @@ func newNodeWorld(t *testing.T) *nodeWorld {
 	return w
 }
 
-// upgradeImage is the image of the README's upgrade: the same content as
-// the release's, tagged upgradeTag.
+// upgradeImage is the image of the README's upgrade: the release's files,
+// entrypoint and version label, tagged upgradeTag.
 func upgradeImage(t *testing.T, kdr string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "kdr-upgrade.tar")
@@ -420,7 +420,9 @@ func (w *nodeWorld) leaseHolder(t *testing.T) string {
 // get fetches a path of a pod's HTTP endpoints from the node, as the
 // kubelet's probes and Prometheus do.
 func (w *nodeWorld) get(addr, path string) (int, string, error) {
-	c := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: w.node.Host.DialContext}}
+	// No keep-alive: a poll every few milliseconds must not pile up idle
+	// connections in the pods (and in their memory figure).
+	c := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: w.node.Host.DialContext, DisableKeepAlives: true}}
 	resp, err := c.Get("http://" + net.JoinHostPort(addr, "9090") + path)
 	if err != nil {
 		return 0, "", err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,16 +95,20 @@ type Node struct {
 	// every cgroup hierarchy.
 	CgroupRoot string
 
-	dir    string // the test's side: overlay upper dirs, logs, configs
-	pause  string // the pause image's name, kubeadm's
-	netID  string
+	dir    string    // the test's side: overlay upper dirs, logs, configs
+	pause  string    // the pause image's name, kubeadm's
 	holder *exec.Cmd // holds the mount namespace
 	pid    int       // the holder's pid: nsenter's target
 
 	// before is the machine's footprint before the node started;
-	// netIno and mntIno identify the node's namespaces.
+	// netIno and mntIno identify the node's namespaces. A namespace's
+	// inode number is reused once the namespace is gone, so mntRef holds
+	// the mount namespace until the leftover check is done, or another
+	// process's new namespace could be taken for the node's.
+	// (/run/netns holds the network namespace.)
 	before         footprint
 	netIno, mntIno uint64
+	mntRef         *os.File
 
 	mu    sync.Mutex
 	procs map[string]*nodeProc
@@ -158,7 +163,6 @@ func StartNode(t testing.TB, n *Network, o NodeOptions) *Node {
 		IP:         h.IP,
 		CgroupRoot: "kdr-node-" + n.ID + "-" + o.Name,
 		dir:        t.TempDir(),
-		netID:      n.ID,
 		procs:      map[string]*nodeProc{},
 	}
 	t.Cleanup(node.stop)
@@ -212,7 +216,7 @@ func (n *Node) start(ctx context.Context, bins map[string]string, o NodeOptions)
 	if err := n.writeConfigs(); err != nil {
 		return err
 	}
-	if err := n.startProc(ctx, "containerd", "containerd", "--config", "/etc/containerd/config.toml"); err != nil {
+	if err := n.startProc("containerd", "containerd", "--config", "/etc/containerd/config.toml"); err != nil {
 		return err
 	}
 	if err := n.waitContainerd(ctx); err != nil {
@@ -226,7 +230,7 @@ func (n *Node) start(ctx context.Context, bins map[string]string, o NodeOptions)
 	if err := n.kubeadmInit(ctx, bins["kubeadm"]); err != nil {
 		return err
 	}
-	if err := n.startProc(ctx, "kube-proxy", bins["kube-proxy"], "--config", "/etc/kubernetes/kube-proxy.yaml"); err != nil {
+	if err := n.startProc("kube-proxy", bins["kube-proxy"], "--config", "/etc/kubernetes/kube-proxy.yaml"); err != nil {
 		return err
 	}
 	if _, err := n.kubectl(ctx, "wait", "--for=condition=Ready", "--timeout=3m", "node/"+n.Name); err != nil {
@@ -271,7 +275,7 @@ func (n *Node) startHolder() error {
 	// overlay: its root is a plain directory of the test's.
 	fmt.Fprintf(&script, "mkdir -p /var/lib/containerd && mount --bind %s/containerd /var/lib/containerd\n", d)
 	fmt.Fprintf(&script, "mount -t tmpfs -o mode=0755 tmpfs /run\n")
-	for _, k := range slices.Sorted(mapKeys(sysctls)) {
+	for _, k := range slices.Sorted(maps.Keys(sysctls)) {
 		f := filepath.Join(d, "sysctl", strings.ReplaceAll(k, "/", "."))
 		if err := os.WriteFile(f, []byte(sysctls[k]+"\n"), 0o644); err != nil {
 			return err
@@ -298,18 +302,11 @@ func (n *Node) startHolder() error {
 		cmd.Wait()
 		return fmt.Errorf("set up the node's mounts: %v: %s", err, strings.TrimSpace(stderr.String()))
 	}
-	n.mntIno, err = nsInode(fmt.Sprintf("/proc/%d/ns/mnt", n.pid))
-	return err
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
+	if n.mntRef, err = os.Open(fmt.Sprintf("/proc/%d/ns/mnt", n.pid)); err != nil {
+		return err
 	}
+	n.mntIno, err = nsInode(n.mntRef.Name())
+	return err
 }
 
 // WriteFile writes a file of the node's filesystem, making its directory.
@@ -390,7 +387,7 @@ const cniConfig = `{
 
 // startProc starts one node process in the node's namespaces, its output
 // appended to logs/<name>.log.
-func (n *Node) startProc(ctx context.Context, name string, argv ...string) error {
+func (n *Node) startProc(name string, argv ...string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if p, ok := n.procs[name]; ok && p.cmd != nil {
@@ -448,7 +445,11 @@ func (p *nodeProc) stop() {
 	case <-p.exited:
 	case <-time.After(nodeStopLimit):
 		p.cmd.Process.Kill()
-		<-p.exited
+		select {
+		case <-p.exited:
+		case <-time.After(nodeKillLimit):
+			// stop's own check reports it.
+		}
 	}
 }
 
@@ -462,7 +463,7 @@ func (n *Node) StartProcess(name string) {
 	if p == nil {
 		n.t.Fatalf("node %s: no process %s", n.Name, name)
 	}
-	if err := n.startProc(context.Background(), name, p.argv...); err != nil {
+	if err := n.startProc(name, p.argv...); err != nil {
 		n.t.Fatalf("node %s: %v", n.Name, err)
 	}
 }
@@ -483,18 +484,6 @@ func (n *Node) Kubectl(t testing.TB, args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), kubeCommandLimit)
 	defer cancel()
 	out, err := n.kubectl(ctx, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// KubectlInput is Kubectl with stdin.
-func (n *Node) KubectlInput(t testing.TB, stdin []byte, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), kubeCommandLimit)
-	defer cancel()
-	out, err := n.run(ctx, stdin, Binary(t, "kubectl"), append([]string{"--kubeconfig", NodeAdminKubeconfig}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,17 +536,6 @@ func (n *Node) waitContainerd(ctx context.Context) error {
 	}
 }
 
-// ImportImage imports an OCI archive into the CRI's namespace of
-// containerd, as an air-gapped node is given an image.
-func (n *Node) ImportImage(t testing.TB, archive string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), kubeCommandLimit)
-	defer cancel()
-	if err := n.importImage(ctx, archive); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func (n *Node) importImage(ctx context.Context, archive string) error {
 	_, err := n.run(ctx, nil, "ctr", "--address", nodeCRISocket, "--namespace", "k8s.io", "images", "import", archive)
 	return err
@@ -568,15 +546,11 @@ func (n *Node) logTails() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var b strings.Builder
-	for _, name := range slices.Sorted(mapKeys(n.procs)) {
+	for _, name := range slices.Sorted(maps.Keys(n.procs)) {
 		fmt.Fprintf(&b, "--- %s (tail) ---\n%s\n", name, tail(n.procs[name].log))
 	}
 	return b.String()
 }
-
-// LogPath is the log of node process name (containerd, kubelet,
-// kube-proxy).
-func (n *Node) LogPath(name string) string { return filepath.Join(n.dir, "logs", name+".log") }
 
 // stop tears the node down: the kubelet first, so it restarts nothing,
 // then every process of its cgroups (the pods' containers, which have
@@ -586,13 +560,7 @@ func (n *Node) LogPath(name string) string { return filepath.Join(n.dir, "logs",
 // deletes the network namespace.
 func (n *Node) stop() {
 	n.mu.Lock()
-	procs := slices.Collect(func(yield func(*nodeProc) bool) {
-		for _, p := range n.procs {
-			if !yield(p) {
-				return
-			}
-		}
-	})
+	procs := slices.Collect(maps.Values(n.procs))
 	n.mu.Unlock()
 	for _, p := range procs {
 		if p.name == "kubelet" {
@@ -606,11 +574,24 @@ func (n *Node) stop() {
 	if err := killNetns(n.Host.NS); err != nil {
 		errs = append(errs, err)
 	}
+	// Everything was killed: a process still there after the kill limit
+	// is reported, not waited for until the test binary's own timeout.
 	for _, p := range procs {
-		<-p.exited
+		select {
+		case <-p.exited:
+		case <-time.After(nodeKillLimit):
+			errs = append(errs, fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, p.cmd.Process.Pid))
+		}
 	}
 	if n.holder != nil {
-		n.holder.Wait()
+		n.holder.Process.Kill()
+		holderDone := make(chan struct{})
+		go func() { n.holder.Wait(); close(holderDone) }()
+		select {
+		case <-holderDone:
+		case <-time.After(nodeKillLimit):
+			errs = append(errs, fmt.Errorf("the namespace holder (pid %d) did not exit after SIGKILL", n.pid))
+		}
 	}
 	if err := removeCgroupRoot(n.CgroupRoot); err != nil {
 		errs = append(errs, err)
@@ -622,5 +603,10 @@ func (n *Node) stop() {
 	defer cancel()
 	if left := n.leftBehind(ctx); len(left) > 0 {
 		n.t.Errorf("node %s left behind:\n%s", n.Name, strings.Join(left, "\n"))
+	}
+	if n.mntRef != nil {
+		// The mount namespace, and the overlays on the test's directory,
+		// go now.
+		n.mntRef.Close()
 	}
 }

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,7 +97,7 @@ func (n *Node) Etcdctl(ctx context.Context, args ...string) (string, error) {
 func (n *Node) EtcdctlAt(ctx context.Context, endpoint string, args ...string) (string, error) {
 	etcdctl, ok := lookBinary("etcdctl")
 	if !ok {
-		return "", os.ErrNotExist
+		return "", errors.New("etcdctl not found: run `make tools`")
 	}
 	ctx, cancel := context.WithTimeout(ctx, kubeCommandLimit)
 	defer cancel()

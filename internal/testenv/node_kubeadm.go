@@ -28,8 +28,9 @@ nodeRegistration:
   name: %[2]s
   criSocket: unix://%[3]s
   imagePullPolicy: Never
-  # The node's address, which the kubelet would otherwise look for on the
-  # default route's interface: the test network has no default route.
+  # The node's address, as kubeadm's join sets it on a node with several
+  # addresses, rather than whichever the kubelet finds on the default
+  # route's interface.
   kubeletExtraArgs:
     - name: node-ip
       value: %[1]s
@@ -183,7 +184,7 @@ func (n *Node) kubeadmInit(ctx context.Context, kubeadm string) error {
 		"--kubeconfig=/etc/kubernetes/kubelet.conf",
 		"--config=" + nodeKubeletConfig}
 	args = append(args, kubeadmFlags(string(flags))...)
-	if err := n.startProc(ctx, "kubelet", args...); err != nil {
+	if err := n.startProc("kubelet", args...); err != nil {
 		return err
 	}
 	if err := <-done; err != nil {
