@@ -174,8 +174,8 @@ func TestAgent(t *testing.T) {
 		return code == http.StatusOK && a.metric(`kdr_target_up{target="s3"}`) == 1 && a.metric(s3) > before
 	})
 
-	good := readFile(t, cfg)
-	writeFile(t, cfg, append(bytes.Clone(good), []byte("bogus: 1\n")...), 0o600)
+	good := testenv.ReadFile(t, cfg)
+	testenv.WriteFile(t, cfg, append(bytes.Clone(good), []byte("bogus: 1\n")...), 0o600)
 	a.cmd.Process.Signal(syscall.SIGHUP)
 	testenv.Eventually(t, 10*time.Second, "a bad config refused on SIGHUP", func() bool {
 		return a.metric("kdr_config_last_reload_successful") == 0
@@ -186,7 +186,7 @@ func TestAgent(t *testing.T) {
 	if !strings.Contains(a.log.String(), "bogus") {
 		t.Error("the refused reload's log does not name the bad key")
 	}
-	writeFile(t, cfg, good, 0o600)
+	testenv.WriteFile(t, cfg, good, 0o600)
 	a.cmd.Process.Signal(syscall.SIGHUP)
 	testenv.Eventually(t, 10*time.Second, "the good config taken on SIGHUP", func() bool {
 		return a.metric("kdr_config_last_reload_successful") == 1
@@ -225,12 +225,12 @@ func checkRunbooks(t *testing.T, w *world) {
 		_, err := os.Stat(filepath.Join(newest, "runbook.pdf"))
 		return err == nil
 	})
-	md := readFile(t, filepath.Join(newest, "runbook.md"))
+	md := testenv.ReadFile(t, filepath.Join(newest, "runbook.md"))
 	mustContain(t, "runbook.md", string(md), id, "restore-etcd", "etcdutl")
 	pdf := filepath.Join(newest, "runbook.pdf")
 	mustContain(t, "runbook.pdf", string(tool(t, "pdftotext", pdf, "-")), id, "restore-etcd")
 	for _, f := range []string{"runbook.md", "runbook.pdf"} {
-		if bytes.Contains(readFile(t, filepath.Join(newest, f)), []byte("PRIVATE KEY")) {
+		if bytes.Contains(testenv.ReadFile(t, filepath.Join(newest, f)), []byte("PRIVATE KEY")) {
 			t.Errorf("%s holds a private key", f)
 		}
 		// Signed like the set, so a printed copy can be checked.
@@ -358,7 +358,7 @@ func checkNodes(t *testing.T, w *world, want map[string]bool) {
 		var doc struct {
 			Node string `json:"node"`
 		}
-		if err := json.Unmarshal(readFile(t, m), &doc); err != nil {
+		if err := json.Unmarshal(testenv.ReadFile(t, m), &doc); err != nil {
 			t.Fatal(err)
 		}
 		seen[doc.Node]++

@@ -50,8 +50,8 @@ func TestAttackPlantedSetsPassedOver(t *testing.T) {
 	cfg := writeConfig(t, w.spec())
 	older := w.backup(t, cfg)
 	genuine := w.backup(t, cfg)
-	genuineRaw := readFile(t, w.usbPath(genuine, "manifest.json"))
-	genuineSig := readFile(t, w.usbPath(genuine, "manifest.json.sig"))
+	genuineRaw := testenv.ReadFile(t, w.usbPath(genuine, "manifest.json"))
+	genuineSig := testenv.ReadFile(t, w.usbPath(genuine, "manifest.json.sig"))
 	created := parseManifest(t, genuineRaw).Created
 
 	sshKey, sshPub := sshKeygen(t, "attacker")
@@ -293,8 +293,8 @@ func TestAttackFarFutureLatest(t *testing.T) {
 	w := newWorld(t, worldOptions{members: 1})
 	cfg := writeConfig(t, w.spec())
 	genuine := w.backup(t, cfg)
-	raw := readFile(t, w.usbPath(genuine, "manifest.json"))
-	sig := readFile(t, w.usbPath(genuine, "manifest.json.sig"))
+	raw := testenv.ReadFile(t, w.usbPath(genuine, "manifest.json"))
+	sig := testenv.ReadFile(t, w.usbPath(genuine, "manifest.json.sig"))
 
 	replayed := w.forge(t, genuine, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), "099000")
 	replayed.plant(t, w, raw, map[string][]byte{"manifest.json.sig": sig})
@@ -303,7 +303,7 @@ func TestAttackFarFutureLatest(t *testing.T) {
 	claimed.manifest["created"] = parseManifest(t, raw).Created.Format(time.RFC3339Nano)
 	claimed.plant(t, w, nil, map[string][]byte{"manifest.json.sig": sig})
 	empty := "99991231T235959.999Z-ffffff"
-	writeFile(t, w.usbPath(empty, "manifest.json"), nil, 0o444)
+	testenv.WriteFile(t, w.usbPath(empty, "manifest.json"), nil, 0o444)
 	planted := []string{replayed.id, claimed.id, empty}
 
 	if got := listTrusted(t, w, cfg, len(planted)); !slices.Equal(got, []string{genuine}) {
@@ -359,7 +359,7 @@ func TestAttackPruneForeign(t *testing.T) {
 	var planted []string
 	for i := range 5 {
 		id := idAt(time.Date(2099, 1, 1+i, 0, 0, 0, 0, time.UTC), fmt.Sprintf("e0000%x", i))
-		writeFile(t, w.usbPath(id, "manifest.json"), nil, 0o444)
+		testenv.WriteFile(t, w.usbPath(id, "manifest.json"), nil, 0o444)
 		planted = append(planted, id)
 	}
 	before := pathsUnder(t, w.usb)
@@ -471,9 +471,9 @@ func TestAttackRestoreWritesOnlyBeneathRoot(t *testing.T) {
 			// The canary stands for a host directory the attacker aims at,
 			// with a file of its own to be overwritten.
 			canary := t.TempDir()
-			writeFile(t, filepath.Join(canary, "ca.crt"), []byte("the host's own\n"), 0o644)
+			testenv.WriteFile(t, filepath.Join(canary, "ca.crt"), []byte("the host's own\n"), 0o644)
 			root := filepath.Join(t.TempDir(), "root")
-			mkdir(t, root, 0o755)
+			testenv.Mkdir(t, root, 0o755)
 
 			cf, ci := tt.craft(canary)
 			stored, plainSize, plainSHA := w.sealState(t, cf, ci)
@@ -502,7 +502,7 @@ func TestAttackRestoreWritesOnlyBeneathRoot(t *testing.T) {
 			if got := pathsUnder(t, canary); !slices.Equal(got, []string{"ca.crt"}) {
 				t.Errorf("the directory outside the root now holds %v", got)
 			}
-			if got := string(readFile(t, filepath.Join(canary, "ca.crt"))); got != "the host's own\n" {
+			if got := string(testenv.ReadFile(t, filepath.Join(canary, "ca.crt"))); got != "the host's own\n" {
 				t.Errorf("the file outside the root was overwritten: %q", got)
 			}
 			for _, p := range pathsUnder(t, root) {
@@ -551,7 +551,7 @@ func TestAttackDrillKubeconfigExec(t *testing.T) {
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "plugin-ran")
 	plugin := filepath.Join(dir, "credential-plugin")
-	writeFile(t, plugin, []byte(fmt.Sprintf(`#!/bin/sh
+	testenv.WriteFile(t, plugin, []byte(fmt.Sprintf(`#!/bin/sh
 touch %s
 echo '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"x"}}'
 `, marker)), 0o755)
@@ -565,7 +565,7 @@ echo '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","s
 	}
 
 	files, idx := w.openState(t, w.usbPath(genuine, "state.tar.zst.age"))
-	ca := readFile(t, filepath.Join(w.host.root, "etc/kubernetes/pki/ca.crt"))
+	ca := testenv.ReadFile(t, filepath.Join(w.host.root, "etc/kubernetes/pki/ca.crt"))
 	files, idx = withFile(files, idx, "etc/kubernetes/super-admin.conf", "kubeconfigs", []byte(fmt.Sprintf(superAdminExec, b64(ca), plugin)), 0o600)
 	stored, plainSize, plainSHA := w.sealState(t, files, idx)
 	f := w.forge(t, genuine, time.Now().Add(-time.Minute), "e8ec00")
@@ -634,7 +634,7 @@ func TestAttackDecompressionBomb(t *testing.T) {
 	})
 	t.Run("restore apply", func(t *testing.T) {
 		root := filepath.Join(t.TempDir(), "root")
-		mkdir(t, root, 0o755)
+		testenv.Mkdir(t, root, 0o755)
 		staging := filepath.Join(root, "var/lib/kdr/restore")
 		// The staging directory is watched while the restore runs: a
 		// file that grows past the manifest's size and is removed on

@@ -16,6 +16,8 @@ import (
 	"testing"
 
 	"github.com/kdr-io/kdr/internal/kubedata"
+
+	"github.com/kdr-io/kdr/internal/testenv"
 )
 
 func sum(b []byte) string {
@@ -66,16 +68,16 @@ func TestBackupListVerifyDecrypt(t *testing.T) {
 		t.Errorf("stored etcd object: %d bytes sha256 %s; manifest records %d bytes sha256 %s", len(stored), sum(stored), size, sha)
 	}
 	// One stream went to every target: the USB copy is the same bytes.
-	if usb := readFile(t, w.usbPath(id, "etcd.db.zst.age")); !bytes.Equal(usb, stored) {
+	if usb := testenv.ReadFile(t, w.usbPath(id, "etcd.db.zst.age")); !bytes.Equal(usb, stored) {
 		t.Errorf("the usb copy of the etcd object differs from the s3 copy")
 	}
 
 	dir := t.TempDir()
 	enc := filepath.Join(dir, "etcd.db.zst.age")
-	writeFile(t, enc, stored, 0o600)
+	testenv.WriteFile(t, enc, stored, 0o600)
 	db := filepath.Join(dir, "etcd.db")
 	decrypt(t, w.identity, enc, db)
-	plain := readFile(t, db)
+	plain := testenv.ReadFile(t, db)
 	if int64(len(plain)) != plainSize || sum(plain) != plainSHA {
 		t.Fatalf("decrypted snapshot: %d bytes sha256 %s; the manifest records what etcd streamed: %d bytes sha256 %s",
 			len(plain), sum(plain), plainSize, plainSHA)
@@ -115,13 +117,13 @@ func TestNoSecretReachesATarget(t *testing.T) {
 		"the S3 secret key":            w.minio.SecretKey(),
 	}
 	for _, k := range w.host.keyFiles(t) {
-		for i, line := range strings.Split(string(readFile(t, k)), "\n") {
+		for i, line := range strings.Split(string(testenv.ReadFile(t, k)), "\n") {
 			if line != "" {
 				needles[fmt.Sprintf("line %d of %s", i+1, k)] = line
 			}
 		}
 	}
-	kubeconfig := string(readFile(t, filepath.Join(w.host.root, "etc/kubernetes/admin.conf")))
+	kubeconfig := string(testenv.ReadFile(t, filepath.Join(w.host.root, "etc/kubernetes/admin.conf")))
 	keyData := regexp.MustCompile(`client-key-data: (\S+)`).FindStringSubmatch(kubeconfig)
 	if keyData == nil {
 		t.Fatal("admin.conf holds no client key: the check on it would prove nothing")
@@ -186,13 +188,13 @@ func TestNoSecretReachesATarget(t *testing.T) {
 // secret an operator keeps, is never replaced by a new one.
 func TestKeysGenerateRefusesToOverwrite(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "operator.key")
-	writeFile(t, path, []byte("AGE-SECRET-KEY-1KEEPME\n"), 0o600)
+	testenv.WriteFile(t, path, []byte("AGE-SECRET-KEY-1KEEPME\n"), 0o600)
 	r := runKdr(t, nil, "keys", "generate", "--out", path)
 	if r.code == 0 {
 		t.Fatalf("keys generate overwrote an existing identity\n%s", r)
 	}
 	failureLine(t, r)
-	if got := string(readFile(t, path)); got != "AGE-SECRET-KEY-1KEEPME\n" {
+	if got := string(testenv.ReadFile(t, path)); got != "AGE-SECRET-KEY-1KEEPME\n" {
 		t.Errorf("the existing identity changed to %q", got)
 	}
 }
@@ -206,7 +208,7 @@ func TestProtectedIdentity(t *testing.T) {
 	r := runKdr(t, env, "keys", "generate", "--protect", "--out", key)
 	wantExit(t, r, 0)
 	recipient := strings.TrimSpace(r.stdout)
-	if data := readFile(t, key); strings.Contains(string(data), "AGE-SECRET-KEY") {
+	if data := testenv.ReadFile(t, key); strings.Contains(string(data), "AGE-SECRET-KEY") {
 		t.Fatal("the protected identity file holds the key in clear")
 	}
 	spec := w.spec()

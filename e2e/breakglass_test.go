@@ -42,7 +42,7 @@ func TestBreakGlassRestore(t *testing.T) {
 	}
 	cfg := writeConfig(t, w.spec())
 	id := w.backup(t, cfg)
-	m := parseManifest(t, readFile(t, w.usbPath(id, "manifest.json")))
+	m := parseManifest(t, testenv.ReadFile(t, w.usbPath(id, "manifest.json")))
 
 	dir := t.TempDir()
 	db := filepath.Join(dir, "etcd.db")
@@ -96,7 +96,7 @@ func TestBreakGlassRestore(t *testing.T) {
 		tarball := filepath.Join(dir, "state.tar")
 		decrypt(t, w.identity, w.usbPath(id, "state.tar.zst.age"), tarball)
 		out := filepath.Join(dir, "restored-root")
-		mkdir(t, out, 0o755)
+		testenv.Mkdir(t, out, 0o755)
 		tool(t, "tar", "-x", "-p", "--numeric-owner", "-f", tarball, "-C", out)
 		compareTrees(t, w.host.root, out)
 		for _, k := range w.host.keyFiles(t) {
@@ -161,11 +161,11 @@ func startRestoredEtcd(t *testing.T, dataDir, name, peerURL, clientURL string) *
 		}
 		select {
 		case <-exited:
-			t.Fatalf("etcd on the restored data dir exited: %s", readFile(t, logPath))
+			t.Fatalf("etcd on the restored data dir exited: %s", testenv.ReadFile(t, logPath))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("etcd on the restored data dir not serving after a minute: %v\n%s", err, readFile(t, logPath))
+			t.Fatalf("etcd on the restored data dir not serving after a minute: %v\n%s", err, testenv.ReadFile(t, logPath))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -209,7 +209,7 @@ func compareTrees(t *testing.T, orig, restored string) {
 				t.Errorf("%s: links to %q (%v), want %q", rel, gl, err, wl)
 			}
 		default:
-			if string(readFile(t, filepath.Join(restored, rel))) != string(readFile(t, p)) {
+			if string(testenv.ReadFile(t, filepath.Join(restored, rel))) != string(testenv.ReadFile(t, p)) {
 				t.Errorf("%s: content differs from the original", rel)
 			}
 			if got.ModTime().Unix() != want.ModTime().Unix() {
@@ -261,7 +261,7 @@ func checkIndex(t *testing.T, restored string) {
 			SHA256 string `json:"sha256"`
 		} `json:"entries"`
 	}
-	if err := json.Unmarshal(readFile(t, filepath.Join(restored, ".kdr/index.json")), &idx); err != nil {
+	if err := json.Unmarshal(testenv.ReadFile(t, filepath.Join(restored, ".kdr/index.json")), &idx); err != nil {
 		t.Fatalf("state index: %v", err)
 	}
 	files, dirs := 0, 0
@@ -275,7 +275,7 @@ func checkIndex(t *testing.T, restored string) {
 		switch e.Type {
 		case "file":
 			files++
-			data := readFile(t, p)
+			data := testenv.ReadFile(t, p)
 			if int64(len(data)) != e.Size || sum(data) != e.SHA256 {
 				t.Errorf("%s: %d bytes sha256 %s; the index records %d bytes sha256 %s", e.Path, len(data), sum(data), e.Size, e.SHA256)
 			}

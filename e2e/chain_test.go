@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kdr-io/kdr/internal/testenv"
 )
 
 // TestVerifySwappedManifest swaps the manifests of two backups on the USB
@@ -25,14 +27,14 @@ func TestVerifySwappedManifest(t *testing.T) {
 	// Signatures and all: each manifest is genuine, only not where it is.
 	for _, name := range []string{"manifest.json", "manifest.json.sig"} {
 		first, second := w.usbPath(ids[0], name), w.usbPath(ids[1], name)
-		a, b := readFile(t, first), readFile(t, second)
+		a, b := testenv.ReadFile(t, first), testenv.ReadFile(t, second)
 		for _, p := range []string{first, second} {
 			if err := os.Remove(p); err != nil {
 				t.Fatal(err)
 			}
 		}
-		writeFile(t, first, b, 0o444)
-		writeFile(t, second, a, 0o444)
+		testenv.WriteFile(t, first, b, 0o444)
+		testenv.WriteFile(t, second, a, 0o444)
 	}
 
 	tests := []struct {
@@ -86,7 +88,7 @@ func TestChainOfBackupsBackToBack(t *testing.T) {
 		ids = append(ids, id)
 	}
 	for i, id := range ids[1:] {
-		m := parseManifest(t, readFile(t, w.usbPath(id, "manifest.json")))
+		m := parseManifest(t, testenv.ReadFile(t, w.usbPath(id, "manifest.json")))
 		if m.Previous == nil || m.Previous.ID != ids[i] {
 			t.Errorf("backup %s links to %+v, want the one taken just before it, %s", id, m.Previous, ids[i])
 		}

@@ -55,9 +55,9 @@ func TestDrillInterrupted(t *testing.T) {
 // the API before the backup.
 func TestDrillStartsKubeAPIServer(t *testing.T) {
 	s := newKubeSource(t, false)
-	cfg := readFile(t, s.cfg)
+	cfg := testenv.ReadFile(t, s.cfg)
 	cfg = append(cfg, fmt.Sprintf("drill: {kubeAPIServer: %q}\n", testenv.Binary(t, "kube-apiserver"))...)
-	writeFile(t, s.cfg, cfg, 0o600)
+	testenv.WriteFile(t, s.cfg, cfg, 0o600)
 	r := s.w.kdr(t, s.cfg, "drill", "--target", "usb", "--identity", s.w.identity, "-o", "json")
 	var rep struct {
 		Result string `json:"result"`

@@ -74,7 +74,7 @@ func TestExternalEtcd(t *testing.T) {
 			} `json:"controlPlane"`
 		} `json:"state"`
 	}
-	if err := json.Unmarshal(readFile(t, w.usbPath(id, "manifest.json")), &m); err != nil {
+	if err := json.Unmarshal(testenv.ReadFile(t, w.usbPath(id, "manifest.json")), &m); err != nil {
 		t.Fatal(err)
 	}
 	if cp := m.State.ControlPlane; cp == nil || cp.EtcdManifest != "" || cp.EtcdName != "etcd1" || cp.EtcdDataDir != etcdDisk {
@@ -136,20 +136,20 @@ func TestExternalEtcd(t *testing.T) {
 		"--root", newRoot, "--node", externalNode, "--node-ip", externalNode+"=127.0.0.1,"+peer+","+client, "--until", "restore-etcd")
 	wantExit(t, r, 0)
 	for _, f := range []string{"etc/ssl/etcd/ssl/ca-key.pem", "etc/ssl/etcd/ssl/member-node1-key.pem"} {
-		if string(readFile(t, filepath.Join(newRoot, f))) != string(readFile(t, filepath.Join(root, f))) {
+		if string(testenv.ReadFile(t, filepath.Join(newRoot, f))) != string(testenv.ReadFile(t, filepath.Join(root, f))) {
 			t.Errorf("restored /%s differs from the host's", f)
 		}
 	}
 	// The environment file names the member where the plan put it; the
 	// backup's own is kept aside.
-	env := etcdenv.Parse(readFile(t, filepath.Join(newRoot, "etc/etcd.env")))
+	env := etcdenv.Parse(testenv.ReadFile(t, filepath.Join(newRoot, "etc/etcd.env")))
 	for name, want := range map[string]string{"ETCD_NAME": externalNode, "ETCD_ADVERTISE_CLIENT_URLS": client, "ETCD_INITIAL_ADVERTISE_PEER_URLS": peer, "ETCD_DATA_DIR": etcdDisk} {
 		if got, _ := env.Get(name); got != want {
 			t.Errorf("restored /etc/etcd.env: %s=%s, want %s", name, got, want)
 		}
 	}
 	aside := filepath.Join(newRoot, "var/lib/kdr/restore", cluster, id, "aside/etc/etcd.env")
-	if string(readFile(t, aside)) != string(readFile(t, filepath.Join(root, "etc/etcd.env"))) {
+	if string(testenv.ReadFile(t, aside)) != string(testenv.ReadFile(t, filepath.Join(root, "etc/etcd.env"))) {
 		t.Error("the backup's /etc/etcd.env is not kept aside")
 	}
 	if _, err := os.Stat(filepath.Join(newRoot, etcdDisk, "member/snap/db")); err != nil {
@@ -240,7 +240,7 @@ func newExternalSource(t *testing.T) *externalSource {
 
 	root := t.TempDir()
 	ssl := filepath.Join(root, "etc/ssl/etcd/ssl")
-	mkdir(t, ssl, 0o700)
+	testenv.Mkdir(t, ssl, 0o700)
 	pki := w.etcd.PKI
 	for _, f := range []struct{ src, dst string }{
 		{pki.CA, "ca.pem"}, {pki.CAKey, "ca-key.pem"},
@@ -248,10 +248,10 @@ func newExternalSource(t *testing.T) *externalSource {
 		{pki.ClientCert, "admin-node1.pem"}, {pki.ClientKey, "admin-node1-key.pem"},
 		{pki.ClientCert, "node-node1.pem"}, {pki.ClientKey, "node-node1-key.pem"},
 	} {
-		writeFile(t, filepath.Join(ssl, f.dst), readFile(t, f.src), 0o600)
+		testenv.WriteFile(t, filepath.Join(ssl, f.dst), testenv.ReadFile(t, f.src), 0o600)
 	}
-	writeFile(t, filepath.Join(root, "etc/etcd.env"), []byte(kubesprayEnv), 0o640)
-	mkdir(t, filepath.Join(root, etcdDisk), 0o700)
+	testenv.WriteFile(t, filepath.Join(root, "etc/etcd.env"), []byte(kubesprayEnv), 0o640)
+	testenv.Mkdir(t, filepath.Join(root, etcdDisk), 0o700)
 
 	spec := w.spec()
 	spec.ca, spec.cert, spec.key = filepath.Join(ssl, "ca.pem"), filepath.Join(ssl, "admin-node1.pem"), filepath.Join(ssl, "admin-node1-key.pem")
@@ -259,7 +259,7 @@ func newExternalSource(t *testing.T) *externalSource {
 	kubeadmState := text[strings.Index(text, "    state:\n"):strings.Index(text, "    inventory:\n")]
 	text = strings.Replace(text, kubeadmState, kubesprayState, 1)
 	cfg := filepath.Join(t.TempDir(), "kdr.yaml")
-	writeFile(t, cfg, []byte(text), 0o600)
+	testenv.WriteFile(t, cfg, []byte(text), 0o600)
 
 	r := w.kdr(t, cfg, "backup", "--root", root)
 	wantExit(t, r, 0)

@@ -209,18 +209,18 @@ func TestVerifyFindsDamage(t *testing.T) {
 // flipByte changes one bit in the middle of a stored object.
 func flipByte(t *testing.T, path string) {
 	t.Helper()
-	data := readFile(t, path)
+	data := testenv.ReadFile(t, path)
 	makeWritable(t, path)
 	data[len(data)/2] ^= 0x01
-	writeFile(t, path, data, 0o444)
+	testenv.WriteFile(t, path, data, 0o444)
 }
 
 // truncateHalf cuts a stored object in half, as an interrupted copy does.
 func truncateHalf(t *testing.T, path string) {
 	t.Helper()
-	data := readFile(t, path)
+	data := testenv.ReadFile(t, path)
 	makeWritable(t, path)
-	writeFile(t, path, data[:len(data)/2], 0o444)
+	testenv.WriteFile(t, path, data[:len(data)/2], 0o444)
 }
 
 // makeWritable undoes the read-only mode kdr leaves on stored objects:
@@ -271,7 +271,7 @@ func TestConfigUnknownKey(t *testing.T) {
 			text := base[:at] + tt.insert + base[at:]
 			line := strings.Count(base[:at], "\n") + 1
 			path := filepath.Join(t.TempDir(), "kdr.yaml")
-			writeFile(t, path, []byte(text), 0o600)
+			testenv.WriteFile(t, path, []byte(text), 0o600)
 			r := runKdr(t, env, "--config", path, "backup")
 			if r.code == 0 {
 				t.Fatalf("a config with the unknown key %q was accepted\n%s", tt.key, r)

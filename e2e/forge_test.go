@@ -48,7 +48,7 @@ type forgedSet struct {
 func (w *world) forge(t *testing.T, from string, at time.Time, suffix string) *forgedSet {
 	t.Helper()
 	var m map[string]any
-	if err := json.Unmarshal(readFile(t, w.usbPath(from, "manifest.json")), &m); err != nil {
+	if err := json.Unmarshal(testenv.ReadFile(t, w.usbPath(from, "manifest.json")), &m); err != nil {
 		t.Fatal(err)
 	}
 	created, err1 := time.Parse(time.RFC3339Nano, fmt.Sprint(m["created"]))
@@ -64,7 +64,7 @@ func (w *world) forge(t *testing.T, from string, at time.Time, suffix string) *f
 	delete(m, "previous")
 	for _, o := range f.objectList(t) {
 		name := fmt.Sprint(o["name"])
-		f.objects[name] = readFile(t, w.usbPath(from, name))
+		f.objects[name] = testenv.ReadFile(t, w.usbPath(from, name))
 	}
 	return f
 }
@@ -115,12 +115,12 @@ func (f *forgedSet) plant(t *testing.T, w *world, manifestJSON []byte, extra map
 		manifestJSON = f.edited(t)
 	}
 	for name, data := range f.objects {
-		writeFile(t, w.usbPath(f.id, name), data, 0o444)
+		testenv.WriteFile(t, w.usbPath(f.id, name), data, 0o444)
 	}
 	for name, data := range extra {
-		writeFile(t, w.usbPath(f.id, name), data, 0o444)
+		testenv.WriteFile(t, w.usbPath(f.id, name), data, 0o444)
 	}
-	writeFile(t, w.usbPath(f.id, "manifest.json"), manifestJSON, 0o444)
+	testenv.WriteFile(t, w.usbPath(f.id, "manifest.json"), manifestJSON, 0o444)
 	return manifestJSON
 }
 
@@ -147,7 +147,7 @@ func (w *world) copyToS3(t *testing.T, id string) {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		w.putS3(t, s3Key(id, e.Name()), readFile(t, w.usbPath(id, e.Name())))
+		w.putS3(t, s3Key(id, e.Name()), testenv.ReadFile(t, w.usbPath(id, e.Name())))
 	}
 }
 
@@ -169,7 +169,7 @@ func (w *world) openState(t *testing.T, stored string) ([]tarFile, stateIndex) {
 	t.Helper()
 	plain := filepath.Join(t.TempDir(), "state.tar")
 	decrypt(t, w.identity, stored, plain)
-	tr := tar.NewReader(bytes.NewReader(readFile(t, plain)))
+	tr := tar.NewReader(bytes.NewReader(testenv.ReadFile(t, plain)))
 	var files []tarFile
 	var idx stateIndex
 	found := false
@@ -267,9 +267,9 @@ func (w *world) sealState(t *testing.T, files []tarFile, idx stateIndex) (stored
 	}
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "state.tar")
-	writeFile(t, plain, buf.Bytes(), 0o600)
+	testenv.WriteFile(t, plain, buf.Bytes(), 0o600)
 	tool(t, "zstd", "-q", "-o", plain+".zst", plain)
-	return w.encrypt(t, readFile(t, plain+".zst")), int64(buf.Len()), sum(buf.Bytes())
+	return w.encrypt(t, testenv.ReadFile(t, plain+".zst")), int64(buf.Len()), sum(buf.Bytes())
 }
 
 // encrypt encrypts bytes with `age -r` to the world's recipient.
@@ -277,9 +277,9 @@ func (w *world) encrypt(t *testing.T, data []byte) []byte {
 	t.Helper()
 	dir := t.TempDir()
 	in, out := filepath.Join(dir, "in"), filepath.Join(dir, "out.age")
-	writeFile(t, in, data, 0o600)
+	testenv.WriteFile(t, in, data, 0o600)
 	tool(t, "age", "-r", w.recipient, "-o", out, in)
-	return readFile(t, out)
+	return testenv.ReadFile(t, out)
 }
 
 // zstdZeros is one zstd frame, made with klauspost's encoder, that
@@ -310,7 +310,7 @@ func sshKeygen(t *testing.T, comment string) (file, public string) {
 	t.Helper()
 	file = filepath.Join(t.TempDir(), "id_ed25519")
 	tool(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file)
-	return file, strings.TrimSpace(string(readFile(t, file+".pub")))
+	return file, strings.TrimSpace(string(testenv.ReadFile(t, file+".pub")))
 }
 
 // sshSign signs data with `ssh-keygen -Y sign` in a namespace: the
@@ -318,9 +318,9 @@ func sshKeygen(t *testing.T, comment string) (file, public string) {
 func sshSign(t *testing.T, key string, data []byte, namespace string) []byte {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "data")
-	writeFile(t, p, data, 0o600)
+	testenv.WriteFile(t, p, data, 0o600)
 	tool(t, "ssh-keygen", "-q", "-Y", "sign", "-f", key, "-n", namespace, p)
-	return readFile(t, p+".sig")
+	return testenv.ReadFile(t, p+".sig")
 }
 
 // allowedSigners is the allowed_signers line of a trusted key, as the
@@ -335,8 +335,8 @@ func sshVerify(t *testing.T, public, namespace string, data, sig []byte) error {
 	t.Helper()
 	dir := t.TempDir()
 	signers, sigFile := filepath.Join(dir, "allowed_signers"), filepath.Join(dir, "data.sig")
-	writeFile(t, signers, []byte(allowedSigners(public)), 0o644)
-	writeFile(t, sigFile, sig, 0o644)
+	testenv.WriteFile(t, signers, []byte(allowedSigners(public)), 0o644)
+	testenv.WriteFile(t, sigFile, sig, 0o644)
 	ctx, cancel := context.WithTimeout(t.Context(), toolTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, testenv.Binary(t, "ssh-keygen"), "-Y", "verify", "-f", signers, "-I", "kdr", "-n", namespace, "-s", sigFile)

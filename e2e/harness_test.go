@@ -204,8 +204,8 @@ func newHost(t *testing.T, etcdPKI *testenv.PKI) *host {
 	}
 	// Modes as kubeadm leaves them: certificates world-readable, keys
 	// 0600, and one directory with a mode of its own to see it kept.
-	mkdir(t, pki, 0o755)
-	mkdir(t, filepath.Join(pki, "etcd"), 0o750)
+	testenv.Mkdir(t, pki, 0o755)
+	testenv.Mkdir(t, filepath.Join(pki, "etcd"), 0o750)
 	for _, f := range []struct {
 		src, dst string
 		mode     fs.FileMode
@@ -220,17 +220,17 @@ func newHost(t *testing.T, etcdPKI *testenv.PKI) *host {
 		{etcdPKI.ClientCert, "apiserver-etcd-client.crt", 0o644},
 		{etcdPKI.ClientKey, "apiserver-etcd-client.key", 0o600},
 	} {
-		writeFile(t, filepath.Join(pki, f.dst), readFile(t, f.src), f.mode)
+		testenv.WriteFile(t, filepath.Join(pki, f.dst), testenv.ReadFile(t, f.src), f.mode)
 	}
 	if err := os.Symlink("ca.crt", filepath.Join(pki, "etcd/ca-bundle.crt")); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(root, "etc/kubernetes/admin.conf"), []byte(fmt.Sprintf(adminConf,
-		b64(readFile(t, kube.CA)), b64(readFile(t, kube.ClientCert)), b64(readFile(t, kube.ClientKey)))), 0o600)
-	writeFile(t, filepath.Join(root, "etc/kubernetes/manifests/etcd.yaml"), []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n"), 0o600)
-	writeFile(t, filepath.Join(root, "etc/kubernetes/manifests/kube-apiserver.yaml"), []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\n"), 0o600)
+	testenv.WriteFile(t, filepath.Join(root, "etc/kubernetes/admin.conf"), []byte(fmt.Sprintf(adminConf,
+		b64(testenv.ReadFile(t, kube.CA)), b64(testenv.ReadFile(t, kube.ClientCert)), b64(testenv.ReadFile(t, kube.ClientKey)))), 0o600)
+	testenv.WriteFile(t, filepath.Join(root, "etc/kubernetes/manifests/etcd.yaml"), []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n"), 0o600)
+	testenv.WriteFile(t, filepath.Join(root, "etc/kubernetes/manifests/kube-apiserver.yaml"), []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\n"), 0o600)
 	lb := filepath.Join(root, "etc/haproxy/haproxy.cfg")
-	writeFile(t, lb, []byte("frontend kube-apiserver\n  bind *:6443\n"), 0o644)
+	testenv.WriteFile(t, lb, []byte("frontend kube-apiserver\n  bind *:6443\n"), 0o644)
 	if os.Geteuid() == 0 {
 		// Owners are part of what a restore must give back.
 		if err := os.Chown(lb, 65534, 65534); err != nil {
@@ -303,7 +303,7 @@ func newWorld(t *testing.T, o worldOptions) *world {
 	w.etcd = testenv.StartEtcd(t, testenv.EtcdOptions{Members: o.members, TLS: true})
 	w.host = newHost(t, w.etcd.PKI)
 	w.usb = filepath.Join(w.dir, "usb")
-	mkdir(t, w.usb, 0o755)
+	testenv.Mkdir(t, w.usb, 0o755)
 	if o.s3 {
 		w.minio = testenv.StartMinIO(t, testenv.MinIOOptions{})
 		w.minio.CreateBucket(t, bucket, false)
@@ -447,7 +447,7 @@ signing:
 func writeConfig(t *testing.T, c configSpec) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "kdr.yaml")
-	writeFile(t, path, []byte(c.render()), 0o600)
+	testenv.WriteFile(t, path, []byte(c.render()), 0o600)
 	return path
 }
 
@@ -632,38 +632,6 @@ func decrypt(t *testing.T, identity, src, dst string) {
 	t.Helper()
 	tool(t, "age", "-d", "-i", identity, "-o", dst+".zst", src)
 	tool(t, "zstd", "-d", "-q", "-o", dst, dst+".zst")
-}
-
-func mkdir(t *testing.T, dir string, mode fs.FileMode) {
-	t.Helper()
-	if err := os.MkdirAll(dir, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func writeFile(t *testing.T, path string, data []byte, mode fs.FileMode) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, data, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func readFile(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

@@ -24,7 +24,7 @@ func TestInitToVerify(t *testing.T) {
 	m.CreateBucket(t, "kdr", false) // the example's bucket
 	dir := t.TempDir()
 	usb := filepath.Join(dir, "usb")
-	mkdir(t, usb, 0o755)
+	testenv.Mkdir(t, usb, 0o755)
 	// As a user works: in one directory, every path relative to it.
 	t.Chdir(dir)
 
@@ -40,7 +40,7 @@ func TestInitToVerify(t *testing.T) {
 		t.Fatalf("keys generate printed %q, want one recipient line\n%s", r.stdout, r)
 	}
 	recipients := filepath.Join(dir, "recipients.txt")
-	writeFile(t, recipients, []byte(r.stdout), 0o644)
+	testenv.WriteFile(t, recipients, []byte(r.stdout), 0o644)
 
 	// `kdr keys generate --signing --out signing.key > trusted-signers.txt`:
 	// the writer's key, and its public key for the readers to trust.
@@ -50,9 +50,9 @@ func TestInitToVerify(t *testing.T) {
 		t.Fatalf("keys generate --signing printed %q, want one ssh-ed25519 line\n%s", r.stdout, r)
 	}
 	signers := filepath.Join(dir, "trusted-signers.txt")
-	writeFile(t, signers, []byte(r.stdout), 0o644)
+	testenv.WriteFile(t, signers, []byte(r.stdout), 0o644)
 
-	cfg := string(readFile(t, "kdr.yaml"))
+	cfg := string(testenv.ReadFile(t, "kdr.yaml"))
 	if !strings.Contains(cfg, "recipientsFiles: [/etc/kdr/recipients.txt]") || regexp.MustCompile(`(?m)^\s+recipients:`).MatchString(cfg) {
 		t.Fatalf("kdr init no longer writes a config with a recipients file and no inline recipients: this test is about that config\n%s", cfg)
 	}
@@ -74,7 +74,7 @@ func TestInitToVerify(t *testing.T) {
 		}
 		cfg = strings.Replace(cfg, e.old, e.new, 1)
 	}
-	writeFile(t, "kdr.yaml", []byte(cfg), 0o600)
+	testenv.WriteFile(t, "kdr.yaml", []byte(cfg), 0o600)
 	env := []string{"S3_ACCESS_KEY=" + m.AccessKey(), "S3_SECRET_KEY=" + m.SecretKey()}
 
 	// --root stands in for the host's / (the state paths stay kubeadm's).

@@ -52,23 +52,23 @@ func TestKitRestoresOffline(t *testing.T) {
 	id := backupID(t, r)
 
 	disk := filepath.Join(t.TempDir(), "media", "operator", "USB DISK")
-	mkdir(t, filepath.Dir(disk), 0o755)
+	testenv.Mkdir(t, filepath.Dir(disk), 0o755)
 	copyTree(t, w.usb, disk)
 	identity := filepath.Join(t.TempDir(), "operator.key")
-	writeFile(t, identity, readFile(t, w.identity), 0o600)
+	testenv.WriteFile(t, identity, testenv.ReadFile(t, w.identity), 0o600)
 	kitDir := filepath.Join(disk, "kit")
 	for _, name := range []string{"kdr", "age", "zstd", "etcdutl", "etcdctl", "kdr.yaml", "README.txt", "allowed_signers", "runbook-" + cluster + ".md"} {
 		if _, err := os.Stat(filepath.Join(kitDir, name)); err != nil {
 			t.Errorf("the kit lacks %s: %v", name, err)
 		}
 	}
-	if readme := string(readFile(t, filepath.Join(kitDir, "README.txt"))); strings.Contains(readme, "Not found") || !strings.Contains(readme, id) {
+	if readme := string(testenv.ReadFile(t, filepath.Join(kitDir, "README.txt"))); strings.Contains(readme, "Not found") || !strings.Contains(readme, id) {
 		t.Errorf("README.txt lists missing tools or not backup %s:\n%s", id, readme)
 	}
-	if rb, set := readFile(t, filepath.Join(kitDir, "runbook-"+cluster+".md")), readFile(t, w.usbPath(id, "runbook.md")); !bytes.Equal(rb, set) {
+	if rb, set := testenv.ReadFile(t, filepath.Join(kitDir, "runbook-"+cluster+".md")), testenv.ReadFile(t, w.usbPath(id, "runbook.md")); !bytes.Equal(rb, set) {
 		t.Error("the kit's runbook is not the one stored beside the set")
 	}
-	kitCfg := string(readFile(t, filepath.Join(kitDir, "kdr.yaml")))
+	kitCfg := string(testenv.ReadFile(t, filepath.Join(kitDir, "kdr.yaml")))
 	for _, secret := range []string{"keyFile", w.signingKey, "s3:", "password"} {
 		if strings.Contains(kitCfg, secret) {
 			t.Errorf("the kit's kdr.yaml holds %q:\n%s", secret, kitCfg)
@@ -79,7 +79,7 @@ func TestKitRestoresOffline(t *testing.T) {
 	// the key the operator knows from elsewhere (a printed runbook), the
 	// signature verifies with it, then every file's hash.
 	pub := strings.Join(strings.Fields(w.signingPub)[:2], " ") // without its comment
-	if signers := string(readFile(t, filepath.Join(kitDir, "allowed_signers"))); !strings.Contains(signers, pub) {
+	if signers := string(testenv.ReadFile(t, filepath.Join(kitDir, "allowed_signers"))); !strings.Contains(signers, pub) {
 		t.Errorf("the kit's allowed_signers does not hold the trusted key %s:\n%s", pub, signers)
 	}
 	if err := sshVerifyFile(t, filepath.Join(kitDir, "allowed_signers"), "kdr-kit", filepath.Join(kitDir, "SHA256SUMS")); err != nil {

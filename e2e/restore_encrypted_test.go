@@ -145,7 +145,7 @@ func TestRestoreEncryptedSecretsOntoNewMachine(t *testing.T) {
 	// The backup captured both configs though no configured set names
 	// them: a required set "referenced" lists them.
 	var doc stateDoc
-	if err := json.Unmarshal(readFile(t, src.w.usbPath(src.id, "manifest.json")), &doc); err != nil {
+	if err := json.Unmarshal(testenv.ReadFile(t, src.w.usbPath(src.id, "manifest.json")), &doc); err != nil {
 		t.Fatal(err)
 	}
 	var referenced []string
@@ -195,7 +195,7 @@ func TestRestoreEncryptedSecretsOntoNewMachine(t *testing.T) {
 	}
 
 	root := filepath.Join(t.TempDir(), "new-machine")
-	mkdir(t, root, 0o755)
+	testenv.Mkdir(t, root, 0o755)
 	k := testenv.StartKubelet(t, root, testenv.KubePorts{})
 	flag, _ := src.plannedNodeIP(t, k.Ports)
 	start := time.Now()
@@ -208,7 +208,7 @@ func TestRestoreEncryptedSecretsOntoNewMachine(t *testing.T) {
 	// The configs are back, byte for byte, keys' mode kept.
 	for p, want := range files {
 		full := filepath.Join(root, filepath.FromSlash(p))
-		if got := readFile(t, full); !bytes.Equal(got, want) {
+		if got := testenv.ReadFile(t, full); !bytes.Equal(got, want) {
 			t.Errorf("restored %s differs from the original", p)
 		}
 		if fi, err := os.Lstat(full); err != nil {
@@ -266,7 +266,7 @@ func TestRestoreEncryptedSecretsOntoNewMachine(t *testing.T) {
 func TestBackupRefusesMissingEncryptionConfig(t *testing.T) {
 	w := &world{dir: t.TempDir()}
 	w.usb = filepath.Join(w.dir, "usb")
-	mkdir(t, w.usb, 0o755)
+	testenv.Mkdir(t, w.usb, 0o755)
 	w.identity, w.recipient = w.generateKey(t, "operator.key")
 	w.signingKey, w.signingPub = generateSigningKey(t, w.dir)
 	root := filepath.Join(t.TempDir(), "root")
@@ -274,7 +274,7 @@ func TestBackupRefusesMissingEncryptionConfig(t *testing.T) {
 
 	pki := filepath.Join(root, "etc/kubernetes/pki")
 	cfg := filepath.Join(w.dir, "kdr.yaml")
-	writeFile(t, cfg, []byte(configSpec{
+	testenv.WriteFile(t, cfg, []byte(configSpec{
 		// Nothing listens there: the backup must fail before it asks.
 		endpoints:       []string{fmt.Sprintf("https://127.0.0.1:%d", testenv.FreePort(t))},
 		ca:              filepath.Join(pki, "etcd/ca.crt"),

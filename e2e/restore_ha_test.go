@@ -106,9 +106,9 @@ func TestRestoreKubeadmHAReplacedNode(t *testing.T) {
 	orig := map[string]haOriginal{}
 	for _, n := range c.Nodes {
 		o := haOriginal{ip: n.Host.IP, root: n.Root, servers: map[string][]string{},
-			kubeletConf: readFile(t, n.Path(testenv.KubernetesDir+"/kubelet.conf")), certs: map[string][]byte{}}
+			kubeletConf: testenv.ReadFile(t, n.Path(testenv.KubernetesDir+"/kubelet.conf")), certs: map[string][]byte{}}
 		for _, f := range haNodeCerts {
-			o.certs[f] = readFile(t, n.Path(testenv.KubePKIDir+"/"+f))
+			o.certs[f] = testenv.ReadFile(t, n.Path(testenv.KubePKIDir+"/"+f))
 		}
 		for _, conf := range kubeconfigNames(t, n.Root) {
 			o.servers[conf] = kubeconfigServers(t, n.Path(testenv.KubernetesDir+"/"+conf))
@@ -116,20 +116,20 @@ func TestRestoreKubeadmHAReplacedNode(t *testing.T) {
 		orig[n.Name] = o
 		t.Logf("kubeadm on %s (%s): kubeconfig servers %v", n.Name, n.Host.IP, o.servers)
 	}
-	origCA := readFile(t, cp1.Path(testenv.KubePKIDir+"/ca.crt"))
-	origEtcdCA := readFile(t, cp1.Path(testenv.KubePKIDir+"/etcd/ca.crt"))
+	origCA := testenv.ReadFile(t, cp1.Path(testenv.KubePKIDir+"/ca.crt"))
+	origEtcdCA := testenv.ReadFile(t, cp1.Path(testenv.KubePKIDir+"/etcd/ca.crt"))
 
 	// The backup, taken on cp1 as its agent would.
 	w := &world{dir: t.TempDir()}
 	w.usb = filepath.Join(w.dir, "usb")
-	mkdir(t, w.usb, 0o755)
+	testenv.Mkdir(t, w.usb, 0o755)
 	w.identity, w.recipient = w.generateKey(t, "operator.key")
 	w.signingKey, w.signingPub = generateSigningKey(t, w.dir)
 	cfg := writeHAConfig(t, w, c)
 	r := kdrOn(t, cp1.Host, kdrTimeout, "--config", cfg, "backup", "--root", cp1.Root, "--node", "cp1")
 	wantExit(t, r, 0)
 	id := backupID(t, r)
-	m := parseManifest(t, readFile(t, w.usbPath(id, "manifest.json")))
+	m := parseManifest(t, testenv.ReadFile(t, w.usbPath(id, "manifest.json")))
 	t.Logf("backup %s at revision %d", id, m.Etcd.Revision)
 
 	// The loss: every machine down; cp1 and cp2 lose their etcd data,
@@ -210,14 +210,14 @@ func TestRestoreKubeadmHAReplacedNode(t *testing.T) {
 		f.checkKubeconfigServers(expectedServers(orig[n.Name], n.Host.IP))
 	}
 	cp2 := c.Node(t, "cp2")
-	if got := readFile(t, cp2.Path(testenv.KubernetesDir+"/kubelet.conf")); !bytes.Equal(got, orig["cp2"].kubeletConf) {
+	if got := testenv.ReadFile(t, cp2.Path(testenv.KubernetesDir+"/kubelet.conf")); !bytes.Equal(got, orig["cp2"].kubeletConf) {
 		t.Errorf("cp2 %s/kubelet.conf: the surviving node's own kubelet.conf was replaced (%d bytes, was %d): a node that kept a valid one must keep it",
 			testenv.KubernetesDir, len(got), len(orig["cp2"].kubeletConf))
 	}
 	// Its serving certificates and keys too: they name it and chain to
 	// the restored CAs, so nothing is issued anew.
 	for _, f := range haNodeCerts {
-		if got := readFile(t, cp2.Path(testenv.KubePKIDir+"/"+f)); !bytes.Equal(got, orig["cp2"].certs[f]) {
+		if got := testenv.ReadFile(t, cp2.Path(testenv.KubePKIDir+"/"+f)); !bytes.Equal(got, orig["cp2"].certs[f]) {
 			t.Errorf("cp2 %s/%s: the surviving node's own file was replaced", testenv.KubePKIDir, f)
 		}
 	}
@@ -268,7 +268,7 @@ func writeHAConfig(t *testing.T, w *world, c *testenv.KubeHA) string {
 	}
 	rendered = strings.Replace(rendered, old, "      apiEndpoint: "+c.Endpoint+"\n      hosts:\n"+hosts.String(), 1)
 	path := filepath.Join(w.dir, "kdr.yaml")
-	writeFile(t, path, []byte(rendered), 0o600)
+	testenv.WriteFile(t, path, []byte(rendered), 0o600)
 	return path
 }
 

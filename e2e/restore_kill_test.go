@@ -232,18 +232,18 @@ func (c *killCase) interruptAfterDataDir(t *testing.T, args []string, root, jour
 	r := runKdr(t, c.src.w.env(), append(slices.Clone(args), "--until", "restore-etcd")...)
 	wantExit(t, r, 0)
 	staged := filepath.Join(c.src.stagingDir(root), "manifests/etc/kubernetes/manifests/etcd.yaml")
-	backup := readFile(t, filepath.Join(c.image, "etc/kubernetes/manifests/etcd.yaml"))
-	if bytes.Equal(readFile(t, staged), backup) {
+	backup := testenv.ReadFile(t, filepath.Join(c.image, "etc/kubernetes/manifests/etcd.yaml"))
+	if bytes.Equal(testenv.ReadFile(t, staged), backup) {
 		t.Fatal("restore-etcd left the staged etcd manifest as the backup had it: undoing that would prove nothing")
 	}
 	fi, err := os.Stat(staged)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, staged, backup, fi.Mode().Perm())
+	testenv.WriteFile(t, staged, backup, fi.Mode().Perm())
 
 	var j map[string]any
-	if err := json.Unmarshal(readFile(t, journal), &j); err != nil {
+	if err := json.Unmarshal(testenv.ReadFile(t, journal), &j); err != nil {
 		t.Fatal(err)
 	}
 	steps, _ := j["steps"].(map[string]any)
@@ -257,7 +257,7 @@ func (c *killCase) interruptAfterDataDir(t *testing.T, args []string, root, jour
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, journal, out, 0o600)
+	testenv.WriteFile(t, journal, out, 0o600)
 
 	var done []string
 	for _, id := range c.steps {
@@ -435,7 +435,7 @@ func (c *killCase) checkOutcome(t *testing.T, o *restoreOutcome) {
 	// What was moved aside is the old host's: its manifests as they were,
 	// its etcd member.
 	for _, m := range []string{"etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml"} {
-		old := readFile(t, filepath.Join(c.image, "etc/kubernetes/manifests", m))
+		old := testenv.ReadFile(t, filepath.Join(c.image, "etc/kubernetes/manifests", m))
 		if got, err := os.ReadFile(filepath.Join(o.root, "etc/kubernetes/manifests"+aside, m)); err != nil || !bytes.Equal(got, old) {
 			t.Errorf("old manifest %s is not in the aside directory as it was (%v)", m, err)
 		}

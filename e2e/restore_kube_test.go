@@ -75,7 +75,7 @@ func newKubeSourceWith(t *testing.T, o kubeSourceOptions) *kubeSource {
 	t.Helper()
 	w := &world{dir: t.TempDir()}
 	w.usb = filepath.Join(w.dir, "usb")
-	mkdir(t, w.usb, 0o755)
+	testenv.Mkdir(t, w.usb, 0o755)
 	if o.s3 {
 		w.minio = testenv.StartMinIO(t, testenv.MinIOOptions{})
 		w.minio.CreateBucket(t, bucket, false)
@@ -133,11 +133,11 @@ func newKubeSourceWith(t *testing.T, o kubeSourceOptions) *kubeSource {
 		t.Fatalf("the config's inventory was not set to the kubeadm host:\n%s", yaml)
 	}
 	s.cfg = filepath.Join(w.dir, "kdr.yaml")
-	writeFile(t, s.cfg, []byte(yaml), 0o600)
+	testenv.WriteFile(t, s.cfg, []byte(yaml), 0o600)
 	r := runKdr(t, w.env(), "--config", s.cfg, "backup", "--root", h.Root, "--node", "cp1")
 	wantExit(t, r, 0)
 	s.id = backupID(t, r)
-	raw := readFile(t, w.usbPath(s.id, "manifest.json"))
+	raw := testenv.ReadFile(t, w.usbPath(s.id, "manifest.json"))
 	s.m = parseManifest(t, raw)
 	var node struct {
 		Node string `json:"node"`
@@ -233,7 +233,7 @@ func TestRestoreKubeadmOntoNewMachine(t *testing.T) {
 	pkiFiles := []string{"ca.crt", "ca.key", "etcd/ca.crt", "etcd/ca.key", "front-proxy-ca.crt", "sa.key", "sa.pub"}
 	orig := map[string][]byte{}
 	for _, f := range append(slices.Clone(pkiFiles), "apiserver.crt", "etcd/server.crt", "etcd/peer.crt") {
-		orig[f] = readFile(t, h.Path(testenv.KubePKIDir+"/"+f))
+		orig[f] = testenv.ReadFile(t, h.Path(testenv.KubePKIDir+"/"+f))
 	}
 
 	// The node is gone: its processes, its etcd data and /etc/kubernetes.
@@ -245,7 +245,7 @@ func TestRestoreKubeadmOntoNewMachine(t *testing.T) {
 	}
 
 	root := filepath.Join(t.TempDir(), "new-machine")
-	mkdir(t, root, 0o755)
+	testenv.Mkdir(t, root, 0o755)
 	k := testenv.StartKubelet(t, root, testenv.KubePorts{})
 	flag, _ := src.plannedNodeIP(t, k.Ports)
 	r := runKdr(t, src.w.env(), src.applyArgs(flag, root, k.Ports)...)
@@ -276,7 +276,7 @@ func TestRestoreKubeadmOntoNewMachine(t *testing.T) {
 	// The PKI is the original one, not one made anew; keys are 0600.
 	pki := filepath.Join(root, "etc/kubernetes/pki")
 	for _, f := range pkiFiles {
-		if got := readFile(t, filepath.Join(pki, f)); !bytes.Equal(got, orig[f]) {
+		if got := testenv.ReadFile(t, filepath.Join(pki, f)); !bytes.Equal(got, orig[f]) {
 			t.Errorf("restored %s differs from the original", f)
 		}
 	}
@@ -307,7 +307,7 @@ func TestRestoreKubeadmOntoNewMachine(t *testing.T) {
 	// certificates here also carry 127.0.0.1, the new machine's address,
 	// which is why only the old address is looked for.
 	for _, f := range []string{"apiserver", "etcd/server", "etcd/peer"} {
-		cert := parseCert(t, readFile(t, filepath.Join(pki, f+".crt")))
+		cert := parseCert(t, testenv.ReadFile(t, filepath.Join(pki, f+".crt")))
 		was := parseCert(t, orig[f+".crt"])
 		if !bytes.Equal(cert.RawSubjectPublicKeyInfo, was.RawSubjectPublicKeyInfo) {
 			t.Errorf("restored %s.crt has another key than the original", f)
@@ -357,7 +357,7 @@ func etcdClient(t *testing.T, endpoint, ca, cert, key string) *clientv3.Client {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(readFile(t, ca)) {
+	if !pool.AppendCertsFromPEM(testenv.ReadFile(t, ca)) {
 		t.Fatalf("no certificate in %s", ca)
 	}
 	cli, err := clientv3.New(clientv3.Config{

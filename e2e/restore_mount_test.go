@@ -35,7 +35,7 @@ func TestRestoreOntoMountedDataDir(t *testing.T) {
 			} `json:"controlPlane"`
 		} `json:"state"`
 	}
-	if err := json.Unmarshal(readFile(t, src.w.usbPath(src.id, "manifest.json")), &m); err != nil {
+	if err := json.Unmarshal(testenv.ReadFile(t, src.w.usbPath(src.id, "manifest.json")), &m); err != nil {
 		t.Fatal(err)
 	}
 	if m.State.ControlPlane.EtcdDataDir != etcdDisk {
@@ -45,10 +45,10 @@ func TestRestoreOntoMountedDataDir(t *testing.T) {
 
 	root := filepath.Join(t.TempDir(), "new-machine")
 	mountPoint := filepath.Join(root, etcdDisk)
-	mkdir(t, mountPoint, 0o700)
+	testenv.Mkdir(t, mountPoint, 0o700)
 	disk := filepath.Join(t.TempDir(), "disk")
-	mkdir(t, disk, 0o700)
-	writeFile(t, filepath.Join(disk, "old-member-file"), []byte("old"), 0o600)
+	testenv.Mkdir(t, disk, 0o700)
+	testenv.WriteFile(t, filepath.Join(disk, "old-member-file"), []byte("old"), 0o600)
 
 	ports := distinctPorts(t)
 	flag, plan := src.plannedNodeIP(t, ports)
@@ -70,7 +70,7 @@ func TestRestoreOntoMountedDataDir(t *testing.T) {
 	}
 
 	staged := filepath.Join(src.stagingDir(root), "manifests/etc/kubernetes/manifests/etcd.yaml")
-	pod, err := staticpod.Parse(readFile(t, staged))
+	pod, err := staticpod.Parse(testenv.ReadFile(t, staged))
 	if err != nil {
 		t.Fatal(err)
 	}

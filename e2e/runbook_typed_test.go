@@ -154,14 +154,14 @@ const oldMember = "old-member-file"
 func (c *typedCase) dataDirIn(t *testing.T, dir, root, name string, mounted bool) typedResult {
 	t.Helper()
 	res := typedResult{root: root, dataDir: filepath.Join(root, c.plan.Options.EtcdDataDir)}
-	mkdir(t, res.dataDir, 0o700)
+	testenv.Mkdir(t, res.dataDir, 0o700)
 	if mounted {
 		res.underMount, res.dataDir = res.dataDir, mkdirAt(t, dir, name+"-disk")
 		if err := os.Chmod(res.dataDir, 0o700); err != nil {
 			t.Fatal(err)
 		}
 	}
-	writeFile(t, filepath.Join(res.dataDir, oldMember), []byte("old"), 0o600)
+	testenv.WriteFile(t, filepath.Join(res.dataDir, oldMember), []byte("old"), 0o600)
 	return res
 }
 
@@ -176,7 +176,7 @@ func (c *typedCase) typed(t *testing.T, dir string, mounted bool) typedResult {
 	t.Helper()
 	root := mkdirAt(t, dir, "typed")
 	for _, d := range c.ownDirs() {
-		mkdir(t, filepath.Join(root, d), 0o755)
+		testenv.Mkdir(t, filepath.Join(root, d), 0o755)
 	}
 	res := c.dataDirIn(t, dir, root, "typed", mounted)
 	var script strings.Builder
@@ -200,7 +200,7 @@ func (c *typedCase) typed(t *testing.T, dir string, mounted bool) typedResult {
 	}
 	bin := minimalPath(t, filepath.Join(dir, "bin"))
 	for name, body := range c.shims {
-		writeFile(t, filepath.Join(bin, name), []byte("#!"+filepath.Join(bin, "bash")+"\n"+body), 0o755)
+		testenv.WriteFile(t, filepath.Join(bin, name), []byte("#!"+filepath.Join(bin, "bash")+"\n"+body), 0o755)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), kdrTimeout)
 	defer cancel()
@@ -384,7 +384,7 @@ func TestRunbookTyped(t *testing.T) {
 func checkEtcdDataDir(t *testing.T, manifest, dataDir string) {
 	t.Helper()
 	var pod corev1.Pod
-	if err := yaml.Unmarshal(readFile(t, manifest), &pod); err != nil || len(pod.Spec.Containers) == 0 {
+	if err := yaml.Unmarshal(testenv.ReadFile(t, manifest), &pod); err != nil || len(pod.Spec.Containers) == 0 {
 		t.Fatalf("%s: no container (%v)", manifest, err)
 	}
 	c := pod.Spec.Containers[0]
@@ -445,7 +445,7 @@ case "$*" in
 esac
 `, calls)}
 			typed := c.typed(t, dir, dc.mounted)
-			if got := string(readFile(t, calls)); got != "stop etcd\n" {
+			if got := string(testenv.ReadFile(t, calls)); got != "stop etcd\n" {
 				t.Errorf("the typed restore called systemctl as\n%swant stop etcd, once", got)
 			}
 			engine := c.engine(t, dir, dc.mounted)
@@ -456,7 +456,7 @@ esac
 			if n < 10 {
 				t.Errorf("the restores compared hold %d files and directories", n)
 			}
-			if got := string(readFile(t, filepath.Join(typed.root, "etc/ssl/etcd/ssl/member-node1-key.pem"))); got != string(readFile(t, filepath.Join(src.ssl, "member-node1-key.pem"))) {
+			if got := string(testenv.ReadFile(t, filepath.Join(typed.root, "etc/ssl/etcd/ssl/member-node1-key.pem"))); got != string(testenv.ReadFile(t, filepath.Join(src.ssl, "member-node1-key.pem"))) {
 				t.Errorf("the typed member key is not the host's")
 			}
 			c.compareMembers(t, typed, engine)
@@ -583,7 +583,7 @@ func nearest(lines []string, want string) string {
 // minimal Debian host and the restore's tools, and returns it.
 func minimalPath(t *testing.T, dir string) string {
 	t.Helper()
-	mkdir(t, dir, 0o755)
+	testenv.Mkdir(t, dir, 0o755)
 	for _, name := range minimalDebian {
 		p, err := exec.LookPath(name)
 		if err != nil {
@@ -604,7 +604,7 @@ func minimalPath(t *testing.T, dir string) string {
 func mkdirAt(t *testing.T, dir, name string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
-	mkdir(t, p, 0o755)
+	testenv.Mkdir(t, p, 0o755)
 	return p
 }
 
@@ -639,8 +639,8 @@ func compareKubeDirs(t *testing.T, typed, engine string) {
 			// kubeadm makes a new key where kdr keeps the backup's; each
 			// must belong to its certificate.
 			for _, root := range []string{typed, engine} {
-				cert := parseCert(t, readFile(t, filepath.Join(root, strings.TrimSuffix(rel, ".key")+".crt")))
-				key, err := pkicheck.ParseKey(readFile(t, filepath.Join(root, rel)))
+				cert := parseCert(t, testenv.ReadFile(t, filepath.Join(root, strings.TrimSuffix(rel, ".key")+".crt")))
+				key, err := pkicheck.ParseKey(testenv.ReadFile(t, filepath.Join(root, rel)))
 				if err != nil {
 					t.Fatalf("%s: %v", filepath.Join(root, rel), err)
 				}
@@ -730,8 +730,8 @@ func compareNodeCert(t *testing.T, rel, typed, engine string) {
 	}
 	var got [2]names
 	for i, root := range []string{typed, engine} {
-		cert := parseCert(t, readFile(t, filepath.Join(root, rel)))
-		caCert := parseCert(t, readFile(t, filepath.Join(root, ca)))
+		cert := parseCert(t, testenv.ReadFile(t, filepath.Join(root, rel)))
+		caCert := parseCert(t, testenv.ReadFile(t, filepath.Join(root, ca)))
 		if err := cert.CheckSignatureFrom(caCert); err != nil {
 			t.Errorf("%s is not signed by the restored %s: %v", filepath.Join(root, rel), ca, err)
 		}

@@ -88,7 +88,7 @@ func TestTrustKeyRotation(t *testing.T) {
 
 	countersign := func(t *testing.T, id string) {
 		t.Helper()
-		raw := readFile(t, w.usbPath(id, "manifest.json"))
+		raw := testenv.ReadFile(t, w.usbPath(id, "manifest.json"))
 		r := w.kdr(t, cfgB, "keys", "countersign", accept(id, raw))
 		wantExit(t, r, 0)
 		mustContain(t, "countersign", r.stdout, "countersigned "+cluster+" "+id+" on usb with "+fpB)
@@ -97,7 +97,7 @@ func TestTrustKeyRotation(t *testing.T) {
 			t.Fatalf("countersignatures beside %s: %v, want one", id, sigs)
 		}
 		// Plain OpenSSH accepts it with B's allowed_signers line.
-		if err := sshVerify(t, pubB, "kdr-manifest", raw, readFile(t, sigs[0])); err != nil {
+		if err := sshVerify(t, pubB, "kdr-manifest", raw, testenv.ReadFile(t, sigs[0])); err != nil {
 			t.Errorf("ssh-keygen refuses B's countersignature of %s: %v", id, err)
 		}
 	}
@@ -105,7 +105,7 @@ func TestTrustKeyRotation(t *testing.T) {
 		r := w.kdr(t, cfgB, "keys", "countersign", older+"@sha256:"+strings.Repeat("0", 64))
 		wantExit(t, r, 1)
 		mustContain(t, "countersign", failureLine(t, r), "no target holds", older)
-		mustContain(t, "countersign's log", r.stderr, "target skipped", sum(readFile(t, w.usbPath(older, "manifest.json"))))
+		mustContain(t, "countersign's log", r.stderr, "target skipped", sum(testenv.ReadFile(t, w.usbPath(older, "manifest.json"))))
 		if sigs, _ := filepath.Glob(w.usbPath(older, "manifest.json.countersig-*")); len(sigs) > 0 {
 			t.Errorf("a countersignature was stored for the wrong hash: %v", sigs)
 		}
@@ -140,11 +140,11 @@ func TestTrustKeyRotation(t *testing.T) {
 	})
 	t.Run("a set written with B continues the chain", func(t *testing.T) {
 		next := w.backup(t, cfgB)
-		m := parseManifest(t, readFile(t, w.usbPath(next, "manifest.json")))
+		m := parseManifest(t, testenv.ReadFile(t, w.usbPath(next, "manifest.json")))
 		if m.Previous == nil || m.Previous.ID != newer {
 			t.Errorf("%s links to %+v, want %s", next, m.Previous, newer)
 		}
-		if err := sshVerify(t, pubB, "kdr-manifest", readFile(t, w.usbPath(next, "manifest.json")), readFile(t, w.usbPath(next, "manifest.json.sig"))); err != nil {
+		if err := sshVerify(t, pubB, "kdr-manifest", testenv.ReadFile(t, w.usbPath(next, "manifest.json")), testenv.ReadFile(t, w.usbPath(next, "manifest.json.sig"))); err != nil {
 			t.Errorf("ssh-keygen refuses B's signature of %s: %v", next, err)
 		}
 		verifyOK(t, cfgB, "latest", next)
@@ -189,9 +189,9 @@ drill: {identityFile: %q, target: usb, sandbox: %q}
   "started": "2099-01-01T00:00:00Z", "finished": "2099-01-01T00:01:00Z", "result": "pass", "rtoSeconds": 1, "rpoSeconds": 1,
   "verifySeconds": 1, "members": 1, "keys": 1, "checks": [], "steps": []}`, id, cluster, plantedSet.id))
 		key := filepath.Join(w.usb, cluster, "drills", id+".json")
-		writeFile(t, key, report, 0o444)
+		testenv.WriteFile(t, key, report, 0o444)
 		if signed {
-			writeFile(t, key+".sig", sshSign(t, attackerKey, report, "kdr-drill-report"), 0o444)
+			testenv.WriteFile(t, key+".sig", sshSign(t, attackerKey, report, "kdr-drill-report"), 0o444)
 		}
 	}
 
@@ -246,16 +246,16 @@ drill: {identityFile: %q, target: usb, sandbox: %q}
 		checked := 0
 		for _, m := range sets[len(sets)-3:] {
 			dir, sig := filepath.Dir(m), m+".sig"
-			raw := readFile(t, m)
-			if err := sshVerify(t, w.signingPub, "kdr-manifest", raw, readFile(t, sig)); err != nil {
+			raw := testenv.ReadFile(t, m)
+			if err := sshVerify(t, w.signingPub, "kdr-manifest", raw, testenv.ReadFile(t, sig)); err != nil {
 				t.Errorf("ssh-keygen refuses the agent's signature of %s: %v", dir, err)
 			}
 			// One namespace per kind: a manifest's signature is no runbook's.
-			if err := sshVerify(t, w.signingPub, "kdr-runbook", raw, readFile(t, sig)); err == nil {
+			if err := sshVerify(t, w.signingPub, "kdr-runbook", raw, testenv.ReadFile(t, sig)); err == nil {
 				t.Errorf("ssh-keygen accepts %s's manifest signature as a runbook's", dir)
 			}
 			if md := filepath.Join(dir, "runbook.md"); exists(md) {
-				if err := sshVerify(t, w.signingPub, "kdr-runbook", readFile(t, md), readFile(t, md+".sig")); err != nil {
+				if err := sshVerify(t, w.signingPub, "kdr-runbook", testenv.ReadFile(t, md), testenv.ReadFile(t, md+".sig")); err != nil {
 					t.Errorf("ssh-keygen refuses the signature of %s: %v", md, err)
 				}
 				checked++
@@ -269,7 +269,7 @@ drill: {identityFile: %q, target: usb, sandbox: %q}
 			t.Fatal("no drill report by the agent")
 		}
 		for _, p := range reports {
-			if err := sshVerify(t, w.signingPub, "kdr-drill-report", readFile(t, p), readFile(t, p+".sig")); err != nil {
+			if err := sshVerify(t, w.signingPub, "kdr-drill-report", testenv.ReadFile(t, p), testenv.ReadFile(t, p+".sig")); err != nil {
 				t.Errorf("ssh-keygen refuses the signature of %s: %v", p, err)
 			}
 		}
@@ -294,7 +294,7 @@ drill: {identityFile: %q, target: usb, sandbox: %q}
 			t.Fatal("no drill report by the agent")
 		}
 		var agent drillDoc
-		if err := json.Unmarshal(readFile(t, reports[len(reports)-1]), &agent); err != nil {
+		if err := json.Unmarshal(testenv.ReadFile(t, reports[len(reports)-1]), &agent); err != nil {
 			t.Fatal(err)
 		}
 		if agent.Backup == plantedSet.id || plantedReports[agent.ID] {
@@ -306,7 +306,7 @@ drill: {identityFile: %q, target: usb, sandbox: %q}
 			t.Fatalf("drill -o json: %v\n%s", err, r)
 		}
 		var cli drillDoc
-		if err := json.Unmarshal(readFile(t, filepath.Join(w.usb, cluster, "drills", printed.ID+".json")), &cli); err != nil {
+		if err := json.Unmarshal(testenv.ReadFile(t, filepath.Join(w.usb, cluster, "drills", printed.ID+".json")), &cli); err != nil {
 			t.Fatalf("the stored report of drill %s: %v", printed.ID, err)
 		}
 		if cli.Backup != agent.Backup || cli.Result != agent.Result {

@@ -77,11 +77,11 @@ func TestAgentOnNode(t *testing.T) {
 
 	t.Run("ConfigMap edit picked up", func(t *testing.T) {
 		cfg := filepath.Join(w.dir, "my-kdr", "kdr.yaml")
-		edited := strings.Replace(string(readFile(t, cfg)), "prune: 0 3 * * *", "prune: 0 2 * * *", 1)
-		if edited == string(readFile(t, cfg)) {
+		edited := strings.Replace(string(testenv.ReadFile(t, cfg)), "prune: 0 3 * * *", "prune: 0 2 * * *", 1)
+		if edited == string(testenv.ReadFile(t, cfg)) {
 			t.Fatalf("no prune schedule to edit in %s", cfg)
 		}
-		writeFile(t, cfg, []byte(edited), 0o644)
+		testenv.WriteFile(t, cfg, []byte(edited), 0o644)
 		w.sh(t, "kubectl apply -k my-kdr")
 		testenv.Eventually(t, nodeWait, "both pods running the edited prune schedule", func() bool {
 			pods, err := w.tryPods(t.Context())
@@ -374,7 +374,7 @@ func (w *nodeWorld) streamedFrom(t *testing.T, lead pod) string {
 // under /registry would be objects the API server has to decode.
 func fillNodeEtcd(t *testing.T, n *testenv.Node, bytes int64) {
 	t.Helper()
-	pem := func(p string) []byte { return readFile(t, n.Path(p)) }
+	pem := func(p string) []byte { return testenv.ReadFile(t, n.Path(p)) }
 	cert, err := tls.X509KeyPair(pem("/etc/kubernetes/pki/apiserver-etcd-client.crt"), pem("/etc/kubernetes/pki/apiserver-etcd-client.key"))
 	if err != nil {
 		t.Fatal(err)

@@ -77,7 +77,7 @@ func newNodeWorld(t *testing.T) *nodeWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tag := strings.TrimSpace(string(readFile(t, filepath.Join(root, "VERSION"))))
+	tag := strings.TrimSpace(string(testenv.ReadFile(t, filepath.Join(root, "VERSION"))))
 	image := filepath.Join(root, "bin", "kdr-image.tar")
 	if _, err := os.Stat(image); err != nil {
 		t.Fatalf("the agent's image: %v: run `make image`", err)
@@ -89,7 +89,7 @@ func newNodeWorld(t *testing.T) *nodeWorld {
 	w.minio.CreateBucket(t, bucket, false)
 	w.operator = w.net.AddHost(t, "operator")
 	w.node = testenv.StartNode(t, w.net, testenv.NodeOptions{Name: "cp1", Images: []string{image, upgrade}})
-	mkdir(t, filepath.Join(w.dir, "kdr"), 0o755)
+	testenv.Mkdir(t, filepath.Join(w.dir, "kdr"), 0o755)
 	if out, err := exec.Command("cp", "-R", filepath.Join(root, "deploy"), filepath.Join(w.dir, "kdr", "deploy")).CombinedOutput(); err != nil {
 		t.Fatalf("copy deploy/: %v: %s", err, out)
 	}
@@ -124,7 +124,7 @@ func readmeBlocks(t *testing.T, path string) map[string][]readmeBlock {
 	var section string
 	var cur *readmeBlock
 	var indent string
-	sc := bufio.NewScanner(strings.NewReader(string(readFile(t, path))))
+	sc := bufio.NewScanner(strings.NewReader(string(testenv.ReadFile(t, path))))
 	for sc.Scan() {
 		line := sc.Text()
 		trimmed := strings.TrimSpace(line)
@@ -194,12 +194,12 @@ func (w *nodeWorld) install(t *testing.T, peers []*testenv.EtcdPeer) {
 	}
 	w.identity = filepath.Join(w.dir, "operator.key")
 	overlay := filepath.Join(w.dir, "my-kdr")
-	mkdir(t, overlay, 0o755)
-	writeFile(t, filepath.Join(overlay, "kustomization.yaml"), []byte(w.block(t, "Install", "yaml", 0)), 0o644)
+	testenv.Mkdir(t, overlay, 0o755)
+	testenv.WriteFile(t, filepath.Join(overlay, "kustomization.yaml"), []byte(w.block(t, "Install", "yaml", 0)), 0o644)
 	cfg := w.agentConfig(t, recipient, public, peers)
-	writeFile(t, filepath.Join(overlay, "kdr.yaml"), cfg, 0o644)
-	writeFile(t, filepath.Join(w.dir, "access-key"), []byte(w.minio.AccessKey()+"\n"), 0o600)
-	writeFile(t, filepath.Join(w.dir, "secret-key"), []byte(w.minio.SecretKey()+"\n"), 0o600)
+	testenv.WriteFile(t, filepath.Join(overlay, "kdr.yaml"), cfg, 0o644)
+	testenv.WriteFile(t, filepath.Join(w.dir, "access-key"), []byte(w.minio.AccessKey()+"\n"), 0o600)
+	testenv.WriteFile(t, filepath.Join(w.dir, "secret-key"), []byte(w.minio.SecretKey()+"\n"), 0o600)
 	w.sh(t, w.block(t, "Install", "sh", 1))
 	for _, f := range []string{"access-key", "secret-key", "signing.key"} {
 		if _, err := os.Stat(filepath.Join(w.dir, f)); err == nil {
@@ -211,12 +211,12 @@ func (w *nodeWorld) install(t *testing.T, peers []*testenv.EtcdPeer) {
 	// The operator reads the same targets with credentials of its own.
 	// (Not the subtest's TempDir: the operator outlives the install.)
 	opDir := filepath.Join(w.dir, "operator")
-	mkdir(t, opDir, 0o700)
-	writeFile(t, filepath.Join(opDir, "access-key"), []byte(w.minio.AccessKey()), 0o600)
-	writeFile(t, filepath.Join(opDir, "secret-key"), []byte(w.minio.SecretKey()), 0o600)
+	testenv.Mkdir(t, opDir, 0o700)
+	testenv.WriteFile(t, filepath.Join(opDir, "access-key"), []byte(w.minio.AccessKey()), 0o600)
+	testenv.WriteFile(t, filepath.Join(opDir, "secret-key"), []byte(w.minio.SecretKey()), 0o600)
 	op := strings.NewReplacer("/etc/kdr-s3/", opDir+"/").Replace(string(cfg))
 	w.opCfg = filepath.Join(opDir, "kdr.yaml")
-	writeFile(t, w.opCfg, []byte(op), 0o600)
+	testenv.WriteFile(t, w.opCfg, []byte(op), 0o600)
 }
 
 // agentConfig is base/kdr.yaml with the operator's edits: this cluster's
@@ -225,7 +225,7 @@ func (w *nodeWorld) install(t *testing.T, peers []*testenv.EtcdPeer) {
 func (w *nodeWorld) agentConfig(t *testing.T, recipient, public string, peers []*testenv.EtcdPeer) []byte {
 	t.Helper()
 	var doc map[string]any
-	if err := yaml.Unmarshal(readFile(t, filepath.Join(w.dir, "kdr", "deploy", "base", "kdr.yaml")), &doc); err != nil {
+	if err := yaml.Unmarshal(testenv.ReadFile(t, filepath.Join(w.dir, "kdr", "deploy", "base", "kdr.yaml")), &doc); err != nil {
 		t.Fatal(err)
 	}
 	ip := w.node.IP
@@ -582,27 +582,4 @@ func (w *nodeWorld) metricsTellTheTruth(t *testing.T) {
 		return leaders == 1
 	})
 	t.Log(got)
-}
-
-func readFile(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func writeFile(t *testing.T, path string, data []byte, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, data, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func mkdir(t *testing.T, dir string, mode os.FileMode) {
-	t.Helper()
-	if err := os.MkdirAll(dir, mode); err != nil {
-		t.Fatal(err)
-	}
 }

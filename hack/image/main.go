@@ -35,6 +35,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kdr-io/kdr/hack/internal/cli"
 	"github.com/kdr-io/kdr/internal/ociimage"
 )
 
@@ -87,18 +88,8 @@ func run(ctx context.Context, args []string, sourceDateEpoch string, stdout io.W
 	})
 	fl.StringVar(&created, "created", "", "image time, RFC 3339 or Unix seconds (default $SOURCE_DATE_EPOCH, else 0)")
 	fl.StringVar(&img.Architecture, "arch", "", "architecture of the files, as GOARCH (default this machine's)")
-	// The flag package's own messages span lines and exit 2; errors here are
-	// one line and exit 1, and only -h prints the usage.
-	fl.SetOutput(io.Discard)
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fl.SetOutput(stdout)
-			fl.Usage()
-		}
+	if err := cli.Parse(fl, args, stdout); err != nil {
 		return err
-	}
-	if fl.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fl.Arg(0))
 	}
 	if img.Name == "" || out == "" {
 		return errors.New("-name and -out are required")

@@ -34,6 +34,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/kdr-io/kdr/hack/internal/cli"
 )
 
 // maxOutput bounds the output kept for one test, or for one package's own
@@ -68,17 +70,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, 
 		required = append(required, s)
 		return nil
 	})
-	// The flag package's own messages span lines; only -h prints the usage.
-	fl.SetOutput(io.Discard)
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fl.SetOutput(stdout)
-			fl.Usage()
-		}
+	if err := cli.Parse(fl, args, stdout); err != nil {
 		return err
-	}
-	if fl.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fl.Arg(0))
 	}
 
 	s := &summary{w: stdout, pkgs: map[string]*pkgResult{}}
