@@ -14,6 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/kdr-io/kdr/manifest"
 )
@@ -58,7 +59,16 @@ type clusterInfo struct {
 	candidates []member
 }
 
+// Connect opens a client of the whole cluster, for callers other than
+// the snapshot stream (the log capture's watch).
+func (o EtcdOptions) Connect() (*clientv3.Client, error) { return o.dial(o.Endpoints, nil) }
+
+// client opens a client that streams snapshots.
 func (o EtcdOptions) client(endpoints []string) (*clientv3.Client, error) {
+	return o.dial(endpoints, snapshotDialOptions)
+}
+
+func (o EtcdOptions) dial(endpoints []string, opts []grpc.DialOption) (*clientv3.Client, error) {
 	timeout := o.DialTimeout
 	if timeout == 0 {
 		timeout = 5 * time.Second
@@ -72,7 +82,7 @@ func (o EtcdOptions) client(endpoints []string) (*clientv3.Client, error) {
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 10 * time.Second,
 		Logger:               zap.NewNop(),
-		DialOptions:          snapshotDialOptions,
+		DialOptions:          opts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", endpoints, err)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Local is a target in a directory: a USB disk, an NFS mount, any local
@@ -87,6 +89,8 @@ func (l *Local) notExist(key string, cause error) error {
 
 // Put writes r to a hidden temp file beside the final name, syncs it, and
 // renames it into place, so that the object appears whole or not at all.
+// With opts.IfAbsent the last step never replaces an existing file (see
+// placeNew).
 func (l *Local) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) (err error) {
 	if err := ValidateKey(key); err != nil {
 		return fmt.Errorf("target %s: %w", l.name, err)
@@ -134,13 +138,59 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader, opts PutOption
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("target %s: writing %s: %w", l.name, key, err)
 	}
-	if err := os.Rename(tmp, final); err != nil {
+	if opts.IfAbsent {
+		err = placeNew(tmp, final)
+		if errors.Is(err, fs.ErrExist) {
+			return mark(ErrExist, err, fmt.Sprintf("target %s: %s: %v", l.name, key, ErrExist))
+		}
+	} else {
+		err = os.Rename(tmp, final)
+	}
+	if err != nil {
 		return l.fail("writing", key, err)
 	}
 	if err := syncDir(dir); err != nil {
 		return l.fail("writing", key, err)
 	}
 	return nil
+}
+
+// placeNew moves the finished temp file tmp to final unless final exists,
+// in which case the error wraps fs.ErrExist and tmp stays for the caller to
+// remove. renameat2 with RENAME_NOREPLACE does it in one step; filesystems
+// that do not know the flag (NFS, some FUSE mounts) refuse it with EINVAL,
+// and get link(2) and an unlink of tmp instead.
+func placeNew(tmp, final string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_NOREPLACE)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.ENOTSUP):
+	default:
+		return &os.LinkError{Op: "renameat2", Old: tmp, New: final, Err: err}
+	}
+	return linkNew(tmp, final)
+}
+
+// linkNew is placeNew by link(2) and an unlink of tmp.
+func linkNew(tmp, final string) error {
+	if err := os.Link(tmp, final); err != nil {
+		// NFS may answer a retransmitted LINK that did succeed with EEXIST:
+		// the file in place being tmp itself means it did.
+		if !errors.Is(err, fs.ErrExist) || !sameFile(tmp, final) {
+			return err
+		}
+	}
+	// The object is in place; a temp name left by a failed unlink is
+	// removed by CleanupIncomplete.
+	os.Remove(tmp)
+	return nil
+}
+
+func sameFile(a, b string) bool {
+	ai, aerr := os.Stat(a)
+	bi, berr := os.Stat(b)
+	return aerr == nil && berr == nil && os.SameFile(ai, bi)
 }
 
 // createTemp makes the key's directories and a temp file in the last one. A

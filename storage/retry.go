@@ -130,6 +130,7 @@ func retryable(ctx context.Context, err error) bool {
 		errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, ErrPermanent),
 		errors.Is(err, ErrNotExist),
+		errors.Is(err, ErrExist),
 		errors.Is(err, ErrLocked):
 		return false
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 
@@ -33,9 +34,10 @@ func s3Code(err error) string {
 }
 
 // classify decides what an error from minio-go means. Not-found becomes
-// ErrNotExist; answers that another attempt cannot change (bad credentials,
-// no bucket, denied, refused TLS) become ErrPermanent; anything else, such as
-// a refused or reset connection, a timeout or a 5xx, stays retryable.
+// ErrNotExist; a failed If-None-Match becomes ErrExist; answers that another
+// attempt cannot change (bad credentials, no bucket, denied, refused TLS)
+// become ErrPermanent; anything else, such as a refused or reset
+// connection, a timeout or a 5xx, stays retryable.
 func classify(err error) error {
 	if err == nil {
 		return nil
@@ -49,12 +51,18 @@ func classify(err error) error {
 		switch er.Code {
 		case "NoSuchKey", "NoSuchVersion":
 			return mark(ErrNotExist, err, describe(err))
+		case "PreconditionFailed":
+			// The only condition kdr sends is If-None-Match: * (IfAbsent).
+			return mark(ErrExist, err, fmt.Sprintf("%v: %s", ErrExist, describe(err)))
 		case "RequestTimeout", "Throttling", "ThrottlingException", "RequestLimitExceeded",
 			"RequestThrottled", "SlowDown", "SlowDownRead", "SlowDownWrite", "InternalError",
 			"ExpiredToken", "ExpiredTokenException", "ServiceUnavailable":
 			return mark(nil, err, describe(err))
 		}
 		switch {
+		case er.StatusCode == http.StatusPreconditionFailed,
+			strings.Contains(er.Message, "pre-conditions you specified did not hold"):
+			return mark(ErrExist, err, fmt.Sprintf("%v: %s", ErrExist, describe(err)))
 		case er.Code == "NoSuchBucket", er.Code == "AccessDenied", er.Code == "InvalidAccessKeyId",
 			er.Code == "SignatureDoesNotMatch", er.Code == "XMinioStorageFull",
 			er.StatusCode >= 400 && er.StatusCode < 500 && er.StatusCode != 408 && er.StatusCode != 429 && er.StatusCode != 499:

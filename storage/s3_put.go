@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -87,6 +88,11 @@ func readPart(r io.Reader, buf []byte) (int, bool, error) {
 // longer input goes up as a multipart upload of PartSize parts through two
 // buffers, so memory stays at two parts whatever the size. When the upload fails or ctx ends, it is aborted; if even the abort
 // fails (the server went away), CleanupIncomplete of this target retries it.
+//
+// With opts.IfAbsent the PUT, or the CompleteMultipartUpload, carries
+// If-None-Match: *, and the object a random put ID in its metadata, by
+// which a retry that is refused tells its own earlier attempt from
+// another writer's object (see settle).
 func (s *S3) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) error {
 	if err := ValidateKey(key); err != nil {
 		return fmt.Errorf("target %s: %w", s.name, err)
@@ -102,6 +108,11 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) 
 		ContentType:          opts.ContentType,
 		StorageClass:         s.class,
 		ServerSideEncryption: s.sse,
+	}
+	var putID string
+	if opts.IfAbsent {
+		putID = rand.Text()
+		popts.UserMetadata = map[string]string{putIDMeta: putID}
 	}
 	// AWS refuses locked objects without a Content-MD5 (or checksum) header.
 	withMD5 := !until.IsZero()
@@ -119,14 +130,51 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) 
 	}
 	if done {
 		data := buf[:n]
-		return s.call(ctx, "put", key, func(ctx context.Context) error {
+		if opts.IfAbsent {
+			popts.SetMatchETagExcept("*")
+		}
+		attempts := 0
+		err := s.call(ctx, "put", key, func(ctx context.Context) error {
+			attempts++
 			return sendPart(data, func(r io.Reader) error {
 				_, err := s.core.PutObject(ctx, s.bucket, s.object(key), r, int64(len(data)), md5Of(data, withMD5), "", popts)
 				return err
 			})
 		})
+		return s.settle(ctx, key, putID, attempts, err)
 	}
-	return s.putMultipart(ctx, key, in, buf, popts, withMD5)
+	return s.putMultipart(ctx, key, in, buf, popts, withMD5, putID)
+}
+
+// putIDMeta is the user metadata (x-amz-meta-kdr-put-id) that holds the
+// put ID of an object stored with PutOptions.IfAbsent.
+const putIDMeta = "Kdr-Put-Id"
+
+// settle decides a conditional write (putID not empty) that a retry found
+// refused: when the first attempt's answer was lost after the server had
+// stored the object (a timeout, a reset connection), the retry gets
+// PreconditionFailed, or NoSuchUpload for a completed multipart upload. The
+// object carrying this Put's ID makes that a success. The ID and not the
+// ETag decides: two writers storing the same bytes must not both win, and
+// the ETag is no MD5 under SSE-KMS or SSE-C, nor for multipart objects.
+func (s *S3) settle(ctx context.Context, key, putID string, attempts int, err error) error {
+	if err == nil || putID == "" || attempts < 2 || !(errors.Is(err, ErrExist) || s3Code(err) == "NoSuchUpload") {
+		return err
+	}
+	var info minio.ObjectInfo
+	serr := s.retry.do(ctx, func(ctx context.Context) error {
+		var err error
+		info, err = s.client.StatObject(ctx, s.bucket, s.object(key), minio.StatObjectOptions{})
+		return classify(err)
+	})
+	switch {
+	case serr != nil:
+		// Neither a success nor proof of another writer.
+		return fmt.Errorf("%v; checking whether an earlier attempt stored it: %v", err, serr)
+	case info.Metadata.Get("X-Amz-Meta-"+putIDMeta) == putID:
+		return nil
+	}
+	return err
 }
 
 // partReader hands one part's bytes to an HTTP request and cuts it off when
@@ -173,7 +221,8 @@ func md5Of(data []byte, want bool) string {
 }
 
 // putMultipart uploads buf, which is full, and the rest of r.
-func (s *S3) putMultipart(ctx context.Context, key string, r io.Reader, buf []byte, popts minio.PutObjectOptions, withMD5 bool) (err error) {
+// A putID makes the completion conditional, as in Put.
+func (s *S3) putMultipart(ctx context.Context, key string, r io.Reader, buf []byte, popts minio.PutObjectOptions, withMD5 bool, putID string) (err error) {
 	object := s.object(key)
 	var uploadID string
 	err = s.call(ctx, "put", key, func(ctx context.Context) error {
@@ -259,10 +308,17 @@ func (s *S3) putMultipart(ctx context.Context, key string, r io.Reader, buf []by
 		cur = 1 - cur
 		data = bufs[cur][:n]
 	}
-	return s.call(ctx, "put", key, func(ctx context.Context) error {
-		_, err := s.core.CompleteMultipartUpload(ctx, s.bucket, object, uploadID, parts, minio.PutObjectOptions{})
+	var copts minio.PutObjectOptions
+	if putID != "" {
+		copts.SetMatchETagExcept("*")
+	}
+	attempts := 0
+	err = s.call(ctx, "put", key, func(ctx context.Context) error {
+		attempts++
+		_, err := s.core.CompleteMultipartUpload(ctx, s.bucket, object, uploadID, parts, copts)
 		return err
 	})
+	return s.settle(ctx, key, putID, attempts, err)
 }
 
 // abort ends a failed multipart upload so that its parts do not linger.

@@ -15,6 +15,9 @@ var (
 	// ErrLocked: the object is under retention (S3 Object Lock) and cannot be
 	// deleted or overwritten before its time.
 	ErrLocked = errors.New("object is under retention")
+	// ErrExist: an object asked for with PutOptions.IfAbsent is already
+	// on the target; another writer stored it first.
+	ErrExist = errors.New("object already exists")
 	// ErrPermanent marks failures that retrying cannot fix (access denied, no
 	// space left, read-only medium, missing bucket).
 	ErrPermanent = errors.New("permanent storage error")
@@ -40,6 +43,12 @@ type PutOptions struct {
 	// recovery kit's binaries must run straight from the disk. Targets
 	// without file modes ignore it.
 	Executable bool
+	// IfAbsent stores the object only if no object has the key yet (S3
+	// If-None-Match: *, a local file linked into place without
+	// replacing): of two writers racing for one key exactly one
+	// succeeds, and the other gets an error wrapping ErrExist. A retry
+	// that finds its own earlier attempt stored is a success.
+	IfAbsent bool
 }
 
 // Target is one place backups are stored: an S3 bucket, a directory on a

@@ -1,0 +1,269 @@
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/kdr-io/kdr/manifest"
+	"github.com/kdr-io/kdr/storage"
+)
+
+// ErrGap means the captured log does not reach a revision: a segment is
+// missing, or the chain ends before it.
+var ErrGap = errors.New("captured log has a gap")
+
+// Segment is one trusted segment of a chain.
+type Segment struct {
+	Key  string
+	Head *manifest.SegmentHead
+	// Sum is the sha256 of the head's bytes.
+	Sum string
+	// Stored is when the target stored the head.
+	Stored time.Time
+}
+
+// Chain is the captured log that continues one full set on one target,
+// as far as it is whole: every segment signed by a trusted key, naming
+// the set and the segment before it, with no gap and no overlap.
+type Chain struct {
+	Target  string
+	Base    *manifest.Manifest
+	BaseSum string
+	// Segments start at Base's revision + 1 and follow each other.
+	Segments []Segment
+	// Broken, when set, is why the chain stops where it does although the
+	// target holds heads beyond: the first missing, unsigned, damaged,
+	// foreign or misplaced one, named.
+	Broken *Problem
+	// Claimed, when set, is a head key whose signature is stored without
+	// the head: a writer died between the two, or is writing it now.
+	Claimed *storage.ObjectInfo
+}
+
+// End is the last revision the chain reaches.
+func (c *Chain) End() int64 {
+	if n := len(c.Segments); n > 0 {
+		return c.Segments[n-1].Head.Last
+	}
+	return c.Base.Etcd.Revision
+}
+
+// Last is the chain's last segment, nil when it has none.
+func (c *Chain) Last() *Segment {
+	if n := len(c.Segments); n > 0 {
+		return &c.Segments[n-1]
+	}
+	return nil
+}
+
+// Covering returns the segments from the chain's start through the one
+// holding rev, or an error wrapping ErrGap when the chain does not reach it.
+func (c *Chain) Covering(rev int64) ([]Segment, error) {
+	for i, s := range c.Segments {
+		if s.Head.Last >= rev {
+			return c.Segments[:i+1], nil
+		}
+	}
+	why := ""
+	if c.Broken != nil {
+		why = " (" + c.Broken.Error() + ")"
+	}
+	return nil, fmt.Errorf("%w: the log of %s on target %s reaches revision %d, not %d%s", ErrGap, c.Base.ID, c.Target, c.End(), rev, why)
+}
+
+// Proof is the newest HashKV recorded at a segment end at or before rev.
+func (c *Chain) Proof(rev int64) *manifest.LogHash {
+	var p *manifest.LogHash
+	for _, s := range c.Segments {
+		if s.Head.Last > rev {
+			break
+		}
+		if s.Head.HashKV != nil {
+			p = s.Head.HashKV
+		}
+	}
+	return p
+}
+
+// ReadChain reads the heads of the log continuing base on t, verifying
+// each against trust and linking it to the one before, and stops at the
+// first that is not whole, saying why in Chain.Broken. Only a failure to
+// list or read the target is an error.
+func ReadChain(ctx context.Context, t storage.Target, trust *manifest.Trust, base *manifest.Manifest, baseSum string) (*Chain, error) {
+	c := &Chain{Target: t.Name(), Base: base, BaseSum: baseSum}
+	prefix := manifest.LogPrefix(base.Cluster, base.ID)
+	heads := map[int64]time.Time{}
+	claims := map[int64]storage.ObjectInfo{}
+	var firsts []int64
+	err := t.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		if first, ok := manifest.ParseHeadKey(prefix, oi.Key); ok {
+			heads[first] = oi.Modified
+			firsts = append(firsts, first)
+		} else if first, ok := manifest.ParseHeadKey(prefix, trimSig(oi.Key)); ok {
+			claims[first] = oi
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s on target %s: %w", prefix, t.Name(), err)
+	}
+	sort.Slice(firsts, func(i, j int) bool { return firsts[i] < firsts[j] })
+	next := base.Etcd.Revision + 1
+	var prev *Segment
+	broken := func(key string, err error, format string, args ...any) {
+		c.Broken = &Problem{Target: t.Name(), Object: key, Reason: fmt.Sprintf(format, args...), Err: err}
+	}
+	for _, first := range firsts {
+		key := manifest.SegmentHeadKey(base.Cluster, base.ID, first)
+		if first != next {
+			what := "overlaps the segment before"
+			if first > next {
+				what = fmt.Sprintf("revisions %d..%d are missing before it", next, first-1)
+			}
+			broken(key, ErrGap, "segment starting at %d: %s", first, what)
+			break
+		}
+		h, sum, err := manifest.ReadSegmentHead(ctx, t, key, trust)
+		if err != nil && !IsForeign(err) {
+			return nil, err
+		}
+		if err == nil {
+			err = linkSegment(h, base, c.BaseSum, prev)
+		}
+		if err != nil {
+			broken(key, err, "%v", err)
+			break
+		}
+		c.Segments = append(c.Segments, Segment{Key: key, Head: h, Sum: sum, Stored: heads[first]})
+		prev = &c.Segments[len(c.Segments)-1]
+		next = h.Last + 1
+	}
+	if oi, ok := claims[next]; ok && heads[next].IsZero() {
+		c.Claimed = &oi
+	}
+	return c, nil
+}
+
+func trimSig(key string) string { return key[:len(key)-min(len(key), len(".sig"))] }
+
+// linkSegment checks that a trusted head belongs where it is stored:
+// in base's chain, right after prev.
+func linkSegment(h *manifest.SegmentHead, base *manifest.Manifest, baseSum string, prev *Segment) error {
+	switch {
+	case h.Cluster != base.Cluster || h.Base.ID != base.ID:
+		return fmt.Errorf("%w: the segment continues %s/%s", ErrForeign, h.Cluster, h.Base.ID)
+	case h.Base.SHA256 != baseSum:
+		return fmt.Errorf("%w: the segment continues another manifest of %s", ErrChain, base.ID)
+	case prev == nil && h.Prev != nil:
+		return fmt.Errorf("%w: the chain's first segment names %d..%d before it", ErrChain, h.Prev.First, h.Prev.Last)
+	case prev != nil && (h.Prev == nil || *h.Prev != *prev.Head.Link(prev.Sum)):
+		return fmt.Errorf("%w: the segment does not name %d..%d before it", ErrChain, prev.Head.First, prev.Head.Last)
+	}
+	return nil
+}
+
+// maxSegmentRead bounds what is read of a body: its head's record bounds
+// it further.
+const maxSegmentRead = manifest.MaxSegmentPlain * 2
+
+// OpenSegment reads a segment's body whole (it is small, and its stored
+// sha256 is checked before any plaintext is used: age proves only that
+// someone with the public recipient wrote it), decrypts it and returns
+// its decoder, positioned after the lease records. The decoder's io.EOF
+// comes only once the plaintext matched the head's record too.
+func OpenSegment(ctx context.Context, t storage.Target, s Segment, ids []age.Identity) (*manifest.LogReader, error) {
+	h := s.Head
+	key := manifest.SegmentBodyKey(h.Cluster, h.Base.ID, h.First, h.Last)
+	stored, err := manifest.ReadBounded(ctx, t, key, min(h.Body.Size, maxSegmentRead))
+	if errors.Is(err, manifest.ErrInvalid) {
+		err = fmt.Errorf("%w: more than the %d bytes its head records", ErrDamaged, h.Body.Size)
+	}
+	if errors.Is(err, storage.ErrNotExist) {
+		err = fmt.Errorf("%w: %w", ErrMissing, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("segment %d..%d: %w", h.First, h.Last, err)
+	}
+	sr := manifest.NewStoredReader(bytes.NewReader(stored), h.Body)
+	if err := sr.Check(); err != nil {
+		return nil, fmt.Errorf("segment %d..%d on target %s: %w", h.First, h.Last, t.Name(), err)
+	}
+	or, err := manifest.OpenObject(manifest.NewStoredReader(bytes.NewReader(stored), h.Body), ids, manifest.ReadOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("segment %d..%d on target %s: %w", h.First, h.Last, t.Name(), err)
+	}
+	lr, err := manifest.NewLogReader(or, h.Body.PlainSize, h.First, h.Last)
+	if err != nil {
+		or.Close()
+		return nil, fmt.Errorf("segment %d..%d on target %s: %w", h.First, h.Last, t.Name(), err)
+	}
+	return lr, nil
+}
+
+// ReadSegment decodes a whole segment: every revision, checked to the
+// end. Verify and the history reader use it; a replay streams instead.
+func ReadSegment(ctx context.Context, t storage.Target, s Segment, ids []age.Identity, fn func(*manifest.LogRevision) error) ([]manifest.LeaseRecord, error) {
+	lr, err := OpenSegment(ctx, t, s, ids)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		r, err := lr.Next()
+		if err == io.EOF {
+			return lr.Leases(), nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("segment %d..%d on target %s: %w", s.Head.First, s.Head.Last, t.Name(), err)
+		}
+		if fn != nil {
+			if err := fn(r); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// ChainAt finds, on t, the newest trusted full set at or before rev
+// whose chain reaches rev, and returns that chain. A set's revision is a
+// lower bound of its snapshot's, so a set exactly at rev needs no log.
+func ChainAt(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string, rev int64) (*Chain, error) {
+	ids, _, err := completeIDs(ctx, t, cluster)
+	if err != nil {
+		return nil, err
+	}
+	var tried []string
+	for i := len(ids) - 1; i >= 0; i-- {
+		m, sum, err := LoadManifest(ctx, t, trust, cluster, ids[i])
+		if IsForeign(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m.Etcd.Revision > rev {
+			continue
+		}
+		c, err := ReadChain(ctx, t, trust, m, sum)
+		if err != nil {
+			return nil, err
+		}
+		if rev == m.Etcd.Revision || c.End() >= rev {
+			return c, nil
+		}
+		tried = append(tried, fmt.Sprintf("%s (revision %d, log to %d)", m.ID, m.Etcd.Revision, c.End()))
+		if c.Broken != nil {
+			tried[len(tried)-1] += ": " + c.Broken.Error()
+		}
+	}
+	if len(tried) == 0 {
+		return nil, fmt.Errorf("%w: no trusted full set of %s on target %s at or before revision %d", ErrNoBackup, cluster, t.Name(), rev)
+	}
+	return nil, fmt.Errorf("%w: no log on target %s reaches revision %d; tried %v", ErrGap, t.Name(), rev, tried)
+}
