@@ -18,6 +18,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/kdr-io/kdr/capture"
 	"github.com/kdr-io/kdr/config"
 )
 
@@ -72,6 +73,10 @@ type Agent struct {
 	election    atomic.Bool
 
 	health health
+
+	// captures are the running captures of the log, by cluster.
+	capMu    sync.Mutex
+	captures map[string]*capture.Capture
 }
 
 // job is one kind of scheduled work.
@@ -108,7 +113,8 @@ func New(o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{o: o, log: o.Log, m: newMetrics(), cfg: cfg, loaded: time.Now(), stop: make(chan struct{})}
+	a := &Agent{o: o, log: o.Log, m: newMetrics(), cfg: cfg, loaded: time.Now(), stop: make(chan struct{}),
+		captures: map[string]*capture.Capture{}}
 	a.leaderID.Store("")
 	a.work, a.cancelWork = context.WithCancel(context.Background())
 	a.jobs = map[string]*job{
@@ -153,6 +159,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer close(checksDone)
 		a.checkLoop(checkCtx)
 	}()
+	captureDone := make(chan struct{})
+	go func() {
+		defer close(captureDone)
+		a.captureLoop(checkCtx)
+	}()
 
 	a.mu.Lock()
 	err := a.scheduleLocked(cfg)
@@ -176,6 +187,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.shutdown(cfg.Agent.ShutdownGrace)
 	stopChecks()
 	<-checksDone
+	<-captureDone
 	// The lease is given up only after the work stopped, so a standby
 	// cannot start a backup while this one still writes.
 	stopElection()

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kdr-io/kdr/capture"
 )
 
 func (a *Agent) handler() http.Handler {
@@ -44,6 +46,8 @@ type Status struct {
 	// Backups is cluster -> target -> the complete sets there.
 	Backups map[string]map[string]setsView `json:"backups"`
 	Jobs    map[string]JobStatus           `json:"jobs"`
+	// Log is cluster -> what its capture of the log has done, on the leader.
+	Log map[string]capture.Status `json:"log,omitempty"`
 }
 
 // JobStatus is one scheduled job's state.
@@ -77,6 +81,7 @@ func (a *Agent) status() Status {
 	a.health.mu.Lock()
 	st.Backups = a.health.sets
 	a.health.mu.Unlock()
+	st.Log = a.captureStatus()
 	return st
 }
 

@@ -76,6 +76,7 @@ func (a *Agent) recordBackup(r action.ClusterBackup) error {
 		a.m.failures.WithLabelValues(r.Cluster, name, reasonKit).Inc()
 	}
 	a.recordManifest(m)
+	a.newSet(r.Cluster)
 	return r.Err
 }
 

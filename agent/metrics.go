@@ -21,6 +21,8 @@ const (
 	// offline recovery kit of a local target.
 	reasonKit   = "kit"
 	reasonOther = "other"
+	// reasonLost counts segments another writer stored first.
+	reasonLost = "lost"
 )
 
 // metrics are the agent's series. Labels name clusters, targets, jobs and
@@ -45,6 +47,14 @@ type metrics struct {
 	drillRTO      *prometheus.GaugeVec   // cluster
 	drillRPO      *prometheus.GaugeVec   // cluster
 	drillFailures *prometheus.CounterVec // cluster
+
+	segments            *prometheus.CounterVec // cluster, target
+	segmentBytes        *prometheus.CounterVec // cluster, target
+	captureFailures     *prometheus.CounterVec // cluster, target, reason
+	fullSetRequests     *prometheus.CounterVec // cluster
+	captureDurable      *prometheus.GaugeVec   // cluster
+	captureLag          *prometheus.GaugeVec   // cluster
+	captureLagRevisions *prometheus.GaugeVec   // cluster
 
 	jobRuns    *prometheus.CounterVec // job, result
 	jobSkipped *prometheus.CounterVec // job
@@ -84,6 +94,14 @@ func newMetrics() *metrics {
 		drillRPO:      gauge("drill_rpo_seconds", "Age of the backup the last successful drill restored.", "cluster"),
 		drillFailures: counter("drill_failures_total", "Drills that failed.", "cluster"),
 
+		segments:            counter("log_segments_total", "Segments of the captured log stored on the target.", "cluster", "target"),
+		segmentBytes:        counter("log_bytes_written_total", "Bytes of the captured log stored on the target.", "cluster", "target"),
+		captureFailures:     counter("log_failures_total", "Segments a target did not store, or capture runs that stopped (empty target), by reason.", "cluster", "target", "reason"),
+		fullSetRequests:     counter("log_full_set_requests_total", "Full backups the capture asked for because the log could not go on.", "cluster"),
+		captureDurable:      gauge("log_durable_revision", "Last etcd revision the captured log holds on every target it writes.", "cluster"),
+		captureLag:          gauge("log_lag_seconds", "How long the oldest captured revision not yet stored everywhere has waited; 0 when none waits.", "cluster"),
+		captureLagRevisions: gauge("log_lag_revisions", "Revisions received from etcd and not yet stored everywhere.", "cluster"),
+
 		jobRuns:    counter("job_runs_total", "Scheduled runs that finished, by job and result.", "job", "result"),
 		jobSkipped: counter("job_skipped_total", "Scheduled runs skipped because the previous run of the job was still going.", "job"),
 		nextRun:    gauge("job_next_run_timestamp_seconds", "When the job runs next.", "job"),
@@ -103,7 +121,8 @@ func newMetrics() *metrics {
 func (m *metrics) own() []prometheus.Collector {
 	return []prometheus.Collector{m.lastSuccess, m.duration, m.written, m.failures, m.dbSize, m.revision, m.backups,
 		m.oldest, m.newest, m.certExpiry, m.targetUp, m.pruned, m.drillLast, m.drillRTO, m.drillRPO, m.drillFailures,
-		m.jobRuns, m.jobSkipped, m.nextRun, m.catchUps, m.leader, m.reloadOK}
+		m.jobRuns, m.jobSkipped, m.nextRun, m.catchUps, m.leader, m.reloadOK,
+		m.segments, m.segmentBytes, m.captureFailures, m.fullSetRequests, m.captureDurable, m.captureLag, m.captureLagRevisions}
 }
 
 // zero creates the series of cfg's clusters and targets at 0, so the first
@@ -130,6 +149,14 @@ func (m *metrics) zero(cfg *config.Config) {
 		}
 		m.drillFailures.WithLabelValues(c.Name)
 		m.drillLast.WithLabelValues(c.Name)
+		m.fullSetRequests.WithLabelValues(c.Name)
+		for _, t := range targets[1:] {
+			m.segments.WithLabelValues(c.Name, t)
+			m.segmentBytes.WithLabelValues(c.Name, t)
+			for _, r := range []string{reasonTarget, reasonLost} {
+				m.captureFailures.WithLabelValues(c.Name, t, r)
+			}
+		}
 	}
 	for _, t := range cfg.Targets {
 		m.targetUp.WithLabelValues(t.Name)
@@ -168,5 +195,6 @@ type partialDeleter interface {
 
 func (m *metrics) vecs() []partialDeleter {
 	return []partialDeleter{m.lastSuccess, m.duration, m.written, m.failures, m.dbSize, m.revision, m.backups,
-		m.oldest, m.newest, m.certExpiry, m.targetUp, m.pruned, m.drillLast, m.drillRTO, m.drillRPO, m.drillFailures}
+		m.oldest, m.newest, m.certExpiry, m.targetUp, m.pruned, m.drillLast, m.drillRTO, m.drillRPO, m.drillFailures,
+		m.segments, m.segmentBytes, m.captureFailures, m.fullSetRequests, m.captureDurable, m.captureLag, m.captureLagRevisions}
 }

@@ -22,6 +22,9 @@ const (
 	DefaultDrillSchedule  = "0 4 1 */3 *"
 	DefaultLeaseNamespace = "kdr-system"
 	DefaultLeaseName      = "kdr"
+	DefaultSegmentPeriod  = 10 * time.Second
+	DefaultSegmentMiB     = 4
+	DefaultHashEvery      = 5 * time.Minute
 )
 
 // DefaultState is the off-etcd state of a kubeadm control-plane node, used
@@ -93,6 +96,16 @@ func applyDefaults(cfg *Config) {
 	}
 	if cfg.Agent.ShutdownGrace == 0 {
 		cfg.Agent.ShutdownGrace = DefaultShutdownGrace
+	}
+	cp := &cfg.Agent.Capture
+	if cp.SegmentPeriod == 0 {
+		cp.SegmentPeriod = DefaultSegmentPeriod
+	}
+	if cp.SegmentMiB == 0 {
+		cp.SegmentMiB = DefaultSegmentMiB
+	}
+	if cp.HashEvery == 0 {
+		cp.HashEvery = DefaultHashEvery
 	}
 	le := &cfg.Agent.LeaderElection
 	if le.Namespace == "" {

@@ -208,7 +208,26 @@ type Agent struct {
 	// before it is cancelled (default 25s, inside Kubernetes' 30s).
 	ShutdownGrace  time.Duration  `yaml:"shutdownGrace"`
 	LeaderElection LeaderElection `yaml:"leaderElection"`
+	Capture        Capture        `yaml:"capture"`
 }
+
+// Capture is the agent's continuous capture of every etcd revision
+// between full sets, which lets a restore go to any revision.
+type Capture struct {
+	// Enabled is on unless set to false.
+	Enabled *bool `yaml:"enabled"`
+	// SegmentPeriod closes a segment this long after its first revision
+	// (default 10s): the most a crash of the agent loses.
+	SegmentPeriod time.Duration `yaml:"segmentPeriod"`
+	// SegmentMiB closes a segment once it holds this much (default 4).
+	SegmentMiB int `yaml:"segmentMiB"`
+	// HashEvery is how often a segment carries etcd's HashKV, which a
+	// replay proves itself against; it scans the database (default 5m).
+	HashEvery time.Duration `yaml:"hashEvery"`
+}
+
+// On reports whether the capture runs.
+func (c Capture) On() bool { return c.Enabled == nil || *c.Enabled }
 
 // LeaderElection uses a Kubernetes Lease so two replicas never back up at
 // once. It takes effect in a pod (the in-cluster service account) or with

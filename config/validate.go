@@ -428,6 +428,15 @@ func (d *decoder) agent(a *Agent) {
 	if a.ShutdownGrace < 0 {
 		d.errorf("agent.shutdownGrace", "must not be negative")
 	}
+	if a.Capture.SegmentPeriod < 100*time.Millisecond {
+		d.errorf("agent.capture.segmentPeriod", "must be at least 100ms")
+	}
+	if a.Capture.SegmentMiB < 1 || a.Capture.SegmentMiB > 32 {
+		d.errorf("agent.capture.segmentMiB", "must be between 1 and 32")
+	}
+	if a.Capture.HashEvery < time.Second {
+		d.errorf("agent.capture.hashEvery", "must be at least 1s")
+	}
 	// client-go refuses these orders; say so here, with the line.
 	le := a.LeaderElection
 	switch {

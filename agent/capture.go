@@ -1,0 +1,224 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/kdr-io/kdr/action"
+	"github.com/kdr-io/kdr/capture"
+	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/internal/fromconfig"
+	"github.com/kdr-io/kdr/manifest"
+)
+
+// Pauses of the capture loop.
+const (
+	// lostPause follows a head another writer took: the other writer is
+	// storing the chain's end, which the next run continues.
+	lostPause = time.Second
+	// retryPause grows from this after failures, up to maxRetryPause.
+	retryPause    = 5 * time.Second
+	maxRetryPause = 5 * time.Minute
+)
+
+// captureLoop keeps one capture per cluster running while this agent
+// leads and the config has the capture on. A lost lease cancels the work
+// context and with it the captures; a reload restarts them with the new
+// config.
+func (a *Agent) captureLoop(ctx context.Context) {
+	type running struct {
+		cfg    *config.Config
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	runs := map[string]*running{}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		a.mu.Lock()
+		work, cfg, stopping := a.work, a.cfg, a.stopping
+		a.mu.Unlock()
+		for name, r := range runs {
+			select {
+			case <-r.done:
+				delete(runs, name)
+				continue
+			default:
+			}
+			if r.cfg != cfg || stopping || !cfg.Agent.Capture.On() {
+				r.cancel()
+			}
+		}
+		if a.leader.Load() && !stopping && cfg.Agent.Capture.On() {
+			for _, c := range cfg.Clusters {
+				if runs[c.Name] != nil {
+					continue
+				}
+				cctx, cancel := context.WithCancel(work)
+				r := &running{cfg: cfg, cancel: cancel, done: make(chan struct{})}
+				runs[c.Name] = r
+				go func() {
+					defer close(r.done)
+					a.captureCluster(cctx, cfg, c)
+				}()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			for _, r := range runs {
+				r.cancel()
+				<-r.done
+			}
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// captureCluster runs one cluster's capture until ctx ends.
+func (a *Agent) captureCluster(ctx context.Context, cfg *config.Config, c config.Cluster) {
+	log := a.log.With("cluster", c.Name)
+	cp, err := a.newCapture(ctx, cfg, c)
+	if err != nil {
+		log.Error("no capture of the log", "err", err)
+		a.m.captureFailures.WithLabelValues(c.Name, "", reasonConfig).Inc()
+		return
+	}
+	a.setCapture(c.Name, cp)
+	defer a.setCapture(c.Name, nil)
+	stopGauges := a.captureGauges(c.Name, cp)
+	defer stopGauges()
+	pause := retryPause
+	for ctx.Err() == nil {
+		err := cp.Run(ctx)
+		wait := time.Duration(0)
+		switch {
+		case err == nil:
+			pause = retryPause
+		case errors.Is(err, manifest.ErrLost):
+			log.Warn("another writer holds the log's end: continuing after it", "err", err)
+			wait = lostPause
+		case errors.Is(err, capture.ErrNeedFullSet):
+			log.Warn("the log cannot go on: a full backup starts a new chain", "err", err)
+			a.fullSetNow(c.Name, err.Error())
+			wait, pause = pause, min(2*pause, maxRetryPause)
+		default:
+			log.Error("capture stopped", "err", err)
+			a.m.captureFailures.WithLabelValues(c.Name, "", reasonEtcd).Inc()
+			wait, pause = pause, min(2*pause, maxRetryPause)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (a *Agent) newCapture(ctx context.Context, cfg *config.Config, c config.Cluster) (*capture.Capture, error) {
+	env, err := action.Load(ctx, cfg, a.o.ConfigPath, "", a.log)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := fromconfig.Recipients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := env.Signer()
+	if err != nil {
+		return nil, err
+	}
+	so, err := fromconfig.Backup(c, rs, signer, env.Trust, env.Targets)
+	if err != nil {
+		return nil, err
+	}
+	cc := cfg.Agent.Capture
+	return capture.New(capture.Options{
+		Cluster: c.Name, Etcd: so.Etcd, Targets: env.Targets, Recipients: rs, Signer: signer, Trust: env.Trust,
+		Writer: a.o.Identity, KdrVersion: so.KdrVersion,
+		Period: cc.SegmentPeriod, MaxBytes: cc.SegmentMiB << 20, HashEvery: cc.HashEvery,
+		NeedFullSet: func(reason string) { a.fullSetNow(c.Name, reason) },
+		Stored: func(target string, h *manifest.SegmentHead, n int64) {
+			a.m.segments.WithLabelValues(c.Name, target).Inc()
+			a.m.segmentBytes.WithLabelValues(c.Name, target).Add(float64(n))
+		},
+		Failed: func(target string, err error) {
+			reason := reasonTarget
+			if errors.Is(err, manifest.ErrLost) {
+				reason = reasonLost
+			}
+			a.m.captureFailures.WithLabelValues(c.Name, target, reason).Inc()
+		},
+		Logger: a.log,
+	})
+}
+
+// fullSetNow answers a log that cannot go on with a full backup, which
+// starts a new chain; a backup already running is that answer.
+func (a *Agent) fullSetNow(cluster, reason string) {
+	a.m.fullSetRequests.WithLabelValues(cluster).Inc()
+	a.log.Warn("full backup now: the log needs a new chain", "cluster", cluster, "reason", reason)
+	go a.trigger(a.jobs["backup"])
+}
+
+// setCapture records the running capture of a cluster, which a backup
+// tells of its new set.
+func (a *Agent) setCapture(cluster string, cp *capture.Capture) {
+	a.capMu.Lock()
+	defer a.capMu.Unlock()
+	if cp == nil {
+		delete(a.captures, cluster)
+		return
+	}
+	a.captures[cluster] = cp
+}
+
+// newSet tells a cluster's capture that a backup stored a new full set:
+// its chain ends and the next one continues the new set.
+func (a *Agent) newSet(cluster string) {
+	a.capMu.Lock()
+	cp := a.captures[cluster]
+	a.capMu.Unlock()
+	if cp != nil {
+		cp.NewSet()
+	}
+}
+
+// captureStatus is what /status shows of the captures.
+func (a *Agent) captureStatus() map[string]capture.Status {
+	a.capMu.Lock()
+	defer a.capMu.Unlock()
+	out := map[string]capture.Status{}
+	for name, cp := range a.captures {
+		out[name] = cp.Status()
+	}
+	return out
+}
+
+// captureGauges keeps a cluster's capture gauges current until stopped.
+func (a *Agent) captureGauges(cluster string, cp *capture.Capture) (stop func()) {
+	done := make(chan struct{})
+	update := func() {
+		st := cp.Status()
+		a.m.captureDurable.WithLabelValues(cluster).Set(float64(st.Durable))
+		lag := 0.0
+		if !st.OldestPending.IsZero() {
+			lag = time.Since(st.OldestPending).Seconds()
+		}
+		a.m.captureLag.WithLabelValues(cluster).Set(lag)
+		a.m.captureLagRevisions.WithLabelValues(cluster).Set(float64(max(st.Received-st.Durable, 0)))
+	}
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				update()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
