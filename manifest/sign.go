@@ -184,7 +184,7 @@ func (t *Trust) Fingerprints() []string {
 // file for `ssh-keygen -Y verify -I kdr`, each key limited to kdr's
 // namespaces.
 func (t *Trust) AllowedSigners() string {
-	ns := strings.Join([]string{NamespaceManifest, NamespaceTombstone, NamespaceDrillReport, NamespaceRunbook, NamespaceKit}, ",")
+	ns := strings.Join([]string{NamespaceManifest, NamespaceTombstone, NamespaceDrillReport, NamespaceRunbook, NamespaceKit, NamespaceSegment}, ",")
 	var b strings.Builder
 	for _, k := range t.keys {
 		fmt.Fprintf(&b, "%s namespaces=%q %s", SignaturePrincipal, ns, ssh.MarshalAuthorizedKey(k))

@@ -29,9 +29,10 @@ func newVerifyCommand(g *globals) *cobra.Command {
 		Use:   "verify [ID|latest]",
 		Short: "Check that a backup is whole on every target",
 		Long: `Check a backup set on every target (a USB copy can rot while the S3 copy is
-fine). Without --identity: every object's stored size and sha256, and the hash
-chain of manifests. With --identity: also decrypt and check the plaintext
-hashes, etcd's trailing hash and the state index. Exits 1 when anything is
+fine). Without --identity: every object's stored size and sha256, the hash
+chain of manifests, and the captured log after the set (each segment signed,
+linked to the one before, without gap, its body's size and sha256). With --identity: also decrypt and check the plaintext
+hashes, etcd's trailing hash, the state index and every revision of the log. Exits 1 when anything is
 wrong, naming the target, the object and the reason.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -100,6 +101,13 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, ref string) error
 				fmt.Fprintf(out, "ok      %s %s on %s (%d checks)\n", c.Name, id, t.Name(), len(rep.Checked))
 			}
 			for _, p := range rep.Problems {
+				fail("%s %s: target %s: %s: %s", c.Name, id, t.Name(), p.Object, p.Reason)
+			}
+			lrep := catalog.VerifyLog(ctx, t, env.Trust, c.Name, id, ids)
+			for _, line := range lrep.Checked {
+				fmt.Fprintf(out, "ok      %s %s on %s: %s\n", c.Name, id, t.Name(), line)
+			}
+			for _, p := range lrep.Problems {
 				fail("%s %s: target %s: %s: %s", c.Name, id, t.Name(), p.Object, p.Reason)
 			}
 			// The whole chain, so a deleted or swapped older backup is seen
