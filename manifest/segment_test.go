@@ -18,9 +18,9 @@ func sampleHead() *SegmentHead {
 		First: 101, Last: 150,
 		Prev:      &SegmentLink{First: 51, Last: 100, SHA256: sum},
 		SeenFirst: t0, SeenLast: t0.Add(9 * time.Second),
-		Body:      Object{Name: SegmentBodyName(101, 150), Kind: KindLog, PlainSize: 10, PlainSHA256: sum, Size: 200, SHA256: sum},
-		HashKV:    &LogHash{Revision: 150, CompactRevision: 90, Hash: 7},
-		Writer:    "agent-a",
+		Body:   Object{Name: SegmentBodyName(101, 150), Kind: KindLog, PlainSize: 10, PlainSHA256: sum, Size: 200, SHA256: sum},
+		HashKV: &LogHash{Revision: 150, CompactRevision: 90, Hash: 7},
+		Writer: "agent-a",
 	}
 }
 
