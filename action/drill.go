@@ -16,7 +16,8 @@ import (
 
 // DrillOptions are what a front end sets on a drill beyond the config.
 type DrillOptions struct {
-	// Ref names the backup; Ref.Backup may also be RandomRef.
+	// Ref names the backup; Ref.Backup may also be RandomRef, and
+	// Ref.Revision RandomRevision.
 	Ref        Ref
 	Identities []age.Identity
 	// Sandbox overrides drill.sandbox.
@@ -38,16 +39,22 @@ func (e *Env) Drill(ctx context.Context, o DrillOptions) (*drill.Report, error) 
 		return nil, fmt.Errorf("the drill's report is stored signed (or run it with --no-store): %w", err)
 	}
 	var r *Resolved
-	if o.Ref.Backup == RandomRef {
+	switch {
+	case o.Ref.Revision == RandomRevision && o.Ref.Backup == "" && o.Ref.Before.IsZero():
+		if r, err = e.resolveRandomRevision(ctx, o.Ref); err == nil {
+			e.Log.Info("drill of a random revision", "revision", r.Revision, "backup", r.Manifest.ID, "logEnd", r.Chain.End())
+		}
+	case o.Ref.Backup == RandomRef && o.Ref.Revision == 0:
 		r, err = e.resolveRandom(ctx, o.Ref)
-	} else {
+	default:
 		r, err = e.Resolve(ctx, o.Ref)
 	}
 	if err != nil {
 		return nil, err
 	}
 	do := drill.Options{
-		Manifest: r.Manifest, Source: fromconfig.Source(r.TargetConfig), Target: r.Target, Identities: o.Identities,
+		Manifest: r.Manifest, Revision: r.Revision, Chain: r.Chain,
+		Source: fromconfig.Source(r.TargetConfig), Target: r.Target, Identities: o.Identities,
 		Sandbox: cmp.Or(o.Sandbox, e.Config.Drill.Sandbox), KubeAPIServer: e.Config.Drill.KubeAPIServer, Log: e.Log,
 	}
 	for _, c := range e.Config.Clusters {
@@ -61,12 +68,19 @@ func (e *Env) Drill(ctx context.Context, o DrillOptions) (*drill.Report, error) 
 	}
 	rep, err := drill.Run(ctx, do)
 	if err != nil {
+		if r.Revision > 0 {
+			return nil, fmt.Errorf("drill of %s to revision %d: %w", r.Manifest.ID, r.Revision, err)
+		}
 		return nil, fmt.Errorf("drill of %s: %w", r.Manifest.ID, err)
 	}
 	if rep.History, err = drill.History(ctx, r.Target, e.Trust, rep.Cluster); err != nil {
 		e.Log.Warn("earlier drills unreadable", "target", r.Target.Name(), "err", err)
 	}
-	e.Log.Info("drill", "cluster", rep.Cluster, "backup", rep.Backup, "result", rep.Result, "rto", rep.RTOSeconds, "rpo", rep.RPOSeconds)
+	args := []any{"cluster", rep.Cluster, "backup", rep.Backup, "result", rep.Result, "rto", rep.RTOSeconds, "rpo", rep.RPOSeconds}
+	if rp := rep.Replay; rp != nil {
+		args = append(args, "revision", rp.Revision, "replayed", rp.Applied, "replaySeconds", rp.Seconds)
+	}
+	e.Log.Info("drill", args...)
 	if !o.NoStore {
 		if err := drill.Store(ctx, r.Target, signer, rep); err != nil {
 			return rep, err

@@ -69,7 +69,14 @@ func (c *Capture) follow(ctx context.Context, cli *clientv3.Client, ch *chain) e
 			return err
 		}
 		inflight = s
-		go func() { done <- c.store(ctx, ch, s) }()
+		go func() {
+			// A segment begun is finished even when the run is cancelled
+			// (a lost lease, a shutdown): cut between its signature and
+			// its head, it would block the chain for every writer.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.grace()/2)
+			defer cancel()
+			done <- c.store(sctx, ch, s)
+		}()
 		enc = &manifest.LogEncoder{}
 		return nil
 	}

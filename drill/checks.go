@@ -36,15 +36,28 @@ func checkEtcd(ctx context.Context, rep *Report, cli *clientv3.Client, plan *res
 	} else {
 		rep.add(Check{ID: "etcd-quorum", Subject: m.Cluster, Grade: Fail, Reason: fmt.Sprintf("members name %d leaders", len(leaders))})
 	}
-	floor := m.Etcd.Revision + int64(plan.Options.RevisionBump)
+	floor := plan.MinRevision()
 	grade := Pass
 	if revision < floor {
 		grade = Fail
 	}
+	what := "backup revision"
+	if plan.ToRevision > 0 {
+		what = "replayed revision"
+	}
 	rep.add(Check{ID: "etcd-revision", Subject: m.Cluster, Grade: grade,
-		Reason: fmt.Sprintf("revision %d, at least %d wanted (backup revision %d + bump %d)", revision, floor, m.Etcd.Revision, plan.Options.RevisionBump)})
+		Reason: fmt.Sprintf("revision %d, at least %d wanted (%s %d + bump %d)", revision, floor, what, plan.RestoredRevision(), plan.Bump())})
 
-	hash, keys, err := offlineHashKV(snapshotDB, m.Etcd.Revision)
+	// A replayed database holds the set's revisions unchanged below the
+	// replayed ones: HashKV at the set's revision proves those too.
+	hash, keys, restored, err := offlineHashKV(snapshotDB, m.Etcd.Revision)
+	if err == nil && plan.ToRevision > 0 {
+		grade, reason := Pass, fmt.Sprintf("the database restored is at revision %d, the one asked for", restored)
+		if restored != plan.ToRevision {
+			grade, reason = Fail, fmt.Sprintf("the database restored is at revision %d, not %d", restored, plan.ToRevision)
+		}
+		rep.add(Check{ID: "replay-revision", Subject: m.Cluster, Grade: grade, Reason: reason})
+	}
 	switch {
 	case err != nil:
 		rep.add(Check{ID: "etcd-hashkv", Subject: m.ID, Grade: Fail, Reason: oneLine(err)})
@@ -65,19 +78,59 @@ func checkEtcd(ctx context.Context, rep *Report, cli *clientv3.Client, plan *res
 	case err != nil:
 		rep.add(Check{ID: "etcd-keys", Subject: m.Cluster, Grade: Fail, Reason: oneLine(err)})
 	case resp.Count != keys:
-		rep.add(Check{ID: "etcd-keys", Subject: m.Cluster, Grade: Fail, Reason: fmt.Sprintf("%d keys served, the snapshot holds %d", resp.Count, keys)})
+		rep.add(Check{ID: "etcd-keys", Subject: m.Cluster, Grade: Fail, Reason: fmt.Sprintf("%d keys served, the %s holds %d", resp.Count, dbName(plan), keys)})
 	default:
 		rep.Keys = keys
-		rep.add(Check{ID: "etcd-keys", Subject: m.Cluster, Grade: Pass, Reason: fmt.Sprintf("%d keys served, as in the snapshot", keys)})
+		rep.add(Check{ID: "etcd-keys", Subject: m.Cluster, Grade: Pass, Reason: fmt.Sprintf("%d keys served, as in the %s", keys, dbName(plan))})
 	}
+}
+
+func dbName(plan *restore.Plan) string {
+	if plan.ToRevision > 0 {
+		return fmt.Sprintf("database replayed to revision %d", plan.ToRevision)
+	}
+	return "snapshot"
+}
+
+// checkReplay reports what the replay did on env's node: the revisions
+// it applied, how long the slowest member's replay took, and the HashKV
+// it proved itself against. A replay without a proof is a warning: every
+// revision was checked as applied, the keyspace as a whole was not.
+func checkReplay(rep *Report, env *restore.Env, plan *restore.Plan, node string) {
+	rec, err := env.Replayed(node)
+	if err == nil && rec == nil {
+		err = fmt.Errorf("the replay on %s recorded nothing", node)
+	}
+	if err != nil {
+		rep.add(Check{ID: "replay", Subject: node, Grade: Fail, Reason: oneLine(err)})
+		return
+	}
+	r := &ReplaySummary{Base: rec.Base, Revision: rec.Revision, Applied: rec.Applied, Segments: rec.Segments}
+	for _, s := range rep.Steps {
+		if s.Step == restore.StepReplay {
+			r.Seconds = max(r.Seconds, s.Seconds)
+		}
+	}
+	subject := fmt.Sprintf("%s to revision %d", plan.BackupID, rec.Revision)
+	did := fmt.Sprintf("%d revisions from %d segment(s) applied to the snapshot's %d in %.1f s", rec.Applied, rec.Segments, rec.Base, r.Seconds)
+	if rec.Proved == nil {
+		rep.add(Check{ID: "replay", Subject: subject, Grade: Warn,
+			Reason: fmt.Sprintf("%s; the log recorded no HashKV at or before revision %d to prove the result against", did, rec.Revision)})
+	} else {
+		r.ProvedAt = rec.Proved.Revision
+		rep.add(Check{ID: "replay", Subject: subject, Grade: Pass,
+			Reason: fmt.Sprintf("%s; HashKV at revision %d is %d, as recorded when the log was captured", did, rec.Proved.Revision, rec.Proved.Hash)})
+	}
+	rep.Replay = r
 }
 
 // offlineHashKV computes etcd's HashKV at rev on a snapshot file, as
 // `etcdutl hashkv` does, and counts the keys at the snapshot's newest
-// revision. It works on a copy, as opening the database may write to it.
-func offlineHashKV(path string, rev int64) (hash uint32, keys int64, err error) {
+// revision, which it returns too. It works on a copy, as opening the
+// database may write to it.
+func offlineHashKV(path string, rev int64) (hash uint32, keys, newest int64, err error) {
 	if err := restore.PrepareSnapshotDB(path); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	be := backend.NewDefaultBackend(zap.NewNop(), path)
 	defer be.Close()
@@ -85,15 +138,15 @@ func offlineHashKV(path string, rev int64) (hash uint32, keys int64, err error) 
 	defer st.Close()
 	h, _, err := mvcc.NewHashStorage(zap.NewNop(), st).HashByRev(rev)
 	if err != nil {
-		return 0, 0, fmt.Errorf("HashKV at revision %d: %w", rev, err)
+		return 0, 0, 0, fmt.Errorf("HashKV at revision %d: %w", rev, err)
 	}
 	txn := st.Read(mvcc.ConcurrentReadTxMode, traceutil.TODO())
 	defer txn.End()
 	r, err := txn.Range(context.Background(), []byte{0}, []byte{}, mvcc.RangeOptions{CountOnly: true})
 	if err != nil {
-		return 0, 0, fmt.Errorf("count keys: %w", err)
+		return 0, 0, 0, fmt.Errorf("count keys: %w", err)
 	}
-	return h.Hash, int64(r.Count), nil
+	return h.Hash, int64(r.Count), txn.Rev(), nil
 }
 
 // checkDrift compares a sample of the restored keys with the live

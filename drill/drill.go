@@ -19,6 +19,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
+	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/pkicheck"
 	"github.com/kdr-io/kdr/restore"
@@ -27,7 +28,11 @@ import (
 
 // Options say which backup to drill and where.
 type Options struct {
-	Manifest   *manifest.Manifest
+	Manifest *manifest.Manifest
+	// Revision, when not 0, is the revision the drill restores to by
+	// replaying Chain, the captured log of Manifest's set that reaches it.
+	Revision   int64
+	Chain      *catalog.Chain
 	Source     restore.Source
 	Target     storage.Target
 	Identities []age.Identity
@@ -111,9 +116,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	plan, err := restore.BuildPlan(m, o.Source, restore.Options{
-		Target: o.Target.Name(), Topology: restore.TopologySystemd, Nodes: nodes,
-	})
+	po := restore.Options{Target: o.Target.Name(), Topology: restore.TopologySystemd, Nodes: nodes}
+	var plan *restore.Plan
+	switch {
+	case o.Revision == 0:
+		plan, err = restore.BuildPlan(m, o.Source, po)
+	case o.Chain == nil || o.Chain.Base == nil || o.Chain.Base.ID != m.ID:
+		err = fmt.Errorf("revision %d: no captured log of %s given", o.Revision, m.ID)
+	default:
+		plan, err = restore.BuildPlanAt(o.Chain, o.Revision, o.Source, po)
+		rep.Revision = o.Revision
+	}
 	if err != nil {
 		return nil, fmt.Errorf("drill plan: %w", err)
 	}
@@ -159,16 +172,21 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return errors.Join(errs...)
 	}
 
-	// Every node up to its decrypted snapshot; then a copy of one to check
-	// offline (HashKV at the backup's revision, which the restored members
-	// have compacted), kept out of the RTO; then the rest of the restore.
-	err = applyAll(restore.StepDecrypt)
+	// Every node up to its decrypted (or replayed) database; then a copy
+	// of one to check offline (HashKV at the backup's revision, which the
+	// restored members have compacted), kept out of the RTO; then the rest
+	// of the restore.
+	staged := restore.StepDecrypt
+	if plan.ToRevision > 0 {
+		staged = restore.StepReplay
+	}
+	err = applyAll(staged)
 	var verifyDB string
 	var paused time.Duration
 	if err == nil {
 		t := o.Now()
 		verifyDB = filepath.Join(sandbox, "verify.db")
-		err = restore.CopyFile(ctx, filepath.Join(envs[0].Root, plan.Staging(), "snapshot.db"), verifyDB)
+		err = restore.CopyFile(ctx, filepath.Join(envs[0].Root, filepath.FromSlash(plan.RestoredDB())), verifyDB)
 		paused = o.Now().Sub(t)
 	}
 	if err == nil {
@@ -184,7 +202,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	healthy := o.Now()
 	rep.RTOSeconds = healthy.Sub(start).Seconds() - paused.Seconds()
-	rep.RPOSeconds = healthy.Sub(m.Created).Seconds()
+	rep.RPOSeconds = healthy.Sub(dataTime(plan)).Seconds()
 	rep.add(Check{ID: "restore", Subject: m.ID, Grade: Pass,
 		Reason: fmt.Sprintf("%d member(s) restored with the plan's %d steps per node", len(nodes), len(plan.Steps)/len(nodes))})
 
@@ -199,6 +217,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	defer cli.Close()
 	// The checks talk to members that may lose quorum, and to a live
 	// cluster that may stop answering: each is bounded.
+	if plan.ToRevision > 0 {
+		checkReplay(rep, envs[0], plan, nodes[0].Name)
+	}
 	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	checkEtcd(cctx, rep, cli, plan, verifyDB)
 	cancel()
@@ -230,6 +251,21 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep.finish(o.Now())
 	rep.VerifySeconds = rep.Finished.Sub(healthy).Seconds()
 	return rep, nil
+}
+
+// dataTime is when the restored data was current, at the latest: the
+// set's creation, or for a replay when the writer received the target
+// revision's segment start (the revision itself came at or after it, so
+// the RPO is an upper bound), or its end when the target ends it.
+func dataTime(plan *restore.Plan) time.Time {
+	if plan.ToRevision == 0 || plan.Replay == nil || len(plan.Replay.Segments) == 0 {
+		return plan.Created
+	}
+	h := plan.Replay.Segments[len(plan.Replay.Segments)-1].Head
+	if h.Last == plan.ToRevision {
+		return h.SeenLast
+	}
+	return h.SeenFirst
 }
 
 // loopbackNodes names n sandbox members on free loopback ports. Every

@@ -61,15 +61,35 @@ type Report struct {
 	RPOSeconds  float64   `json:"rpoSeconds"`
 	// VerifySeconds is how long the checks after the restore took;
 	// APIServerSeconds how long kube-apiserver took to serve, when one ran.
-	VerifySeconds    float64      `json:"verifySeconds"`
-	APIServerSeconds float64      `json:"apiServerSeconds,omitempty"`
-	Members          int          `json:"members"`
-	Keys             int64        `json:"keys"`
-	Checks           []Check      `json:"checks"`
-	Steps            []StepTiming `json:"steps"`
+	VerifySeconds    float64 `json:"verifySeconds"`
+	APIServerSeconds float64 `json:"apiServerSeconds,omitempty"`
+	// Revision, when not 0, is the revision the drill restored to by
+	// replaying the set's captured log, and Replay what the replay did.
+	Revision int64          `json:"revision,omitempty"`
+	Replay   *ReplaySummary `json:"replay,omitempty"`
+	Members  int            `json:"members"`
+	Keys     int64          `json:"keys"`
+	Checks   []Check        `json:"checks"`
+	Steps    []StepTiming   `json:"steps"`
 	// History is the earlier drills of the cluster on the target, newest
 	// first; it is filled when the report is rendered, not stored.
 	History []Summary `json:"history,omitempty"`
+}
+
+// ReplaySummary is what a drill's replay did.
+type ReplaySummary struct {
+	// Base is the revision of the set's snapshot, Revision the one the
+	// replay reached, Applied the revisions it applied from Segments
+	// segments.
+	Base     int64 `json:"base"`
+	Revision int64 `json:"revision"`
+	Applied  int64 `json:"applied"`
+	Segments int   `json:"segments"`
+	// Seconds is the slowest member's replay step: the replay time.
+	Seconds float64 `json:"seconds"`
+	// ProvedAt is the revision of the HashKV the replay matched; 0 when
+	// the log recorded none at or before Revision.
+	ProvedAt int64 `json:"provedAt,omitempty"`
 }
 
 // Summary is a drill in the history.
@@ -212,6 +232,20 @@ func readSummary(ctx context.Context, t storage.Target, trust *manifest.Trust, c
 	return s, nil
 }
 
+// replayText says in one line what a drill's replay did ("" when the
+// drill restored a set as it is).
+func (r *Report) replayText() string {
+	p := r.Replay
+	if p == nil {
+		return ""
+	}
+	s := fmt.Sprintf("%d: the set's %d + %d revisions replayed from %d segment(s) in %.1f s", p.Revision, p.Base, p.Applied, p.Segments, p.Seconds)
+	if p.ProvedAt > 0 {
+		s += fmt.Sprintf(", proved at %d", p.ProvedAt)
+	}
+	return s
+}
+
 var mdTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"secs": func(f float64) string { return fmt.Sprintf("%.1f s", f) },
 	"time": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
@@ -223,7 +257,9 @@ var mdTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 |---|---|
 | cluster | {{.Cluster}} |
 | backup | {{.Backup}}, taken {{time .BackupTaken}} |
-| target | {{.Target}} |
+{{with .Replay}}| revision | {{.Revision}}: the set's {{.Base}} + {{.Applied}} revisions replayed from {{.Segments}} segment(s){{if .ProvedAt}}, proved at {{.ProvedAt}}{{end}} |
+| replay time | {{secs .Seconds}} |
+{{end}}| target | {{.Target}} |
 | drill | {{time .Started}} to {{time .Finished}} |
 | etcd members | {{.Members}} |
 | keys | {{.Keys}} |
@@ -270,6 +306,7 @@ func PDF(w io.Writer, r *Report) error {
 	for _, kv := range [][2]string{
 		{"cluster", r.Cluster},
 		{"backup", r.Backup + ", taken " + r.BackupTaken.UTC().Format(time.RFC3339)},
+		{"revision", r.replayText()},
 		{"target", r.Target},
 		{"drill", r.Started.Format(time.RFC3339) + " to " + r.Finished.Format(time.RFC3339)},
 		{"etcd members", fmt.Sprint(r.Members)},
@@ -277,6 +314,9 @@ func PDF(w io.Writer, r *Report) error {
 		{"RTO", fmt.Sprintf("%.1f s (start to healthy etcd)", r.RTOSeconds)},
 		{"RPO", (time.Duration(r.RPOSeconds) * time.Second).Round(time.Second).String() + " (age of the restored data)"},
 	} {
+		if kv[1] == "" {
+			continue
+		}
 		f.SetFont("Helvetica", "B", 10)
 		f.CellFormat(40, 6, tr(kv[0]), "", 0, "L", false, 0, "")
 		f.SetFont("Helvetica", "", 10)

@@ -128,7 +128,7 @@ func Apply(ctx context.Context, env *Env, node string, o ApplyOptions) error {
 			return fmt.Errorf("reset journal: %w", err)
 		}
 	}
-	if e.journal, err = openJournal(e.journalPath(), e.Plan.BackupID, node); err != nil {
+	if e.journal, err = openJournal(e.journalPath(), e.Plan.BackupID, e.Plan.ToRevision, node); err != nil {
 		return err
 	}
 	if o.Until != "" && !slices.ContainsFunc(steps, func(s Step) bool { return s.ID == o.Until }) {

@@ -65,7 +65,7 @@ func journaled(t *testing.T, env *Env, node string) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.journal, err = openJournal(e.journalPath(), e.Plan.BackupID, node); err != nil {
+	if e.journal, err = openJournal(e.journalPath(), e.Plan.BackupID, e.Plan.ToRevision, node); err != nil {
 		t.Fatal(err)
 	}
 	return e

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/kdr-io/kdr/manifest"
 )
 
 // Step states in the journal.
@@ -23,7 +25,11 @@ type Journal struct {
 	path string
 	// BackupID ties the journal to one backup: a journal of another
 	// restore is never resumed by mistake.
-	BackupID string                   `json:"backupID"`
+	BackupID string `json:"backupID"`
+	// Revision is the revision the restore replays to (0: the set as it
+	// is): a journal of a restore to another revision is not resumed
+	// either, since its fetch and its database are another's.
+	Revision int64                    `json:"revision,omitempty"`
 	Node     string                   `json:"node"`
 	Steps    map[string]*JournalEntry `json:"steps"`
 	// Fetched maps each object fetch copied and checked to the sha256 it
@@ -38,6 +44,29 @@ type Journal struct {
 	// NodeFiles say what configure-node did with each file that names
 	// the node.
 	NodeFiles []NodeFile `json:"nodeFiles,omitempty"`
+	// Replayed is what the replay step did.
+	Replayed *Replayed `json:"replayed,omitempty"`
+}
+
+// Replayed is what the replay step did, as its journal records it.
+type Replayed struct {
+	// Base is the revision of the snapshot the replay started from,
+	// Revision the one it reached, Applied how many revisions it applied
+	// from how many Segments.
+	Base     int64 `json:"base"`
+	Revision int64 `json:"revision"`
+	Applied  int64 `json:"applied"`
+	Segments int   `json:"segments"`
+	// Proved is the HashKV the replayed keyspace matched; nil when the log
+	// recorded none at or before Revision.
+	Proved *manifest.LogHash `json:"proved,omitempty"`
+	// Leases is how many leases the result holds, Dropped how many the
+	// log's records removed.
+	Leases  int `json:"leases"`
+	Dropped int `json:"dropped"`
+	// Seconds is how long the replay took, the copy of the snapshot
+	// included.
+	Seconds float64 `json:"seconds"`
 }
 
 // JournalEntry is one step's record.
@@ -48,9 +77,10 @@ type JournalEntry struct {
 	Error    string    `json:"error,omitempty"`
 }
 
-// openJournal loads the node's journal or starts a new one.
-func openJournal(path, backupID, node string) (*Journal, error) {
-	j := &Journal{path: path, BackupID: backupID, Node: node, Steps: map[string]*JournalEntry{}}
+// openJournal loads the node's journal of the restore of backupID to
+// revision (0: the set as it is), or starts a new one.
+func openJournal(path, backupID string, revision int64, node string) (*Journal, error) {
+	j := &Journal{path: path, BackupID: backupID, Revision: revision, Node: node, Steps: map[string]*JournalEntry{}}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return j, nil
@@ -61,14 +91,22 @@ func openJournal(path, backupID, node string) (*Journal, error) {
 	if err := json.Unmarshal(data, j); err != nil {
 		return nil, fmt.Errorf("journal %s is damaged (%v): move it away to start over", path, err)
 	}
-	if j.BackupID != backupID || j.Node != node {
+	if j.BackupID != backupID || j.Revision != revision || j.Node != node {
 		return nil, fmt.Errorf("journal %s belongs to the restore of %s on %s, not %s on %s: finish that one, or --reset",
-			path, j.BackupID, j.Node, backupID, node)
+			path, restoreName(j.BackupID, j.Revision), j.Node, restoreName(backupID, revision), node)
 	}
 	if j.Steps == nil {
 		j.Steps = map[string]*JournalEntry{}
 	}
 	return j, nil
+}
+
+// restoreName names a restore in messages.
+func restoreName(backupID string, revision int64) string {
+	if revision > 0 {
+		return fmt.Sprintf("%s to revision %d", backupID, revision)
+	}
+	return backupID
 }
 
 // save writes the journal to a temp file, syncs it and renames it over
@@ -106,6 +144,15 @@ func (j *Journal) entry(id string) *JournalEntry {
 	return e
 }
 
+// fetched records an object fetch copied and checked, by its name
+// within the set, with the sha256 it was checked against.
+func (j *Journal) fetched(name, sum string) {
+	if j.Fetched == nil {
+		j.Fetched = map[string]string{}
+	}
+	j.Fetched[name] = sum
+}
+
 // forget drops a step's entry and what the step recorded, so that it
 // runs again as if for the first time.
 func (j *Journal) forget(id string) {
@@ -117,5 +164,7 @@ func (j *Journal) forget(id string) {
 		j.ManifestsAside = ""
 	case StepMoveAside:
 		j.DataDirAside = ""
+	case StepReplay:
+		j.Replayed = nil
 	}
 }

@@ -59,7 +59,7 @@ func nofollowEnv(t *testing.T) (e *Env, canary string) {
 	if err := os.MkdirAll(e.staging(), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if e.journal, err = openJournal(e.journalPath(), plan.BackupID, e.Node.Name); err != nil {
+	if e.journal, err = openJournal(e.journalPath(), plan.BackupID, 0, e.Node.Name); err != nil {
 		t.Fatal(err)
 	}
 	return e, canary

@@ -1,14 +1,17 @@
 package restore
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/staticpod"
 )
@@ -34,8 +37,20 @@ type Plan struct {
 	BackupID string    `json:"backupID"`
 	Created  time.Time `json:"backupCreated"`
 	// Revision is the backup's etcd revision; the restored cluster starts
-	// above Revision+RevisionBump.
-	Revision       int64   `json:"revision"`
+	// above MinRevision.
+	Revision int64 `json:"revision"`
+	// ToRevision, when not 0, is the revision the restore brings etcd to:
+	// the set, then its captured log replayed up to ToRevision (Replay).
+	// 0 restores the set as it is.
+	ToRevision int64 `json:"toRevision,omitempty"`
+	// Replay is what the replay step fetches and applies; nil when
+	// ToRevision is 0.
+	Replay *Replay `json:"replay,omitempty"`
+	// LogEnd is the newest revision the set's captured log held when the
+	// plan was made (0: the log was not read). The lost cluster handed out
+	// at least that many revisions, so the restored etcd starts above it
+	// (Bump).
+	LogEnd         int64   `json:"logEnd,omitempty"`
 	Options        Options `json:"options"`
 	Source         Source  `json:"source"`
 	InitialCluster string  `json:"initialCluster"`
@@ -44,14 +59,69 @@ type Plan struct {
 	Manifest *manifest.Manifest `json:"-"`
 }
 
+// Replay is the part of a set's captured log a plan replays: its
+// segments from the set's revision + 1 through the one holding the plan's
+// ToRevision, each read from a head a trusted key signed when the plan
+// was made.
+type Replay struct {
+	Segments []Segment `json:"segments"`
+	// Proof is the newest HashKV recorded at a segment end at or before
+	// ToRevision, which the replayed keyspace must hash to; nil when the
+	// log recorded none (the replay is then checked revision by revision
+	// only).
+	Proof *manifest.LogHash `json:"proof,omitempty"`
+}
+
+// Segment is one segment of a replay: its head's key, the sha256 of the
+// head's bytes as they were trusted, and what the head says.
+type Segment struct {
+	Key    string                `json:"key"`
+	SHA256 string                `json:"sha256"`
+	Head   *manifest.SegmentHead `json:"head"`
+}
+
+// catalog is the segment as catalog reads it.
+func (s Segment) catalog() catalog.Segment {
+	return catalog.Segment{Key: s.Key, Head: s.Head, Sum: s.SHA256}
+}
+
 // BuildPlan makes the plan for restoring the set m describes.
 func BuildPlan(m *manifest.Manifest, src Source, o Options) (*Plan, error) {
+	return buildPlan(m, src, o, 0, nil, 0)
+}
+
+// BuildPlanAt makes the plan for restoring etcd to revision rev of the
+// captured log c: c's full set, then c's segments through the one that
+// holds rev (none when rev is the set's own revision). The error wraps
+// catalog.ErrGap when c does not reach rev.
+func BuildPlanAt(c *catalog.Chain, rev int64, src Source, o Options) (*Plan, error) {
+	m := c.Base
+	if rev < m.Etcd.Revision {
+		return nil, fmt.Errorf("revision %d is before backup %s (revision %d), which holds only later ones", rev, m.ID, m.Etcd.Revision)
+	}
+	var segs []catalog.Segment
+	if rev > m.Etcd.Revision {
+		var err error
+		if segs, err = c.Covering(rev); err != nil {
+			return nil, err
+		}
+	}
+	r := &Replay{Proof: c.Proof(rev)}
+	for _, s := range segs {
+		r.Segments = append(r.Segments, Segment{Key: s.Key, SHA256: s.Sum, Head: s.Head})
+	}
+	return buildPlan(m, src, o, rev, r, c.End())
+}
+
+// buildPlan makes a plan that restores m, replayed to rev when r is set.
+func buildPlan(m *manifest.Manifest, src Source, o Options, rev int64, r *Replay, logEnd int64) (*Plan, error) {
 	o, err := o.withDefaults(m)
 	if err != nil {
 		return nil, err
 	}
 	p := &Plan{
 		Cluster: m.Cluster, BackupID: m.ID, Created: m.Created, Revision: m.Etcd.Revision,
+		ToRevision: rev, Replay: r, LogEnd: logEnd,
 		Options: o, Source: src, Manifest: m,
 	}
 	members := make([]string, len(o.Nodes))
@@ -80,6 +150,55 @@ func BuildPlan(m *manifest.Manifest, src Source, o Options) (*Plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// SetOnly is the plan that restores p's set as it is, as break glass
+// does without kdr: everything after the set's revision is lost. Its bump
+// still clears the captured log's end.
+func (p *Plan) SetOnly() (*Plan, error) {
+	if p.ToRevision == 0 {
+		return p, nil
+	}
+	if p.Manifest == nil {
+		return nil, errors.New("the plan carries no manifest to plan the set alone from")
+	}
+	return buildPlan(p.Manifest, p.Source, p.Options, 0, nil, p.LogEnd)
+}
+
+// RestoredRevision is the newest revision of the database restore-etcd
+// takes, before the bump: ToRevision, or the set's.
+func (p *Plan) RestoredRevision() int64 {
+	if p.ToRevision > 0 {
+		return p.ToRevision
+	}
+	return p.Revision
+}
+
+// Bump is what the restore adds to the restored database's newest
+// revision: Options.RevisionBump past the newest revision the lost
+// cluster is known to have handed out. For a replay that is the captured
+// log's end, not the revision restored: watch caches must never see a
+// revision they saw before.
+func (p *Plan) Bump() uint64 {
+	b := p.Options.RevisionBump
+	if ahead := p.LogEnd - p.RestoredRevision(); ahead > 0 {
+		b += uint64(ahead)
+	}
+	return b
+}
+
+// MinRevision is the lowest revision the restored etcd may report.
+func (p *Plan) MinRevision() int64 { return p.RestoredRevision() + int64(p.Bump()) }
+
+// RestoredDB is the host path of the staged database restore-etcd makes
+// the member's: the decrypted snapshot, or the replay's result.
+func (p *Plan) RestoredDB() string { return path.Join(p.Staging(), p.restoredDBName()) }
+
+func (p *Plan) restoredDBName() string {
+	if p.ToRevision > 0 {
+		return replayedName(p.ToRevision)
+	}
+	return snapshotFile
 }
 
 // NodeSteps returns one node's steps in the order they run.
@@ -134,6 +253,17 @@ type cmdData struct {
 	Aside, Fetch, Endpoints, SetKey                    string
 	// MinRevision is the lowest revision the restored etcd may report.
 	MinRevision int64
+	// RestoredDB is the staged database restore-etcd takes.
+	RestoredDB string
+	// SetRevision is the set's revision. ToRevision is the revision a
+	// replay restores (0: none), ReplayFrom the first revision it applies,
+	// Segments how many segments hold them, ProofRevision the revision of
+	// the HashKV that proves it (0: none recorded), SegmentBodies the
+	// staged bodies relative to Staging, and ApplyReplay the kdr command
+	// that fetches, decrypts and replays on this node.
+	SetRevision, ToRevision, ReplayFrom, ProofRevision int64
+	Segments                                           int
+	SegmentBodies, ApplyReplay                         string
 	// EtcdctlTLS are etcdctl's certificate flags for https endpoints.
 	EtcdctlTLS string
 	// StateMembers are the state tar's members restore-files extracts by
@@ -181,12 +311,14 @@ func newCmdData(p *Plan, n Node) cmdData {
 	srcName, srcIP := p.sourceHost()
 	d := cmdData{
 		Cluster: p.Cluster, BackupID: p.BackupID, Token: o.Token, InitialCluster: p.InitialCluster,
-		Topology: o.Topology, Bump: o.RevisionBump, Node: n,
+		Topology: o.Topology, Bump: p.Bump(), Node: n,
 		DataDir: o.EtcdDataDir, KubeDir: o.KubernetesDir, Staging: p.Staging(),
 		Identity: o.IdentityFile, Config: o.ConfigFile, Aside: p.AsideSuffix(),
 		Fetch: fetchCommand(p), Endpoints: strings.Join(eps, ","),
 		SetKey:       manifest.SetPrefix(p.Cluster, p.BackupID),
-		MinRevision:  p.Revision + int64(o.RevisionBump),
+		MinRevision:  p.MinRevision(),
+		RestoredDB:   p.RestoredDB(),
+		SetRevision:  p.Revision,
 		EtcdctlTLS:   etcdctlTLS(o),
 		StateMembers: stateMembers(p.Manifest),
 		SetDirs:      setDirs(p.Manifest),
@@ -200,10 +332,58 @@ func newCmdData(p *Plan, n Node) cmdData {
 		StagedManifests:  path.Join(p.Staging(), "manifests", o.KubernetesDir, "manifests"),
 	}
 	d.KubeadmConfigLines = kubeadmConfigLines(p, n, srcName, srcIP)
+	if r := p.Replay; p.ToRevision > 0 && r != nil {
+		d.ToRevision, d.ReplayFrom, d.Segments = p.ToRevision, p.Revision+1, len(r.Segments)
+		if r.Proof != nil {
+			d.ProofRevision = r.Proof.Revision
+		}
+		bodies := make([]string, len(r.Segments))
+		for i, s := range r.Segments {
+			bodies[i] = path.Join("log", s.Head.Body.Name)
+		}
+		d.SegmentBodies = strings.Join(bodies, " ")
+		d.ApplyReplay = applyCommand(p, n, StepReplay)
+	}
 	if cp := p.Manifest.State.ControlPlane; cp != nil {
 		d.CapturedDataDir = cp.EtcdDataDir
 	}
 	return d
+}
+
+// applyCommand is `kdr restore apply` on node n up to step until, with
+// the flags that make this plan again: those whose values are not what
+// the plan's defaults would be.
+func applyCommand(p *Plan, n Node, until string) string {
+	o := p.Options
+	args := []string{"kdr", "--config", o.ConfigFile, "restore", "apply", "--cluster", p.Cluster}
+	if o.Target != "" {
+		args = append(args, "--target", o.Target)
+	}
+	if p.ToRevision > 0 {
+		args = append(args, "--revision", strconv.FormatInt(p.ToRevision, 10))
+	} else {
+		args = append(args, "--backup", p.BackupID)
+	}
+	if o.Topology != TopologyKubeadm {
+		args = append(args, "--topology", o.Topology)
+	}
+	def, err := (Options{Topology: o.Topology}).withDefaults(p.Manifest)
+	if err != nil || !slices.Equal(def.Nodes, o.Nodes) {
+		for _, m := range o.Nodes {
+			args = append(args, "--node-ip", m.Name+"="+m.IP+","+m.PeerURL+","+m.ClientURL)
+		}
+	}
+	for _, f := range []struct{ flag, v, def string }{
+		{"--data-dir", o.EtcdDataDir, def.EtcdDataDir},
+		{"--kubernetes-dir", o.KubernetesDir, def.KubernetesDir},
+		{"--staging-dir", o.StagingDir, def.StagingDir},
+	} {
+		if f.v != f.def {
+			args = append(args, f.flag, f.v)
+		}
+	}
+	args = append(args, "--node", n.Name, "--identity", o.IdentityFile, "--until", until)
+	return strings.Join(args, " ")
 }
 
 // urlPort is the port of an etcd URL ("" when it has none).

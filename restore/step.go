@@ -80,6 +80,9 @@ func (d stepDef) instantiate(p *Plan, n Node) (Step, error) {
 		}
 	}
 	var err error
+	if s.Title, err = fill(d.id, d.title, data); err != nil {
+		return Step{}, err
+	}
 	if s.Expect, err = fill(d.id, d.expect, data); err != nil {
 		return Step{}, err
 	}

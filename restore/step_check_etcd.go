@@ -50,14 +50,14 @@ func checkEtcd(ctx context.Context, e *Env) error {
 		if !slices.Equal(got, want) {
 			return fmt.Errorf("members %v, the plan has %v", got, want)
 		}
-		floor := e.Plan.Revision + int64(e.Plan.Options.RevisionBump)
+		floor := e.Plan.MinRevision()
 		for _, n := range e.Plan.Options.Nodes {
 			st, err := cli.Status(sctx, n.ClientURL)
 			if err != nil {
 				return fmt.Errorf("status of %s: %w", n.Name, cli.explain(ctx, n.ClientURL, err))
 			}
 			if st.Header.Revision < floor {
-				return fmt.Errorf("%s is at revision %d, below the backup's %d plus the bump", n.Name, st.Header.Revision, e.Plan.Revision)
+				return fmt.Errorf("%s is at revision %d, below the restored %d plus the bump (%d)", n.Name, st.Header.Revision, e.Plan.RestoredRevision(), floor)
 			}
 		}
 		return nil

@@ -83,7 +83,7 @@ func TestConfigureNodeReissuesForANewNode(t *testing.T) {
 	if err := os.MkdirAll(e.staging(), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if e.journal, err = openJournal(e.journalPath(), plan.BackupID, e.Node.Name); err != nil {
+	if e.journal, err = openJournal(e.journalPath(), plan.BackupID, 0, e.Node.Name); err != nil {
 		t.Fatal(err)
 	}
 	if err := checkConfigured(context.Background(), e); err == nil {

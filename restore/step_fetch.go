@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
+	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/storage"
 )
@@ -23,16 +25,20 @@ var stepFetch = stepDef{
 		"mkdir -p {{.Staging}}",
 		"{{.Fetch}}",
 		"cd {{.Staging}} && sha256sum etcd.db.zst.age state.tar.zst.age",
+		"{{if .ToRevision}}cd {{.Staging}} && sha256sum {{.SegmentBodies}}{{end}}",
 	},
-	expect: "The sha256 of each object equals its \"sha256\" in {{.Staging}}/manifest.json.",
+	expect: "The sha256 of each object equals its \"sha256\" in {{.Staging}}/manifest.json" +
+		"{{if .ToRevision}}, and of each segment body the \"sha256\" of \"body\" in its head beside it " +
+		"(log/<first revision>.json){{end}}.",
 	action: fetch,
 	check:  checkFetched,
 }
 
 // fetch copies the small objects of the set (the state and the manifest)
-// to the staging directory, checking each object's size and sha256 as it
-// arrives. The etcd snapshot is streamed by decrypt straight from the
-// target into place, so its ciphertext never touches the disk.
+// and the segments a replay needs to the staging directory, checking each
+// object's size and sha256 as it arrives. The etcd snapshot is streamed by
+// decrypt straight from the target into place, so its ciphertext never
+// touches the disk.
 func fetch(ctx context.Context, e *Env) error {
 	local, err := e.stagingTarget()
 	if err != nil {
@@ -47,15 +53,13 @@ func fetch(ctx context.Context, e *Env) error {
 		if err := copyChecked(ctx, e.Target, local, key, o); err != nil {
 			return err
 		}
-		err := e.record(func(j *Journal) {
-			if j.Fetched == nil {
-				j.Fetched = map[string]string{}
-			}
-			j.Fetched[o.Name] = o.SHA256
-		})
+		err := e.record(func(j *Journal) { j.fetched(o.Name, o.SHA256) })
 		if err != nil {
 			return err
 		}
+	}
+	if err := fetchSegments(ctx, e, local); err != nil {
+		return err
 	}
 	raw, err := m.Marshal()
 	if err != nil {
@@ -66,6 +70,102 @@ func fetch(ctx context.Context, e *Env) error {
 		return err
 	}
 	return local.Put(ctx, key, bytes.NewReader(raw), storage.PutOptions{})
+}
+
+// maxHeadRead and maxSignatureRead bound what fetch reads of a segment's
+// head and its signature; both are small.
+const (
+	maxHeadRead      = 64 << 10
+	maxSignatureRead = 16 << 10
+)
+
+// fetchSegments copies the replay's segments: each head held to the
+// sha256 of the head a trusted key signed when the plan was made, with its
+// signature beside it for whoever checks it by hand, and each body to
+// the size and sha256 its head records. A segment gone, changed or
+// damaged since is refused, named.
+func fetchSegments(ctx context.Context, e *Env, local storage.Target) error {
+	p := e.Plan
+	if p.ToRevision == 0 || p.Replay == nil {
+		return nil
+	}
+	for _, s := range p.Replay.Segments {
+		h := s.Head
+		name := segmentName(p, s.Key)
+		if _, err := local.Stat(ctx, s.Key); err != nil || e.journal.Fetched[name] != s.SHA256 {
+			head, err := manifest.ReadBounded(ctx, e.Target, s.Key, maxHeadRead)
+			if err != nil {
+				return fmt.Errorf("fetch segment %d..%d: %w", h.First, h.Last, err)
+			}
+			if manifest.Sum(head) != s.SHA256 {
+				return fmt.Errorf("fetch %s from %s: %w: not the head a trusted key signed when the plan was made (sha256 %s)",
+					s.Key, e.Target.Name(), catalog.ErrDamaged, s.SHA256)
+			}
+			sigKey := manifest.SignatureKey(s.Key)
+			sig, err := manifest.ReadBounded(ctx, e.Target, sigKey, maxSignatureRead)
+			if err != nil {
+				return fmt.Errorf("fetch segment %d..%d: %w", h.First, h.Last, err)
+			}
+			for _, o := range []struct {
+				key  string
+				data []byte
+			}{{sigKey, sig}, {s.Key, head}} {
+				if err := local.Delete(ctx, o.key); err != nil {
+					return err
+				}
+				if err := local.Put(ctx, o.key, bytes.NewReader(o.data), storage.PutOptions{}); err != nil {
+					return err
+				}
+			}
+			if err := e.record(func(j *Journal) { j.fetched(name, s.SHA256) }); err != nil {
+				return err
+			}
+		}
+		key := manifest.SegmentBodyKey(p.Cluster, p.BackupID, h.First, h.Last)
+		name = segmentName(p, key)
+		if _, err := local.Stat(ctx, key); err == nil && e.journal.Fetched[name] == h.Body.SHA256 {
+			continue
+		}
+		if err := copyChecked(ctx, e.Target, local, key, h.Body); err != nil {
+			return err
+		}
+		if err := e.record(func(j *Journal) { j.fetched(name, h.Body.SHA256) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// segmentName is how the journal names a segment's object: its key
+// within the set, log/<name>.
+func segmentName(p *Plan, key string) string {
+	return strings.TrimPrefix(key, manifest.SetPrefix(p.Cluster, p.BackupID))
+}
+
+// checkSegmentsFetched proves every segment's head and body staged as
+// fetch checked them.
+func checkSegmentsFetched(ctx context.Context, e *Env, local storage.Target) error {
+	p := e.Plan
+	if p.ToRevision == 0 || p.Replay == nil {
+		return nil
+	}
+	for _, s := range p.Replay.Segments {
+		h := s.Head
+		body := manifest.SegmentBodyKey(p.Cluster, p.BackupID, h.First, h.Last)
+		for _, o := range []struct {
+			key, sum string
+			size     int64
+		}{{s.Key, s.SHA256, -1}, {body, h.Body.SHA256, h.Body.Size}} {
+			info, err := local.Stat(ctx, o.key)
+			if err != nil {
+				return err
+			}
+			if (o.size >= 0 && info.Size != o.size) || e.journal.Fetched[segmentName(p, o.key)] != o.sum {
+				return fmt.Errorf("%s: not fetched whole", segmentName(p, o.key))
+			}
+		}
+	}
+	return nil
 }
 
 // fetchedObjects are the objects fetch copies: all but the etcd snapshot,
@@ -118,6 +218,9 @@ func checkFetched(ctx context.Context, e *Env) error {
 		if info.Size != o.Size || e.journal.Fetched[o.Name] != o.SHA256 {
 			return fmt.Errorf("%s: not fetched whole", o.Name)
 		}
+	}
+	if err := checkSegmentsFetched(ctx, e, local); err != nil {
+		return err
 	}
 	// The manifest is written last: a fetch killed before it is not done.
 	want, err := m.Marshal()

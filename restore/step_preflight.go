@@ -47,6 +47,13 @@ func preflight(_ context.Context, e *Env) error {
 		stored += o.Size
 		plain += o.PlainSize
 	}
+	// A replay writes its own copy of the database, from its segments.
+	if r := e.Plan.Replay; e.Plan.ToRevision > 0 && r != nil {
+		plain += m.Etcd.DBSize
+		for _, s := range r.Segments {
+			stored += s.Head.Body.Size
+		}
+	}
 	if err := needSpace(e.staging(), stored+plain); err != nil {
 		return err
 	}

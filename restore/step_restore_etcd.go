@@ -26,7 +26,8 @@ var stepRestoreEtcd = stepDef{
 		// The member is built inside the data dir and moved up into it,
 		// so it lands on the data dir's own disk when that is a mount.
 		"mkdir -p {{.DataDir}} && chmod 700 {{.DataDir}}",
-		"etcdutl snapshot restore {{.Staging}}/snapshot.db --data-dir {{.DataDir}}/" + scratchName + " --name {{.Node.Name}} " +
+		// A replayed database carries no trailing sha256 any more.
+		"etcdutl snapshot restore {{.RestoredDB}}{{if .ToRevision}} --skip-hash-check{{end}} --data-dir {{.DataDir}}/" + scratchName + " --name {{.Node.Name}} " +
 			"--initial-cluster {{.InitialCluster}} --initial-cluster-token {{.Token}} " +
 			"--initial-advertise-peer-urls {{.Node.PeerURL}} --bump-revision {{.Bump}} --mark-compacted",
 		"mv {{.DataDir}}/" + scratchName + "/member {{.DataDir}}/member && rmdir {{.DataDir}}/" + scratchName,
@@ -107,7 +108,7 @@ func restoreEtcd(ctx context.Context, e *Env) error {
 			return fmt.Errorf("%s holds %s, which this restore did not make (something started etcd after move-aside): stop it, move it away, and run again", p.Options.EtcdDataDir, name)
 		}
 	}
-	snapshot := filepath.Join(e.staging(), snapshotFile)
+	snapshot := filepath.Join(e.staging(), p.restoredDBName())
 	switch _, err := os.Stat(snapshot); {
 	case err == nil:
 		if err := os.RemoveAll(scratch); err != nil {
@@ -120,7 +121,11 @@ func restoreEtcd(ctx context.Context, e *Env) error {
 		return err
 	default:
 		if _, err := os.Stat(dbPath(scratch)); err != nil {
-			return fmt.Errorf("the decrypted snapshot is gone and no interrupted restore holds it: run again with --from-step decrypt")
+			from := StepDecrypt
+			if p.ToRevision > 0 {
+				from = StepReplay
+			}
+			return fmt.Errorf("%s is gone and no interrupted restore holds it: run again with --from-step %s", p.restoredDBName(), from)
 		}
 	}
 	err = writeMemberData(ctx, memberData{
@@ -128,8 +133,8 @@ func restoreEtcd(ctx context.Context, e *Env) error {
 		Name:           n.Name,
 		InitialCluster: p.InitialCluster,
 		Token:          p.Options.Token,
-		RevisionBump:   p.Options.RevisionBump,
-		MinRevision:    p.Revision,
+		RevisionBump:   p.Bump(),
+		MinRevision:    p.RestoredRevision(),
 	})
 	if err != nil {
 		return fmt.Errorf("etcd snapshot restore: %w", err)

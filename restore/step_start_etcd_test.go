@@ -105,7 +105,7 @@ func startEtcdEnv(t *testing.T, pki *testenv.PKI, ca, url string) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, err := openJournal(e.journalPath(), plan.BackupID, "m1")
+	j, err := openJournal(e.journalPath(), plan.BackupID, 0, "m1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ package restore
 // that caches it. Each step is defined, with its action, its check and the
 // commands it prints, in its own file step_<id>.go.
 var phases = [][]stepDef{
-	{stepPreflight, stepFetch, stepDecrypt, stepStopControlPlane, stepMoveAside, stepRestoreFiles, stepConfigureNode, stepRestoreEtcd},
+	{stepPreflight, stepFetch, stepDecrypt, stepReplay, stepStopControlPlane, stepMoveAside, stepRestoreFiles, stepConfigureNode, stepRestoreEtcd},
 	{stepStartEtcd},
 	{stepCheckEtcd},
 	{stepStartControlPlane},

@@ -20,6 +20,7 @@ type restoreFlags struct {
 	target     string
 	backup     string
 	before     string
+	revision   int64
 	topology   string
 	nodes      []string
 	token      string
@@ -37,6 +38,7 @@ func (f *restoreFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.target, "target", "", "target to fetch from (default: the first in the config)")
 	fl.StringVar(&f.backup, "backup", "latest", "backup to restore: latest, an ID or a unique ID prefix")
 	fl.StringVar(&f.before, "before", "", "restore the newest backup created before this time (RFC 3339)")
+	fl.Int64Var(&f.revision, "revision", 0, "restore etcd to this revision: the newest backup at or before it, then its captured log replayed up to it (not with --backup or --before)")
 	fl.StringVar(&f.topology, "topology", restore.TopologyKubeadm, "kubeadm (stacked etcd, static pods) or systemd (external etcd)")
 	fl.StringArrayVar(&f.nodes, "node-ip", nil, "a control-plane node as NAME=IP[,PEER_URL,CLIENT_URL]; repeat it, first member first (default: the backup's inventory)")
 	fl.StringVar(&f.token, "token", "", "new etcd cluster token (default: kdr-<backup ID>)")
@@ -54,7 +56,11 @@ func newRestoreCommand(g *globals) *cobra.Command {
 		Short: "Rebuild a control plane from a backup",
 		Long: `kdr restore plan prints the steps of a restore, node by node; kdr restore apply
 --node NAME runs one node's steps with a journal, so an interrupted restore
-resumes where it stopped. Run apply on every node of the plan.`,
+resumes where it stopped. Run apply on every node of the plan.
+
+--revision N restores etcd as it was at revision N: the newest backup at or
+before N whose captured log reaches N, then that log replayed up to N (the
+replay step). The restored etcd starts above the log's newest revision.`,
 	}
 	cmd.AddCommand(newRestorePlanCommand(g), newRestoreApplyCommand(g))
 	return cmd
@@ -137,7 +143,11 @@ func newRestoreApplyCommand(g *globals) *cobra.Command {
 
 // buildRestorePlan resolves the backup on the target and builds the plan.
 func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore.Plan, storage.Target, error) {
-	b, err := resolveBackup(cmd, g, f.cluster, f.target, f.backup, f.before)
+	backup := f.backup
+	if f.revision != 0 && !cmd.Flags().Changed("backup") {
+		backup = "" // --revision picks the backup
+	}
+	b, err := resolveBackup(cmd, g, action.Ref{Cluster: f.cluster, Target: f.target, Backup: backup, Revision: f.revision}, f.before)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -159,7 +169,12 @@ func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore
 			}
 		}
 	}
-	plan, err := restore.BuildPlan(b.Manifest, fromconfig.Source(b.TargetConfig), o)
+	var plan *restore.Plan
+	if b.Chain != nil {
+		plan, err = restore.BuildPlanAt(b.Chain, b.Revision, fromconfig.Source(b.TargetConfig), o)
+	} else {
+		plan, err = restore.BuildPlan(b.Manifest, fromconfig.Source(b.TargetConfig), o)
+	}
 	return plan, b.Target, err
 }
 
@@ -170,14 +185,14 @@ type resolvedBackup struct {
 }
 
 // resolveBackup finds the backup a restore or runbook works on: an ID,
-// latest, or the newest taken before a time, among the trusted sets.
-func resolveBackup(cmd *cobra.Command, g *globals, clusterName, targetName, backup, before string) (*resolvedBackup, error) {
+// latest, the newest taken before a time, among the trusted sets, or the
+// one whose captured log reaches a revision.
+func resolveBackup(cmd *cobra.Command, g *globals, ref action.Ref, before string) (*resolvedBackup, error) {
 	ctx := cmd.Context()
-	env, err := g.env(ctx, targetName, nil)
+	env, err := g.env(ctx, ref.Target, nil)
 	if err != nil {
 		return nil, err
 	}
-	ref := action.Ref{Cluster: clusterName, Target: targetName, Backup: backup}
 	if before != "" {
 		if ref.Before, err = time.Parse(time.RFC3339, before); err != nil {
 			return nil, fmt.Errorf("--before %q: want a time like 2026-11-24T20:00:00Z", before)
@@ -221,8 +236,22 @@ func printPlan(cmd *cobra.Command, p *restore.Plan, output string) error {
 	default:
 		return fmt.Errorf("-o %q: want text or json", output)
 	}
-	fmt.Fprintf(out, "Restore of %s from backup %s (%s), revision %d, onto %s\n",
-		p.Cluster, p.BackupID, p.Created.Format(time.RFC3339), p.Revision, strings.Join(p.NodeNames(), ", "))
+	if r := p.Replay; p.ToRevision > 0 && r != nil {
+		segs := "no segment (the set is at that revision)"
+		if n := len(r.Segments); n > 0 {
+			segs = fmt.Sprintf("%d segments (%d..%d)", n, p.Revision+1, p.ToRevision)
+		}
+		fmt.Fprintf(out, "Restore of %s to revision %d: full set %s (%s, revision %d) + %s, onto %s\n",
+			p.Cluster, p.ToRevision, p.BackupID, p.Created.Format(time.RFC3339), p.Revision, segs, strings.Join(p.NodeNames(), ", "))
+		proof := "no HashKV recorded at or before it: the replay is checked revision by revision only"
+		if r.Proof != nil {
+			proof = fmt.Sprintf("proved against the HashKV recorded at revision %d", r.Proof.Revision)
+		}
+		fmt.Fprintf(out, "The log reaches revision %d; the restored etcd starts at %d or above; %s\n", p.LogEnd, p.MinRevision(), proof)
+	} else {
+		fmt.Fprintf(out, "Restore of %s from backup %s (%s), revision %d, onto %s\n",
+			p.Cluster, p.BackupID, p.Created.Format(time.RFC3339), p.Revision, strings.Join(p.NodeNames(), ", "))
+	}
 	for i, s := range p.Steps {
 		mark := ""
 		if s.Destructive {
