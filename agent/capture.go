@@ -108,10 +108,7 @@ func (a *Agent) captureCluster(ctx context.Context, cfg *config.Config, c config
 			a.m.captureFailures.WithLabelValues(c.Name, "", reasonEtcd).Inc()
 			wait, pause = pause, min(2*pause, maxRetryPause)
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
+		cp.Pause(ctx, wait)
 	}
 }
 

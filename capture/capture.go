@@ -157,6 +157,18 @@ func (c *Capture) NewSet() {
 	}
 }
 
+// Pause waits d, or less when a new full set is announced meanwhile: a
+// capture that needed one goes on as soon as it is stored.
+func (c *Capture) Pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	case <-c.newSet:
+	}
+}
+
 // chain is where the log goes on: the full set, the targets that hold
 // its chain to the same end, and that end.
 type chain struct {
