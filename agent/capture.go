@@ -99,6 +99,9 @@ func (a *Agent) captureCluster(ctx context.Context, cfg *config.Config, c config
 		case errors.Is(err, manifest.ErrLost):
 			log.Warn("another writer holds the log's end: continuing after it", "err", err)
 			wait = lostPause
+		case errors.Is(err, capture.ErrNoBase):
+			log.Info("the log waits for a full set", "err", err)
+			wait, pause = pause, min(2*pause, maxRetryPause)
 		case errors.Is(err, capture.ErrNeedFullSet):
 			log.Warn("the log cannot go on: a full backup starts a new chain", "err", err)
 			a.fullSetNow(c.Name, err.Error())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,10 @@ var (
 	// there is none, the watch fell behind compaction, the targets' chains
 	// disagree, or a chain is broken. A new full set starts a new chain.
 	ErrNeedFullSet = errors.New("the captured log needs a new full set")
+	// ErrNoBase means no target holds a full set to continue, or none
+	// answers: the capture waits for the schedule's first set, or for the
+	// targets.
+	ErrNoBase = errors.New("no full set to continue")
 	// errRewatch ends one watch so the next starts at the durable end.
 	errRewatch = errors.New("watch again from the durable end")
 )
@@ -246,7 +251,14 @@ func (c *Capture) open(ctx context.Context) (*chain, error) {
 		}
 	}
 	if base == nil {
-		return nil, fmt.Errorf("%w: no target holds a trusted full set of %s: %w", ErrNeedFullSet, c.o.Cluster, fs[0].err)
+		// No set yet, or no target answers: the schedule takes the first
+		// set, and a target's outage is waited out, not answered with a
+		// backup that would fail the same way.
+		why := make([]string, len(fs))
+		for i, f := range fs {
+			why[i] = f.err.Error()
+		}
+		return nil, fmt.Errorf("%w of %s: %s", ErrNoBase, c.o.Cluster, strings.Join(why, "; "))
 	}
 	ch := &chain{base: base.m, baseSum: base.sum}
 	var ends []*catalog.Chain

@@ -27,7 +27,12 @@ func TestPlanJSONIsCamelCase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := json.Marshal(plan)
+	// And a plan to a revision, with its replay.
+	at, err := BuildPlanAt(handChain(m, []int64{5}, 5), 5, src, plan.Options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal([]*Plan{plan, at})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +61,8 @@ func TestPlanJSONIsCamelCase(t *testing.T) {
 	walk("plan", doc)
 	// The check must have seen the fields it is about, or it proves nothing.
 	for _, k := range []string{"options", "apiEndpoint", "etcdDataDir", "kubernetesDir", "stagingDir", "identityFile",
-		"configFile", "allowedSigners", "revisionBump", "token", "topology", "target", "nodes", "peerURL", "steps", "insecure"} {
+		"configFile", "allowedSigners", "revisionBump", "token", "topology", "target", "nodes", "peerURL", "steps", "insecure",
+		"toRevision", "replay", "segments", "proof", "head", "logEnd"} {
 		if !seen[k] {
 			t.Errorf("the plan's JSON has no %q", k)
 		}

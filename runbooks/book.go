@@ -154,7 +154,7 @@ func newBook(p *restore.Plan, o Options) (*book, error) {
 		{"Cluster", p.Cluster},
 		{"Backup", p.BackupID},
 		{"Backup taken", stamp(p.Created)},
-		{"etcd revision", fmt.Sprintf("%d; after the restore at least %s", p.Revision, bumped(p))},
+		{"etcd revision", revisionText(p)},
 		{"Restore onto", nodeList(p)},
 		{"Topology", topologyText(p.Options.Topology)},
 		{"Backup location", location(p)},
@@ -251,7 +251,7 @@ func inventory(p *restore.Plan, m *manifest.Manifest, now time.Time) []section {
 
 	settings := table{head: []string{"Setting", "Value"}, rows: [][]string{
 		{"New etcd cluster token", o.Token},
-		{"Revision bump", strconv.FormatUint(o.RevisionBump, 10)},
+		{"Revision bump", bumpText(p)},
 		{"Initial cluster", p.InitialCluster},
 		{"etcd data dir", o.EtcdDataDir},
 		{"Kubernetes dir", o.KubernetesDir},
@@ -367,6 +367,12 @@ func breakGlass(p *restore.Plan, m *manifest.Manifest) []block {
 		text: "If kdr itself cannot run, the same restore can be done by hand with only age, zstd, tar and " +
 			"etcdutl. The values below are this plan's; the steps above say the same with kdr.",
 	}}
+	if p.ToRevision > 0 {
+		out[0].text = fmt.Sprintf("If kdr itself cannot run, the full set alone can be restored by hand with only age, zstd, "+
+			"tar and etcdutl, to revision %d: replaying the captured log to revision %d needs kdr, and without it "+
+			"everything after revision %d is lost. The values below are this plan's; the commands restore the set "+
+			"as it is, with the bump still past the log's end.", p.Revision, p.ToRevision, p.Revision)
+	}
 	fetch := block{
 		text: "1. On every node, copy the backup set into the staging directory and check it. The set is " +
 			location(p) + ".",
@@ -411,11 +417,16 @@ func breakGlass(p *restore.Plan, m *manifest.Manifest) []block {
 	}
 	out = append(out, decrypt)
 
+	// A replay needs kdr: by hand, the set alone is restored.
+	set, err := p.SetOnly()
+	if err != nil {
+		set = p
+	}
 	for i, n := range o.Nodes {
 		out = append(out, block{
 			text: fmt.Sprintf("%d. On %s (%s): restore its etcd member. Every member comes from the same "+
 				"snapshot with the same token; the old data dir is moved aside, never deleted.", i+3, n.Name, n.IP),
-			code: stepCommands(p, n.Name, restore.StepMoveAside, restore.StepRestoreEtcd),
+			code: stepCommands(set, n.Name, restore.StepMoveAside, restore.StepRestoreEtcd),
 		})
 	}
 	out = append(out, block{
@@ -477,17 +488,44 @@ func topologyText(t string) string {
 }
 
 // bumped is the lowest revision the restored cluster can have: the
-// snapshot holds at least the recorded revision, and the restore adds the
-// bump to whatever it holds.
+// database holds at least the recorded (or replayed) revision, and the
+// restore adds the bump to whatever it holds.
 func bumped(p *restore.Plan) string {
-	if p.Revision < 0 {
-		return strconv.FormatUint(p.Options.RevisionBump, 10)
+	bump := p.Bump()
+	rev := p.RestoredRevision()
+	if rev < 0 {
+		return strconv.FormatUint(bump, 10)
 	}
-	sum := uint64(p.Revision) + p.Options.RevisionBump
-	if sum < p.Options.RevisionBump {
+	sum := uint64(rev) + bump
+	if sum < bump {
 		return "the maximum revision"
 	}
 	return strconv.FormatUint(sum, 10)
+}
+
+// revisionText is the cover's etcd revision: the set's, or the one the
+// log is replayed to and how.
+func revisionText(p *restore.Plan) string {
+	r := p.Replay
+	if p.ToRevision == 0 || r == nil {
+		return fmt.Sprintf("%d; after the restore at least %s", p.Revision, bumped(p))
+	}
+	log := "no segment of the captured log (the set is at that revision)"
+	if n := len(r.Segments); n > 0 {
+		log = fmt.Sprintf("%d segment(s) of the captured log (%d..%d)", n, p.Revision+1, p.ToRevision)
+	}
+	return fmt.Sprintf("%d: the full set at %d + %s; after the restore at least %s", p.ToRevision, p.Revision, log, bumped(p))
+}
+
+// bumpText is the revision bump of the settings, and why it is more than
+// the one asked for when the captured log goes on past the restored
+// revision.
+func bumpText(p *restore.Plan) string {
+	b := p.Bump()
+	if b == p.Options.RevisionBump {
+		return strconv.FormatUint(b, 10)
+	}
+	return fmt.Sprintf("%d (%d past the captured log's end, revision %d)", b, p.Options.RevisionBump, p.LogEnd)
 }
 
 // stamp prints a time in UTC, as everyone on a call reads the same clock.

@@ -28,47 +28,69 @@ import (
 )
 
 func main() {
+	if err := run(); err != nil {
+		fail(err)
+	}
+}
+
+// run runs the parts asked for; everything it started is stopped and its
+// temp dir removed before it returns, also on failure.
+func run() error {
 	sizes := flag.String("size-mib", "1024", "comma-separated database sizes in MiB")
 	cache := flag.String("cache", "bin/bench-cache", "where generated etcd data dirs are kept between runs")
 	reps := flag.Int("reps", 3, "runs of each measurement; the median is reported")
-	only := flag.String("only", "", "run one part: backup, restore or drill (one untimed backup feeds them), or agent")
+	only := flag.String("only", "", "run one part: backup, restore or drill (one untimed backup feeds them), agent, or log")
 	agentWindow := flag.Duration("agent-window", time.Minute, "how long the agent is watched idling")
 	kdr := flag.String("kdr", "", "the kdr binary measured (default bin/kdr): another build, to compare two in the same state of the machine")
+	var lo logOptions
+	flag.DurationVar(&lo.Duration, "log-duration", 5*time.Minute, "log: how long the steady write load runs")
+	flag.IntVar(&lo.Rate, "log-rate", 500, "log: writes per second asked of the writer")
+	flag.IntVar(&lo.Keys, "log-keys", 20000, "log: the working set of ~1 KiB keys the writes overwrite")
+	flag.DurationVar(&lo.CompactEvery, "log-compact-every", 5*time.Minute, "log: how often the source is compacted")
+	flag.Int64Var(&lo.CompactKeep, "log-compact-keep", 5000, "log: revisions a compaction keeps")
+	flag.DurationVar(&lo.Replay, "log-replay", time.Hour, "log: how much of the load, after a full set, is replayed")
 	flag.Parse()
+	switch *only {
+	case "", "backup", "restore", "drill", "agent", "log":
+	default:
+		return fmt.Errorf("-only %q: want backup, restore, drill, agent or log", *only)
+	}
+	if lo.Rate <= 0 || lo.Keys < logWorkers || lo.Duration < 10*time.Second || lo.CompactEvery <= 0 || lo.Replay < time.Second {
+		return fmt.Errorf("-log-rate, -log-keys (at least %d), -log-duration (at least 10s), -log-compact-every and -log-replay must be positive", logWorkers)
+	}
 	b, err := newBench(*cache)
 	if err != nil {
-		fail(err)
+		return err
 	}
+	defer b.close()
 	if *kdr != "" {
 		if b.kdr, err = filepath.Abs(*kdr); err != nil {
-			fail(err)
+			return err
 		}
 	}
 	b.reps = *reps
 	b.only = *only
-	switch b.only {
-	case "", "backup", "restore", "drill", "agent":
-	default:
-		fail(fmt.Errorf("-only %q: want backup, restore, drill or agent", b.only))
-	}
-	defer b.close()
 	for _, s := range strings.Split(*sizes, ",") {
-		if b.only == "agent" {
+		if b.only == "agent" || b.only == "log" {
 			break
 		}
 		mib, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
-			fail(fmt.Errorf("-size-mib %q: %w", s, err))
+			return fmt.Errorf("-size-mib %q: %w", s, err)
 		}
 		if err := b.run(int64(mib) << 20); err != nil {
-			fail(err)
+			return err
 		}
 	}
 	if b.only == "" || b.only == "agent" {
 		if err := b.agentBench(*agentWindow); err != nil {
-			fail(err)
+			return err
 		}
 	}
+	if b.only == "" || b.only == "log" {
+		return b.logBench(lo)
+	}
+	return nil
 }
 
 func fail(err error) {
