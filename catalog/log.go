@@ -17,7 +17,7 @@ import (
 
 // ErrGap means the captured log does not reach a revision: a segment is
 // missing, or the chain ends before it.
-var ErrGap = errors.New("captured log has a gap")
+var ErrGap = manifest.ErrGap
 
 // Segment is one trusted segment of a chain.
 type Segment struct {

@@ -46,6 +46,10 @@ const (
 	maxHeadSize = 64 << 10
 )
 
+// ErrGap means the captured log does not hold a revision asked for: a
+// segment is missing, or the chain ends before it.
+var ErrGap = errors.New("captured log has a gap")
+
 // ErrLost means a segment's head key was taken by another writer: the
 // writer that gets it no longer continues the chain and must stop.
 var ErrLost = errors.New("another writer stored this segment first")
