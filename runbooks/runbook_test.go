@@ -13,18 +13,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/restore"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/runbook.golden.md from the current output")
+var update = flag.Bool("update", false, "rewrite testdata/runbook*.golden.md from the current output")
 
 // now is when the test runbooks are generated: some certificates of the
 // test manifest expire within 30 days of it, one has expired.
 var now = time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 
-const goldenPath = "testdata/runbook.golden.md"
+const (
+	goldenPath         = "testdata/runbook.golden.md"
+	revisionGoldenPath = "testdata/runbook-revision.golden.md"
+)
 
 // testAllowedSigners is a trusted key as the runbook prints it; its
 // private half was thrown away.
@@ -114,6 +118,40 @@ func testPlan(t *testing.T) *restore.Plan {
 	return buildPlan(t, testManifest(), restore.Options{Target: "s3", AllowedSigners: testAllowedSigners})
 }
 
+// testChain is the captured log after testManifest's set: three
+// segments, a HashKV recorded at the end of the first and the last.
+func testChain() *catalog.Chain {
+	m := testManifest()
+	c := &catalog.Chain{Target: "s3", Base: m, BaseSum: strings.Repeat("e", 64)}
+	first := m.Etcd.Revision + 1
+	seen := m.Created.Add(time.Minute)
+	for i, last := range []int64{4821900, 4822750, 4823400} {
+		h := &manifest.SegmentHead{FormatVersion: manifest.FormatVersion, KdrVersion: "v0.3.0", Cluster: m.Cluster,
+			Base: manifest.Link{ID: m.ID, SHA256: c.BaseSum}, First: first, Last: last,
+			SeenFirst: seen, SeenLast: seen.Add(5 * time.Minute),
+			Body: manifest.Object{Name: manifest.SegmentBodyName(first, last), Kind: manifest.KindLog,
+				PlainSize: 2 << 20, PlainSHA256: strings.Repeat("f", 64), Size: 400 << 10, SHA256: strings.Repeat(strconv.Itoa(i+1), 64)},
+			Writer: "cp2", Recipients: m.Recipients}
+		if i != 1 {
+			h.HashKV = &manifest.LogHash{Revision: last, CompactRevision: m.Etcd.Revision - 1000, Hash: uint32(1000 + i)}
+		}
+		c.Segments = append(c.Segments, catalog.Segment{Key: manifest.SegmentHeadKey(m.Cluster, m.ID, first), Head: h, Sum: strings.Repeat(strconv.Itoa(i+4), 64)})
+		first, seen = last+1, seen.Add(5*time.Minute)
+	}
+	return c
+}
+
+// revisionPlan restores testManifest's set to a revision inside the
+// last segment of its captured log.
+func revisionPlan(t *testing.T) *restore.Plan {
+	t.Helper()
+	p, err := restore.BuildPlanAt(testChain(), 4823000, testSource, restore.Options{Target: "s3", AllowedSigners: testAllowedSigners})
+	if err != nil {
+		t.Fatalf("BuildPlanAt: %v", err)
+	}
+	return p
+}
+
 func markdown(t *testing.T, p *restore.Plan) string {
 	t.Helper()
 	var b bytes.Buffer
@@ -124,30 +162,69 @@ func markdown(t *testing.T, p *restore.Plan) string {
 }
 
 func TestMarkdownGolden(t *testing.T) {
-	got := markdown(t, testPlan(t))
-	if *update {
-		if err := os.WriteFile(goldenPath, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
+	for _, tc := range []struct {
+		path string
+		plan func(*testing.T) *restore.Plan
+	}{{goldenPath, testPlan}, {revisionGoldenPath, revisionPlan}} {
+		t.Run(filepath.Base(tc.path), func(t *testing.T) {
+			got := markdown(t, tc.plan(t))
+			if *update {
+				if err := os.WriteFile(tc.path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(tc.path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./runbooks -update to write it)", err)
+			}
+			if got != string(want) {
+				gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
+				for i := 0; i < max(len(gl), len(wl)); i++ {
+					var g, w string
+					if i < len(gl) {
+						g = gl[i]
+					}
+					if i < len(wl) {
+						w = wl[i]
+					}
+					if g != w {
+						t.Fatalf("runbook differs from %s at line %d:\n got: %q\nwant: %q\n(run go test ./runbooks -update if the change is intended)", tc.path, i+1, g, w)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRevisionRunbook: a runbook to a revision says what is replayed
+// and how, restores the replayed database, and its break glass restores
+// the set alone, saying what is lost.
+func TestRevisionRunbook(t *testing.T) {
+	p := revisionPlan(t)
+	md := markdown(t, p)
+	glass := md[strings.LastIndex(md, breakGlassText):]
+	for _, want := range []string{
+		"4823000: the full set at 4821337 + 3 segment(s) of the captured log (4821338..4823000)",
+		"1000000400 (1000000000 past the captured log's end, revision 4823400)",
+		"kdr --config /etc/kdr/kdr.yaml restore apply --cluster prod --target s3 --revision 4823000 --node cp1 --identity operator.key --until replay",
+		"etcdutl snapshot restore /var/lib/kdr/restore/prod/20261124T203000.000Z-3fa9c1/revision-4823000.db --skip-hash-check",
+		"HashKV etcd reported at revision 4821900",
+	} {
+		if !strings.Contains(squash(md), squash(want)) {
+			t.Errorf("the runbook lacks %q", want)
 		}
 	}
-	want, err := os.ReadFile(goldenPath)
-	if err != nil {
-		t.Fatalf("%v (run go test ./runbooks -update to write it)", err)
-	}
-	if got != string(want) {
-		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
-		for i := 0; i < max(len(gl), len(wl)); i++ {
-			var g, w string
-			if i < len(gl) {
-				g = gl[i]
-			}
-			if i < len(wl) {
-				w = wl[i]
-			}
-			if g != w {
-				t.Fatalf("runbook differs from %s at line %d:\n got: %q\nwant: %q\n(run go test ./runbooks -update if the change is intended)", goldenPath, i+1, g, w)
-			}
+	for _, want := range []string{"everything after revision 4821337 is lost", "etcdutl snapshot restore /var/lib/kdr/restore/prod/20261124T203000.000Z-3fa9c1/snapshot.db --data-dir",
+		"--bump-revision 1000002063 "} {
+		if !strings.Contains(squash(glass), squash(want)) {
+			t.Errorf("break glass lacks %q", want)
 		}
+	}
+	if strings.Contains(glass, "revision-4823000.db") {
+		t.Error("break glass restores the replayed database, which only kdr can make")
+	}
+	if _, text := pdfText(t, p, PaperA4, 595.28, 841.89); !strings.Contains(squash(text), squash("Replay the captured log to revision 4823000")) {
+		t.Error("the PDF lacks the replay step")
 	}
 }
 
@@ -241,6 +318,7 @@ func TestEveryEngineStepAndNothingElse(t *testing.T) {
 	noManifests.State.Sets = noManifests.State.Sets[:2]
 	plans := map[string]*restore.Plan{
 		"kubeadm three nodes": testPlan(t),
+		"to a revision":       revisionPlan(t),
 		"systemd":             buildPlan(t, testManifest(), restore.Options{Topology: restore.TopologySystemd}),
 		"no manifests":        buildPlan(t, noManifests, restore.Options{}),
 		"one node":            buildPlan(t, testManifest(), restore.Options{Nodes: []restore.Node{{Name: "solo", IP: "10.0.0.21"}}}),
