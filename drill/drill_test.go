@@ -3,13 +3,16 @@ package drill
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"filippo.io/age"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/config"
@@ -271,5 +274,89 @@ func TestMembersStopWithoutQuorum(t *testing.T) {
 	case <-stopped:
 	case <-time.After(30 * time.Second):
 		t.Fatal("a member without quorum did not stop within 30s")
+	}
+}
+
+// TestDrillToARevision drills a restore to revisions inside the captured
+// log written after a backup: the drill replays the log on every member,
+// proves the restored database is at the revision with the source's
+// keyspace there, and reports the replay; a replay no HashKV proves is a
+// warning.
+func TestDrillToARevision(t *testing.T) {
+	ctx := context.Background()
+	s := newSource(t)
+	m := s.backup(t)
+	_, sum, err := catalog.LoadManifest(ctx, s.usb, s.key.Trust, "prod", m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := s.etcd.Client()
+	var revs []int64
+	for i := range 12 {
+		var resp *clientv3.PutResponse
+		if resp, err = cli.Put(ctx, fmt.Sprintf("/registry/after/%d", i%5), fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		revs = append(revs, resp.Header.Revision)
+	}
+	del, err := cli.Delete(ctx, "/registry/after/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := del.Header.Revision
+	log := testenv.WatchLog(t, cli, m.Etcd.Revision+1, end)
+	split := slices.IndexFunc(log, func(r manifest.LogRevision) bool { return r.Revision == revs[5] })
+	w := &testenv.CapturedLog{Target: s.usb, Key: s.key, Recipients: s.rs, Base: m, BaseSum: sum}
+	w.Append(t, log[:split+1], nil, testenv.HashKV(t, cli, s.etcd.Endpoints()[0], revs[5]))
+	w.Append(t, log[split+1:], nil, nil)
+	chain, err := catalog.ReadChain(ctx, s.usb, s.key.Trust, m, sum)
+	if err != nil || chain.End() != end {
+		t.Fatalf("the log reaches %d (%v), want %d", chain.End(), err, end)
+	}
+	for _, tc := range []struct {
+		name   string
+		rev    int64
+		grade  Grade // the replay's
+		proved int64
+	}{
+		{"proved", revs[9], Pass, revs[5]},
+		{"unproved", revs[3], Warn, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := Run(ctx, Options{Manifest: m, Revision: tc.rev, Chain: chain, Source: restore.Source{Kind: "local", Path: s.dir},
+				Target: s.usb, Identities: s.ids, Sandbox: t.TempDir(), Live: cli})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := grades(rep)
+			for _, id := range []string{"restore", "etcd-quorum", "etcd-revision", "replay-revision", "etcd-hashkv", "etcd-keys"} {
+				if g[id] != Pass {
+					t.Errorf("check %s: %q, want pass (failures %q)", id, g[id], rep.Failures())
+				}
+			}
+			if g["replay"] != tc.grade || rep.Result != tc.grade {
+				t.Errorf("replay %q and drill %q, want %q", g["replay"], rep.Result, tc.grade)
+			}
+			r := rep.Replay
+			if rep.Revision != tc.rev || r == nil || r.Revision != tc.rev || r.Base != m.Etcd.Revision || r.Applied != tc.rev-m.Etcd.Revision ||
+				r.ProvedAt != tc.proved || r.Seconds <= 0 {
+				t.Fatalf("report of the replay %+v (revision %d), want %d applied to %d, proved at %d", r, rep.Revision, tc.rev-m.Etcd.Revision, tc.rev, tc.proved)
+			}
+			at, err := cli.Get(ctx, "", clientv3.WithPrefix(), clientv3.WithRev(tc.rev), clientv3.WithCountOnly())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Keys != at.Count {
+				t.Errorf("the drill served %d keys, the source had %d at revision %d", rep.Keys, at.Count, tc.rev)
+			}
+			var md bytes.Buffer
+			if err := Markdown(&md, rep); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(md.String(), fmt.Sprintf("| revision | %d: the set's %d + %d revisions replayed", tc.rev, m.Etcd.Revision, r.Applied)) ||
+				!strings.Contains(md.String(), "| replay time |") {
+				t.Errorf("the report does not say what was replayed:\n%s", md.String())
+			}
+		})
 	}
 }

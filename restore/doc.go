@@ -6,4 +6,9 @@
 // resumes where it stopped and never repeats a destructive step; package
 // runbooks prints the very same steps. A step that lacks a command, an
 // action or a check cannot enter a plan.
+//
+// A plan made with BuildPlanAt restores to a revision of the set's
+// captured log: fetch also copies the segments, a replay step
+// (step_replay.go) brings a copy of the decrypted snapshot forward to the
+// revision through package replay, and restore-etcd takes that database.
 package restore

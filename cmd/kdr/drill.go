@@ -45,6 +45,15 @@ its end, and says which.`,
 			if err != nil {
 				return err
 			}
+			ref := action.Ref{Cluster: cluster, Target: target, Backup: backup}
+			if revision != "" {
+				if ref.Revision, err = parseRevision(revision); err != nil {
+					return err
+				}
+				if !cmd.Flags().Changed("backup") {
+					ref.Backup = "" // --revision picks the backup
+				}
+			}
 			if identity == "" {
 				return fmt.Errorf("--identity is required: the age identity file that decrypts the backup")
 			}
@@ -55,15 +64,6 @@ its end, and says which.`,
 			env, err := g.env(ctx, target, log)
 			if err != nil {
 				return err
-			}
-			ref := action.Ref{Cluster: cluster, Target: target, Backup: backup}
-			if revision != "" {
-				if ref.Revision, err = parseRevision(revision); err != nil {
-					return err
-				}
-				if !cmd.Flags().Changed("backup") {
-					ref.Backup = "" // --revision picks the backup
-				}
 			}
 			rep, err := env.Drill(ctx, action.DrillOptions{Ref: ref, Identities: ids, Sandbox: sandbox, NoStore: noStore})
 			if err != nil {
