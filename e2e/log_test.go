@@ -546,7 +546,9 @@ func TestLogRestoreToRevision(t *testing.T) {
 			spoil func(t *testing.T) (restore func())
 			want  string
 		}{
-			{"damaged body", func(t *testing.T) func() { return editFile(t, body, func(b []byte) []byte { b[len(b)/2] ^= 1; return b }) }, "damaged"},
+			{"damaged body", func(t *testing.T) func() {
+				return editFile(t, body, func(b []byte) []byte { b[len(b)/2] ^= 1; return b })
+			}, "damaged"},
 			{"missing head", func(t *testing.T) func() { return moveAway(t, head) }, "missing"},
 			{"unsigned head", func(t *testing.T) func() { return moveAway(t, head+".sig") }, "not signed"},
 			{"foreign head", func(t *testing.T) func() {
