@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"filippo.io/age"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -416,16 +415,6 @@ func setRevision(t *testing.T, w *world, id string) int64 {
 	return m.Etcd.Revision
 }
 
-// identities opens the world's operator key.
-func (w *world) identities(t *testing.T) []age.Identity {
-	t.Helper()
-	ids, err := crypto.LoadIdentities(w.identity, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ids
-}
-
 // TestLogRestoreToRevision is the captured log's acceptance: real etcd
 // under a write load (puts, deletes, multi-op transactions, keys on
 // leases, a compaction by the cluster mid-way), the agent capturing to
@@ -472,9 +461,9 @@ func TestLogRestoreToRevision(t *testing.T) {
 	revoke(revokedBefore)
 	wr.write(t, 20)
 	laterRevoked := grant("/registry/leases/revoked-after")
-	leaseRev := wr.write(t, 30)
+	wr.write(t, 30)
 	time.Sleep(1500 * time.Millisecond) // a segment end between the revocations and N
-	leaseRev = wr.write(t, 10)
+	leaseRev := wr.write(t, 10)
 	time.Sleep(1500 * time.Millisecond)
 	revoke(laterRevoked)
 	mid := wr.write(t, 80)
