@@ -134,9 +134,10 @@ func writeMemberData(ctx context.Context, d memberData) error {
 }
 
 // bumpRevision writes an empty key revision bump past the newest one and
-// marks it compacted, in one transaction. etcd never stores an empty
-// value, so an empty newest key at floor+bump or beyond is this bump,
-// made by an interrupted run.
+// marks it compacted, in one transaction. Every record etcd writes to
+// its key bucket is a marshalled KeyValue (never empty, even for an empty
+// value), so an empty record at floor+bump or beyond is this bump, made
+// by an interrupted run.
 func bumpRevision(be backend.Backend, floor, bump int64) {
 	tx := be.BatchTx()
 	tx.LockOutsideApply()
