@@ -90,8 +90,14 @@ func (a *Agent) captureCluster(ctx context.Context, cfg *config.Config, c config
 	stopGauges := a.captureGauges(c.Name, cp)
 	defer stopGauges()
 	pause := retryPause
+	durable := cp.Status().Durable
 	for ctx.Err() == nil {
 		err := cp.Run(ctx)
+		if d := cp.Status().Durable; d > durable {
+			// It got somewhere since the last failure: that one is over,
+			// and a new one waits the shortest pause again.
+			durable, pause = d, retryPause
+		}
 		wait := time.Duration(0)
 		switch {
 		case err == nil:

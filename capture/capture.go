@@ -184,6 +184,10 @@ type chain struct {
 	prev    *manifest.SegmentLink
 	// hashed is when a segment last carried HashKV.
 	hashed time.Time
+	// pending is a sealed segment no target stored, to store again as it
+	// is; retry is the pause before the next attempt.
+	pending *sealed
+	retry   time.Duration
 }
 
 // Run continues the log of the newest full set until ctx ends (nil), a
@@ -262,19 +266,23 @@ func (c *Capture) open(ctx context.Context) (*chain, error) {
 	}
 	ch := &chain{base: base.m, baseSum: base.sum}
 	var ends []*catalog.Chain
-	var left []string
+	// absent are targets that do not answer or lack the newest set: a
+	// full set now would miss them too, so the log goes on without them
+	// until the next set reaches them. missed are targets that hold the
+	// set but missed segments of its log: a full set now mends them.
+	var absent, missed []string
 	for _, f := range fs {
 		if f.err != nil || f.m.ID != base.m.ID || f.sum != base.sum {
 			why := "its newest set is not " + base.m.ID
 			if f.err != nil {
 				why = f.err.Error()
 			}
-			left = append(left, fmt.Sprintf("target %s: %s", f.t.Name(), why))
+			absent = append(absent, fmt.Sprintf("target %s: %s", f.t.Name(), why))
 			continue
 		}
 		cc, err := catalog.ReadChain(ctx, f.t, c.o.Trust, base.m, base.sum)
 		if err != nil {
-			left = append(left, fmt.Sprintf("target %s: %v", f.t.Name(), err))
+			absent = append(absent, fmt.Sprintf("target %s: %v", f.t.Name(), err))
 			continue
 		}
 		if cc.Broken != nil {
@@ -291,7 +299,7 @@ func (c *Capture) open(ctx context.Context) (*chain, error) {
 		ends = append(ends, cc)
 	}
 	if len(ends) == 0 {
-		return nil, fmt.Errorf("%w: no target can continue the log of %s: %v", ErrNeedFullSet, base.m.ID, left)
+		return nil, fmt.Errorf("%w of %s: no target can continue the log of %s: %s", ErrNoBase, c.o.Cluster, base.m.ID, strings.Join(absent, "; "))
 	}
 	// Writers store a segment on one target first and then on the rest,
 	// so a target may trail the one that reaches furthest by what is
@@ -313,21 +321,24 @@ func (c *Capture) open(ctx context.Context) (*chain, error) {
 			continue
 		}
 		n := len(e.Segments)
-		if n > 0 && e.Segments[n-1].Sum != end.Segments[n-1].Sum {
-			return nil, fmt.Errorf("%w: the log of %s differs between target %s and target %s at segment %d..%d", ErrNeedFullSet,
-				base.m.ID, ch.targets[lead].Name(), ch.targets[i].Name(), e.Segments[n-1].Head.First, e.Segments[n-1].Head.Last)
+		if n >= len(end.Segments) || n > 0 && e.Segments[n-1].Sum != end.Segments[n-1].Sum {
+			return nil, fmt.Errorf("%w: the log of %s differs between target %s (to %d) and target %s (to %d)", ErrNeedFullSet,
+				base.m.ID, ch.targets[lead].Name(), end.End(), ch.targets[i].Name(), e.End())
 		}
-		missing := end.Segments[n]
-		if c.o.Now().Sub(missing.Stored) < c.grace() {
+		next := end.Segments[n]
+		if c.o.Now().Sub(next.Stored) < c.grace() {
 			return nil, fmt.Errorf("%w: segment %d..%d is being written to target %s", manifest.ErrLost,
-				missing.Head.First, missing.Head.Last, ch.targets[i].Name())
+				next.Head.First, next.Head.Last, ch.targets[i].Name())
 		}
-		left = append(left, fmt.Sprintf("target %s: its log ends at %d, before segment %d..%d", ch.targets[i].Name(),
-			e.End(), missing.Head.First, missing.Head.Last))
+		missed = append(missed, fmt.Sprintf("target %s: its log ends at %d, before segment %d..%d", ch.targets[i].Name(),
+			e.End(), next.Head.First, next.Head.Last))
 	}
 	ch.targets = targets
-	if len(left) > 0 {
-		c.need(base.m.ID, fmt.Sprintf("the log of %s is not written to every target: %v", base.m.ID, left))
+	if len(absent) > 0 {
+		c.log.Warn("the log goes on without some targets until a full set reaches them", "base", base.m.ID, "targets", absent)
+	}
+	if len(missed) > 0 {
+		c.need(base.m.ID, fmt.Sprintf("the log of %s misses segments on some targets: %s", base.m.ID, strings.Join(missed, "; ")))
 	}
 	ch.next = end.End() + 1
 	if last := end.Last(); last != nil {

@@ -39,6 +39,17 @@ type stored struct {
 // etcd client would buffer its events without bound) and follow returns
 // errRewatch once nothing is in flight, to watch again from the durable end.
 func (c *Capture) follow(ctx context.Context, cli *clientv3.Client, ch *chain) error {
+	if ch.pending != nil {
+		// The last segment reached no target: the same bytes go again, so
+		// that what a failed attempt left on a target is met as ours.
+		if err := c.settle(ch, c.storeNow(ctx, ch, ch.pending)); err != nil {
+			if errors.Is(err, errRewatch) {
+				ch.retry = min(max(2*ch.retry, time.Second), 3*c.o.Period)
+				c.Pause(ctx, ch.retry)
+			}
+			return err
+		}
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	leases := newLeaseBook(cli)
@@ -55,6 +66,8 @@ func (c *Capture) follow(ctx context.Context, cli *clientv3.Client, ch *chain) e
 	// waitStored ends follow: what is in flight is waited for, so that a
 	// segment is never stored by two goroutines of one agent.
 	waitStored := func(err error) error {
+		// No more events are taken: the client must not buffer them.
+		cancel()
 		if inflight != nil {
 			if serr := c.settle(ch, <-done); serr != nil && (err == nil || errors.Is(err, errRewatch)) {
 				err = serr
@@ -69,14 +82,7 @@ func (c *Capture) follow(ctx context.Context, cli *clientv3.Client, ch *chain) e
 			return err
 		}
 		inflight = s
-		go func() {
-			// A segment begun is finished even when the run is cancelled
-			// (a lost lease, a shutdown): cut between its signature and
-			// its head, it would block the chain for every writer.
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.grace()/2)
-			defer cancel()
-			done <- c.store(sctx, ch, s)
-		}()
+		go func() { done <- c.storeNow(ctx, ch, s) }()
 		enc = &manifest.LogEncoder{}
 		return nil
 	}
@@ -251,6 +257,12 @@ func (c *Capture) seal(ctx context.Context, cli *clientv3.Client, ch *chain, enc
 	if h.Body, err = w.Close(); err != nil {
 		return nil, fmt.Errorf("seal segment %d..%d: %w", first, last, err)
 	}
+	if h.Body.PlainSize > manifest.MaxSegmentPlain {
+		// One revision larger than a segment may be (a huge range delete):
+		// no reader would take it, so the log restarts after it.
+		return nil, fmt.Errorf("%w: revisions %d..%d take %d bytes, more than a segment may hold (%d)", ErrNeedFullSet,
+			first, last, h.Body.PlainSize, manifest.MaxSegmentPlain)
+	}
 	raw, err := h.Marshal()
 	if err != nil {
 		return nil, err
@@ -275,15 +287,26 @@ func (c *Capture) hashKV(ctx context.Context, cli *clientv3.Client, rev int64) *
 	return &manifest.LogHash{Revision: rev, CompactRevision: resp.CompactRevision, Hash: resp.Hash}
 }
 
+// storeNow stores a sealed segment to the end even when the run is
+// cancelled (a lost lease, a shutdown): cut between its signature and its
+// head, it would block the chain for every writer.
+func (c *Capture) storeNow(ctx context.Context, ch *chain, s *sealed) stored {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.grace()/2)
+	defer cancel()
+	return c.store(sctx, ch, s)
+}
+
 // store writes a sealed segment to every target of the chain: the body,
-// then the signed head that makes it part of the chain. The first target
-// decides a race between two writers: the one that loses there stops
-// before touching the others, so two writers never leave the targets
-// holding different chains. The rest are written at once.
+// then the signed head that makes it part of the chain. One target
+// decides a race between two writers, the first that takes the segment:
+// a writer that loses there stops before touching the others, so two
+// writers never both complete a segment on different targets unnoticed
+// (a reader that meets it anyway sees the targets' logs differ). The rest
+// are written at once.
 func (c *Capture) store(ctx context.Context, ch *chain, s *sealed) stored {
 	r := stored{s: s, failed: map[string]error{}}
 	var mu sync.Mutex
-	one := func(t storage.Target) {
+	one := func(t storage.Target) error {
 		err := c.storeOn(ctx, t, s)
 		if err != nil {
 			mu.Lock()
@@ -292,18 +315,26 @@ func (c *Capture) store(ctx context.Context, ch *chain, s *sealed) stored {
 			if c.o.Failed != nil {
 				c.o.Failed(t.Name(), err)
 			}
-			return
+			return err
 		}
 		if c.o.Stored != nil {
 			c.o.Stored(t.Name(), s.head, int64(len(s.body)+len(s.headRaw)))
 		}
+		return nil
 	}
-	one(ch.targets[0])
-	if errors.Is(r.failed[ch.targets[0].Name()], manifest.ErrLost) {
-		return r
+	rest := ch.targets
+	for len(rest) > 0 {
+		err := one(rest[0])
+		rest = rest[1:]
+		if err == nil {
+			break
+		}
+		if errors.Is(err, manifest.ErrLost) {
+			return r
+		}
 	}
 	var wg sync.WaitGroup
-	for _, t := range ch.targets[1:] {
+	for _, t := range rest {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -317,12 +348,8 @@ func (c *Capture) store(ctx context.Context, ch *chain, s *sealed) stored {
 func (c *Capture) storeOn(ctx context.Context, t storage.Target, s *sealed) error {
 	h := s.head
 	bodyKey := manifest.SegmentBodyKey(h.Cluster, h.Base.ID, h.First, h.Last)
-	err := t.Put(ctx, bodyKey, bytes.NewReader(s.body), storage.PutOptions{IfAbsent: true, ContentType: "application/octet-stream"})
-	if errors.Is(err, storage.ErrExist) {
-		return fmt.Errorf("%s on target %s: %w", bodyKey, t.Name(), manifest.ErrLost)
-	}
-	if err != nil {
-		return fmt.Errorf("store %s on target %s: %w", bodyKey, t.Name(), err)
+	if err := manifest.PutNew(ctx, t, bodyKey, s.body, "application/octet-stream"); err != nil {
+		return err
 	}
 	return manifest.PutSegmentHead(ctx, t, manifest.SegmentHeadKey(h.Cluster, h.Base.ID, h.First), s.headRaw, c.o.Signer)
 }
@@ -345,8 +372,10 @@ func (c *Capture) settle(ch *chain, r stored) error {
 		return lost
 	}
 	if len(r.failed) == len(ch.targets) {
+		ch.pending = r.s
 		return errRewatch
 	}
+	ch.pending, ch.retry = nil, 0
 	if len(r.failed) > 0 {
 		var keep []storage.Target
 		for _, t := range ch.targets {

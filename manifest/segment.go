@@ -223,7 +223,9 @@ func (h *SegmentHead) Link(sum string) *SegmentLink {
 // the head is then another writer's and is left alone. A signature left
 // without its head (a writer that died between the two) blocks the key
 // for good: readers see the chain end before it, and the next writer
-// starts a new chain.
+// starts a new chain. Ed25519 signs deterministically, so a writer that
+// stores the same head again after a failure finds its own signature and
+// goes on.
 func PutSegmentHead(ctx context.Context, t storage.Target, key string, data []byte, s *Signer) error {
 	if s == nil {
 		return errors.New("no signing key configured (signing.keyFile): readers trust only signed objects")
@@ -232,20 +234,32 @@ func PutSegmentHead(ctx context.Context, t storage.Target, key string, data []by
 	if err != nil {
 		return err
 	}
-	for _, o := range []struct {
-		key  string
-		data []byte
-		ct   string
-	}{{SignatureKey(key), sig, "text/plain"}, {key, data, "application/json"}} {
-		err := t.Put(ctx, o.key, bytes.NewReader(o.data), storage.PutOptions{IfAbsent: true, ContentType: o.ct})
-		if errors.Is(err, storage.ErrExist) {
-			return fmt.Errorf("%s on target %s: %w", o.key, t.Name(), ErrLost)
-		}
-		if err != nil {
-			return fmt.Errorf("store %s on target %s: %w", o.key, t.Name(), err)
-		}
+	if err := PutNew(ctx, t, SignatureKey(key), sig, "text/plain"); err != nil {
+		return err
 	}
-	return nil
+	return PutNew(ctx, t, key, data, "application/json")
+}
+
+// PutNew stores data under key only if the key is free, and counts a key
+// that already holds exactly data as stored: a writer storing a segment
+// again after a failure meets its own objects. Any other content there
+// is another writer's: the error wraps ErrLost.
+func PutNew(ctx context.Context, t storage.Target, key string, data []byte, contentType string) error {
+	err := t.Put(ctx, key, bytes.NewReader(data), storage.PutOptions{IfAbsent: true, ContentType: contentType})
+	if !errors.Is(err, storage.ErrExist) {
+		if err != nil {
+			return fmt.Errorf("store %s on target %s: %w", key, t.Name(), err)
+		}
+		return nil
+	}
+	there, rerr := ReadBounded(ctx, t, key, int64(len(data)))
+	switch {
+	case rerr == nil && bytes.Equal(there, data):
+		return nil
+	case rerr != nil && !errors.Is(rerr, ErrInvalid):
+		return fmt.Errorf("store %s on target %s: it exists, and reading it failed: %w", key, t.Name(), rerr)
+	}
+	return fmt.Errorf("%s on target %s: %w", key, t.Name(), ErrLost)
 }
 
 // ReadSegmentHead reads, verifies and parses the head at key, and returns
