@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"filippo.io/age"
@@ -233,14 +234,19 @@ func ReadSegment(ctx context.Context, t storage.Target, s Segment, ids []age.Ide
 	}
 }
 
-// ChainAt finds, on t, the newest trusted full set at or before rev
-// whose chain reaches rev, and returns that chain. A set's revision is a
-// lower bound of its snapshot's, so a set exactly at rev needs no log.
+// ChainAt finds, on t, the chain to restore rev from: the oldest trusted
+// full set at or before rev whose log reaches rev, and returns that
+// chain. Not the newest: a set's revision is only a lower bound of its
+// snapshot's, which may already hold revisions past rev, while the chain
+// before it, which runs on until that set is stored, holds rev exactly.
+// Chains are tried from the newest back; once one reaches rev, the search
+// stops at the first older one that does not.
 func ChainAt(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string, rev int64) (*Chain, error) {
 	ids, _, err := completeIDs(ctx, t, cluster)
 	if err != nil {
 		return nil, err
 	}
+	var found *Chain
 	var tried []string
 	for i := len(ids) - 1; i >= 0; i-- {
 		m, sum, err := LoadManifest(ctx, t, trust, cluster, ids[i])
@@ -258,17 +264,24 @@ func ChainAt(ctx context.Context, t storage.Target, trust *manifest.Trust, clust
 			return nil, err
 		}
 		if rev == m.Etcd.Revision || c.End() >= rev {
-			return c, nil
+			found = c
+			continue
+		}
+		if found != nil {
+			break
 		}
 		tried = append(tried, fmt.Sprintf("%s (revision %d, log to %d)", m.ID, m.Etcd.Revision, c.End()))
 		if c.Broken != nil {
 			tried[len(tried)-1] += ": " + c.Broken.Error()
 		}
 	}
+	if found != nil {
+		return found, nil
+	}
 	if len(tried) == 0 {
 		return nil, fmt.Errorf("%w: no trusted full set of %s on target %s at or before revision %d", ErrNoBackup, cluster, t.Name(), rev)
 	}
-	return nil, fmt.Errorf("%w: no log on target %s reaches revision %d; tried %v", ErrGap, t.Name(), rev, tried)
+	return nil, fmt.Errorf("%w: no log on target %s reaches revision %d; tried %s", ErrGap, t.Name(), rev, strings.Join(tried, "; "))
 }
 
 // VerifyLog checks the captured log that continues set id on t: the chain

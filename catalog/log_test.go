@@ -187,3 +187,37 @@ func headAt(t *testing.T, tg storage.Target, key string) *manifest.SegmentHead {
 	}
 	return h
 }
+
+// TestChainAtPrefersTheChainThatHoldsIt: a revision just after a newer
+// set's recorded revision may already be inside that set's snapshot, so
+// the older chain that runs past it is the exact one to restore from.
+func TestChainAtPrefersTheChainThatHoldsIt(t *testing.T) {
+	f := newFixture(t)
+	usb := newLocal(t, "usb")
+	old := f.write(setSpec{}, usb)
+	f.writeLog(usb, old, 4, 5, testSigner) // revisions R+1..R+20
+	newer := f.write(setSpec{editManifest: func(m *manifest.Manifest) {
+		m.Etcd.Revision = old.manifests["usb"].Etcd.Revision + 15
+	}}, usb)
+	f.writeLog(usb, newer, 2, 5, testSigner) // its revision +1 .. +10
+	ctx := context.Background()
+	r0 := old.manifests["usb"].Etcd.Revision
+	for _, tc := range []struct {
+		rev  int64
+		want string
+	}{
+		{r0 + 3, old.id},
+		{r0 + 16, old.id},   // after the newer set's recorded revision, still in the older log
+		{r0 + 20, old.id},   // the older log's end
+		{r0 + 21, newer.id}, // only the newer log holds it
+		{r0 + 25, newer.id},
+	} {
+		c, err := ChainAt(ctx, usb, testTrust, testCluster, tc.rev)
+		if err != nil {
+			t.Fatalf("ChainAt(%d): %v", tc.rev, err)
+		}
+		if c.Base.ID != tc.want {
+			t.Errorf("ChainAt(%d) = the log of %s, want %s", tc.rev, c.Base.ID, tc.want)
+		}
+	}
+}
