@@ -585,7 +585,7 @@ func TestLogRestoreToRevision(t *testing.T) {
 		// world's host is no kubeadm node: the drill's PKI checks fail on
 		// files it never had, which the other drill tests cover.)
 		r := w.kdr(t, cfg, "drill", "--target", "usb", "--revision", fmt.Sprint(h.First-1), "--identity", w.identity, "--no-store")
-		for _, check := range []string{"pass  replay-revision", "pass  replay "} {
+		for _, check := range []string{"pass  replay-revision", "pass  replay ", "pass  etcd-hashkv"} {
 			if !strings.Contains(r.stdout, check) {
 				t.Errorf("drill to %d: no %q\n%s", h.First-1, check, r)
 			}
