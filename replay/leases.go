@@ -13,7 +13,10 @@ import (
 // lease record read, the TTLs they give, the revocations the current
 // segment records, and when each lease last had a key deleted.
 type leaseBook struct {
-	records []manifest.LeaseRecord
+	// n is the revision replayed to; newest holds, per lease, the newest
+	// record at or before it (one per lease, however long the log).
+	n      int64
+	newest map[int64]manifest.LeaseRecord
 	// ttl is the TTL the newest grant record with one gives each lease.
 	ttl map[int64]int64
 	// revoked holds the leases the current segment records revoked.
@@ -22,16 +25,18 @@ type leaseBook struct {
 	deleted map[int64]int64
 }
 
-func newLeaseBook() *leaseBook {
-	return &leaseBook{ttl: map[int64]int64{}, revoked: map[int64]bool{}, deleted: map[int64]int64{}}
+func newLeaseBook(n int64) *leaseBook {
+	return &leaseBook{n: n, newest: map[int64]manifest.LeaseRecord{}, ttl: map[int64]int64{}, revoked: map[int64]bool{}, deleted: map[int64]int64{}}
 }
 
 // segment takes in the records of the segment about to be replayed: they
 // come before its revisions, and the puts in it may need their TTLs.
 func (b *leaseBook) segment(recs []manifest.LeaseRecord) {
-	b.records = append(b.records, recs...)
 	clear(b.revoked)
 	for _, l := range recs {
+		if cur, ok := b.newest[l.ID]; l.Revision <= b.n && (!ok || l.Revision >= cur.Revision) {
+			b.newest[l.ID] = l
+		}
 		switch {
 		case l.Revoked:
 			b.revoked[l.ID] = true
@@ -47,8 +52,8 @@ type grantLease struct {
 }
 
 // final says which leases to grant and which to drop so that the
-// lessor's leases are those at revision n, segFirst being the first
-// revision of the segment holding n (see the package doc):
+// lessor's leases are those at the revision n replayed to, segFirst being
+// the first revision of the segment holding n (see the package doc):
 //
 //   - a lease with keys stays;
 //   - one without is dropped when its newest record at or before n is a
@@ -58,13 +63,8 @@ type grantLease struct {
 //   - a lease whose newest record at or before n is a grant with a TTL is
 //     granted if missing. A grant record without TTL says the lease was
 //     gone when the writer asked: it makes no lease.
-func (b *leaseBook) final(le lease.Lessor, n, segFirst int64) (grant []grantLease, drop []lease.LeaseID) {
-	newest := map[int64]manifest.LeaseRecord{}
-	for _, l := range b.records {
-		if cur, ok := newest[l.ID]; l.Revision <= n && (!ok || l.Revision >= cur.Revision) {
-			newest[l.ID] = l
-		}
-	}
+func (b *leaseBook) final(le lease.Lessor, segFirst int64) (grant []grantLease, drop []lease.LeaseID) {
+	newest := b.newest
 	for _, l := range le.Leases() {
 		if len(l.Keys()) > 0 {
 			continue

@@ -145,7 +145,7 @@ func Replay(ctx context.Context, o Options) (res *Result, err error) {
 func replay(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
 	e := open(newZap(o.Logger), o.DB)
-	r := &run{o: o, e: e, base: e.kv.Rev(), book: newLeaseBook()}
+	r := &run{o: o, e: e, base: e.kv.Rev(), book: newLeaseBook(o.Revision)}
 	r.next = r.base + 1
 	if o.Revision < r.base {
 		e.close(nil)
@@ -155,7 +155,7 @@ func replay(ctx context.Context, o Options) (*Result, error) {
 		e.close(nil)
 		return nil, err
 	}
-	grant, drop := r.book.final(e.le, o.Revision, r.segFirst())
+	grant, drop := r.book.final(e.le, r.segFirst())
 	for _, g := range grant {
 		if _, err := e.le.Grant(g.id, g.ttl); err != nil {
 			e.close(nil)
