@@ -182,6 +182,11 @@ func NewLogReader(r io.Reader, size, first, last int64) (*LogReader, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A record takes at least three bytes: a count beyond what is left
+	// is damage, and must not drive the loop.
+	if n > uint64(lr.left)/3 {
+		return nil, fmt.Errorf("%w: %d lease records in %d bytes", ErrLogBody, n, lr.left)
+	}
 	for range n {
 		var l LeaseRecord
 		kind, err := lr.byte()
