@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -225,31 +222,7 @@ func TestAPIServerReachesNothingLive(t *testing.T) {
 	// The data as a drill restores it: the API server stopped, etcd
 	// served in this process over plain http on the same data dir.
 	h.Stop()
-	e := embed.NewConfig()
-	e.Name = argValue(h.Etcd.Args, "--name")
-	e.Dir = argValue(h.Etcd.Args, "--data-dir")
-	client, peer := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
-	for _, p := range []struct {
-		dst *[]neturl.URL
-		u   string
-	}{{&e.ListenClientUrls, client}, {&e.AdvertiseClientUrls, client}, {&e.ListenPeerUrls, peer}, {&e.AdvertisePeerUrls, peer}} {
-		u, err := neturl.Parse(p.u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		*p.dst = []neturl.URL{*u}
-	}
-	e.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	etcd, err := embed.StartEtcd(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer etcd.Close()
-	select {
-	case <-etcd.Server.ReadyNotify():
-	case <-time.After(time.Minute):
-		t.Fatal("etcd not ready within a minute")
-	}
+	_, client := testenv.StartEmbedded(t, testenv.EmbeddedOptions{Name: argValue(h.Etcd.Args, "--name"), Dir: argValue(h.Etcd.Args, "--data-dir")})
 
 	as, err := startAPIServer(ctx, testenv.Binary(t, "kube-apiserver"), h.Root, testenv.KubernetesDir, "", []string{client}, t.TempDir())
 	if err != nil {

@@ -296,32 +296,11 @@ func TestAgentLeaderElection(t *testing.T) {
 	for _, node := range []string{"cp1", "cp2"} {
 		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		spec := w.spec()
-		spec.extra = agentConfig(addr, fmt.Sprintf(`  leaderElection:
-    enabled: true
-    kubeconfig: %q
-    namespace: kdr-system
-    name: kdr
-    leaseDuration: 4s
-    renewDeadline: 3s
-    retryPeriod: 500ms
-`, kubeconfig))
+		spec.extra = agentConfig(addr, leaderElection(kubeconfig))
 		spec.extra = strings.Replace(spec.extra, `"@every 2s"`, `"@every 1s"`, 1)
 		agents[node] = startAgent(t, nil, writeConfig(t, spec), w.host.root, node, addr)
 	}
-	var leader, standby string
-	testenv.Eventually(t, time.Minute, "one agent leads", func() bool {
-		for node, a := range agents {
-			if a.status(t).Leader {
-				leader = node
-			}
-		}
-		return leader != ""
-	})
-	for node := range agents {
-		if node != leader {
-			standby = node
-		}
-	}
+	leader, standby := waitLeader(t, agents)
 	backups := fmt.Sprintf(`kdr_backups{cluster=%q,target="usb"}`, cluster)
 	testenv.Eventually(t, time.Minute, "three backups", func() bool { return agents[leader].metric(backups) >= 3 })
 	st := agents[standby].status(t)
@@ -346,6 +325,39 @@ func TestAgentLeaderElection(t *testing.T) {
 		return agents[standby].metric(`kdr_job_runs_total{job="backup",result="success"}`) >= 2
 	})
 	checkNodes(t, w, map[string]bool{leader: true, standby: true})
+}
+
+// waitLeader waits for one of two agents to lead and names both.
+func waitLeader(t *testing.T, agents map[string]*agentProc) (leader, standby string) {
+	t.Helper()
+	testenv.Eventually(t, time.Minute, "one agent leads", func() bool {
+		for node, a := range agents {
+			if a.status(t).Leader {
+				leader = node
+			}
+		}
+		return leader != ""
+	})
+	for node := range agents {
+		if node != leader {
+			standby = node
+		}
+	}
+	return leader, standby
+}
+
+// leaderElection is the agent config of a test's Lease on kubeconfig's
+// API server: short enough that a handover takes seconds.
+func leaderElection(kubeconfig string) string {
+	return fmt.Sprintf(`  leaderElection:
+    enabled: true
+    kubeconfig: %q
+    namespace: kdr-system
+    name: kdr
+    leaseDuration: 4s
+    renewDeadline: 3s
+    retryPeriod: 500ms
+`, kubeconfig)
 }
 
 // checkNodes reads every manifest on the local target and fails when a

@@ -270,27 +270,10 @@ func TestLogLeaderFrozen(t *testing.T) {
 	for _, node := range []string{"cp1", "cp2"} {
 		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		spec := w.spec()
-		spec.extra = captureConfig(addr, fmt.Sprintf(`  leaderElection:
-    enabled: true
-    kubeconfig: %q
-    namespace: kdr-system
-    name: kdr
-    leaseDuration: 4s
-    renewDeadline: 3s
-    retryPeriod: 500ms
-`, kubeconfig))
+		spec.extra = captureConfig(addr, leaderElection(kubeconfig))
 		agents[node] = startAgent(t, w.env(), writeConfig(t, spec), w.host.root, node, addr)
 	}
-	var leader, standby string
-	testenv.Eventually(t, time.Minute, "one agent leads", func() bool {
-		for node, a := range agents {
-			if a.status(t).Leader {
-				leader = node
-			}
-		}
-		return leader != ""
-	})
-	standby = map[string]string{"cp1": "cp2", "cp2": "cp1"}[leader]
+	leader, standby := waitLeader(t, agents)
 	rev := wr.write(t, 100)
 	testenv.Eventually(t, time.Minute, "the leader's log reaches the writes", func() bool { return agents[leader].logDurable(t) >= rev })
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,7 +19,6 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/pkg/v3/traceutil"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/lease"
 	"go.etcd.io/etcd/server/v3/storage/backend"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
@@ -162,7 +160,7 @@ type source struct {
 // revisions after it into segments and records the lease facts.
 func newSource(ctx context.Context, t *testing.T) *source {
 	s := &source{t: t, proofs: map[int64]*manifest.LogHash{}}
-	s.cli, s.endpoint = startEtcd(t)
+	s.cli, s.endpoint = testenv.StartEmbedded(t, testenv.EmbeddedOptions{})
 	l := &loader{ctx: ctx, t: t, cli: s.cli, rng: rand.New(rand.NewPCG(7, 11)), live: map[string]bool{}}
 
 	// Before the snapshot: keys, overwrites, a compaction, and leases.
@@ -540,44 +538,6 @@ func (l *loader) compact(rev int64) {
 	l.t.Helper()
 	_, err := l.cli.Compact(l.ctx, rev, clientv3.WithCompactPhysical())
 	l.check(err)
-}
-
-// startEtcd starts a quiet single-member etcd on random local ports.
-func startEtcd(t *testing.T) (*clientv3.Client, string) {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.UnsafeNoFsync = true
-	client := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
-	peer := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
-	for _, p := range []struct {
-		dst *[]url.URL
-		u   string
-	}{{&cfg.ListenClientUrls, client}, {&cfg.AdvertiseClientUrls, client}, {&cfg.ListenPeerUrls, peer}, {&cfg.AdvertisePeerUrls, peer}} {
-		u, err := url.Parse(p.u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		*p.dst = []url.URL{*u}
-	}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(time.Minute):
-		t.Fatal("etcd not ready within a minute")
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli, client
 }
 
 // takeSnapshot writes the source's snapshot with etcd's trailing sha256

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/etcdutl/v3/etcdutl"
 	"go.etcd.io/etcd/pkg/v3/traceutil"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/storage/backend"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
 	"go.uber.org/zap"
@@ -28,45 +26,6 @@ import (
 	"github.com/kdr-io/kdr/snapshot"
 	"github.com/kdr-io/kdr/storage"
 )
-
-// startEmbedded starts a one-member etcd in this process on loopback
-// ports and stops it when the test ends.
-func startEmbedded(t *testing.T) (*clientv3.Client, string) {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Name = "src"
-	cfg.Dir = t.TempDir()
-	client, peer := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
-	for _, u := range []struct {
-		dst *[]neturl.URL
-		url string
-	}{{&cfg.ListenClientUrls, client}, {&cfg.AdvertiseClientUrls, client}, {&cfg.ListenPeerUrls, peer}, {&cfg.AdvertisePeerUrls, peer}} {
-		pu, err := neturl.Parse(u.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		*u.dst = []neturl.URL{*pu}
-	}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.LogLevel = "error"
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(time.Minute):
-		t.Fatal("etcd not ready within a minute")
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli, client
-}
 
 // logFixture is a backup of a real etcd on a local target and the
 // captured log after it, two segments written by hand from what a watch
@@ -87,7 +46,7 @@ type logFixture struct {
 func newLogFixture(t *testing.T) *logFixture {
 	t.Helper()
 	ctx := context.Background()
-	cli, ep := startEmbedded(t)
+	cli, ep := testenv.StartEmbedded(t, testenv.EmbeddedOptions{Name: "src"})
 	f := &logFixture{cli: cli}
 	put := func(k, v string, opts ...clientv3.OpOption) int64 {
 		resp, err := cli.Put(ctx, k, v, opts...)
