@@ -346,6 +346,48 @@ func (r *run) step(ctx context.Context, rev *manifest.LogRevision) error {
 	if p := r.o.Proof; p != nil && p.Revision == rev.Revision {
 		return r.prove(ctx, p)
 	}
+	if (rev.Revision-r.base)%compactEvery == 0 {
+		return r.compact(ctx, rev.Revision)
+	}
+	return nil
+}
+
+// compactEvery is how many revisions the replay applies between its own
+// compactions. etcd's index holds every revision since the last
+// compaction, so without them a long log grows the heap with every
+// revision replayed; the restored member is marked compacted at its
+// bumped revision anyway, so no history it could serve is lost. A
+// variable, so that tests compact often.
+var compactEvery int64 = 100_000
+
+// compact compacts the store to rev, as etcd's own compaction would,
+// to keep the index's memory to what it holds now. Before the proof it
+// stops at the proof's compaction: the proof hashes with the source's.
+func (r *run) compact(ctx context.Context, rev int64) error {
+	if p := r.o.Proof; p != nil && r.proved == nil && p.Revision > r.base {
+		rev = min(rev, p.CompactRevision)
+	}
+	if rev <= r.e.kv.FirstRev() {
+		return nil
+	}
+	return r.compactTo(ctx, rev)
+}
+
+// compactTo compacts the store to rev and waits for it.
+func (r *run) compactTo(ctx context.Context, rev int64) error {
+	// A revision already compacted gives a channel that closes once
+	// earlier compactions are done (the snapshot's may resume).
+	ch, err := r.e.kv.Compact(traceutil.TODO(), rev)
+	if err != nil && !errors.Is(err, mvcc.ErrCompacted) {
+		return fmt.Errorf("compact to %d: %w", rev, err)
+	}
+	if ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return nil
 }
 
@@ -433,18 +475,8 @@ func (r *run) mismatch(rev int64, format string, args ...any) error {
 // revision with the source's HashKV.
 func (r *run) prove(ctx context.Context, p *manifest.LogHash) error {
 	if p.CompactRevision > 0 {
-		// A revision already compacted gives a channel that closes once
-		// earlier compactions are done (the snapshot's may resume).
-		ch, err := r.e.kv.Compact(traceutil.TODO(), p.CompactRevision)
-		if err != nil && !errors.Is(err, mvcc.ErrCompacted) {
-			return fmt.Errorf("compact to %d for the proof at %d: %w", p.CompactRevision, p.Revision, err)
-		}
-		if ch != nil {
-			select {
-			case <-ch:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		if err := r.compactTo(ctx, p.CompactRevision); err != nil {
+			return fmt.Errorf("for the proof at %d: %w", p.Revision, err)
 		}
 	}
 	if first := r.e.kv.FirstRev(); first > p.CompactRevision {

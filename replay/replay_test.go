@@ -36,34 +36,44 @@ func TestReplay(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	src := newSource(ctx, t)
-	for _, n := range src.targets {
-		t.Run(fmt.Sprintf("N=%d", n), func(t *testing.T) {
-			db := src.copySnapshot(t)
-			proof := src.proofAt(n)
-			var progressed [2]int64
-			res, err := Replay(ctx, Options{DB: db, Revision: n, Source: src.chain(), Proof: proof,
-				Progress: func(applied, total int64) { progressed = [2]int64{applied, total} }})
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := Result{Base: src.base, Revision: n, Applied: n - src.base, Proved: proof}
-			want.Leases, want.Dropped = src.leasesAt(n)
-			if *res != want {
-				t.Errorf("result %+v, want %+v", *res, want)
-			}
-			if progressed != [2]int64{n - src.base, n - src.base} {
-				t.Errorf("last progress %v, want %d of %d", progressed, n-src.base, n-src.base)
-			}
-			got := readDB(t, db)
-			if got.rev != n {
-				t.Errorf("database at revision %d, want %d", got.rev, n)
-			}
-			src.compareKeys(ctx, t, n, got.kvs)
-			src.compareLeases(t, n, got.leases)
-		})
-	}
-	if src.proofs[src.compacted] == nil {
-		t.Error("no segment ends at the compaction: the proof at a compacted revision went untested")
+	// Every case twice: as it runs, and compacting every few revisions
+	// (a long log's own compactions, held back before the proof).
+	every := compactEvery
+	t.Cleanup(func() { compactEvery = every })
+	for _, tc := range []struct {
+		name  string
+		every int64
+	}{{"", every}, {"compacting", 7}} {
+		compactEvery = tc.every
+		for _, n := range src.targets {
+			t.Run(fmt.Sprintf("%sN=%d", tc.name, n), func(t *testing.T) {
+				db := src.copySnapshot(t)
+				proof := src.proofAt(n)
+				var progressed [2]int64
+				res, err := Replay(ctx, Options{DB: db, Revision: n, Source: src.chain(), Proof: proof,
+					Progress: func(applied, total int64) { progressed = [2]int64{applied, total} }})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := Result{Base: src.base, Revision: n, Applied: n - src.base, Proved: proof}
+				want.Leases, want.Dropped = src.leasesAt(n)
+				if *res != want {
+					t.Errorf("result %+v, want %+v", *res, want)
+				}
+				if progressed != [2]int64{n - src.base, n - src.base} {
+					t.Errorf("last progress %v, want %d of %d", progressed, n-src.base, n-src.base)
+				}
+				got := readDB(t, db)
+				if got.rev != n {
+					t.Errorf("database at revision %d, want %d", got.rev, n)
+				}
+				src.compareKeys(ctx, t, n, got.kvs)
+				src.compareLeases(t, n, got.leases)
+			})
+		}
+		if src.proofs[src.compacted] == nil {
+			t.Error("no segment ends at the compaction: the proof at a compacted revision went untested")
+		}
 	}
 }
 

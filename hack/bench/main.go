@@ -48,15 +48,16 @@ func run() error {
 	flag.IntVar(&lo.Keys, "log-keys", 20000, "log: the working set of ~1 KiB keys the writes overwrite")
 	flag.DurationVar(&lo.CompactEvery, "log-compact-every", 5*time.Minute, "log: how often the source is compacted")
 	flag.Int64Var(&lo.CompactKeep, "log-compact-keep", 5000, "log: revisions a compaction keeps")
-	flag.DurationVar(&lo.Replay, "log-replay", time.Hour, "log: how much of the load, after a full set, is replayed")
+	flag.DurationVar(&lo.Replay, "log-replay", time.Hour, "log: how much load, after a full set, is replayed")
+	flag.IntVar(&lo.ReplayRate, "log-replay-rate", 500, "log: the writes per second of the replayed load")
 	flag.Parse()
 	switch *only {
 	case "", "backup", "restore", "drill", "agent", "log":
 	default:
 		return fmt.Errorf("-only %q: want backup, restore, drill, agent or log", *only)
 	}
-	if lo.Rate <= 0 || lo.Keys < logWorkers || lo.Duration < 10*time.Second || lo.CompactEvery <= 0 || lo.Replay < time.Second {
-		return fmt.Errorf("-log-rate, -log-keys (at least %d), -log-duration (at least 10s), -log-compact-every and -log-replay must be positive", logWorkers)
+	if lo.Rate <= 0 || lo.Keys < logWorkers || lo.Duration < 10*time.Second || lo.CompactEvery <= 0 || lo.Replay < time.Second || lo.ReplayRate <= 0 {
+		return fmt.Errorf("-log-rate, -log-keys (at least %d), -log-duration (at least 10s), -log-compact-every, -log-replay and -log-replay-rate must be positive", logWorkers)
 	}
 	b, err := newBench(*cache)
 	if err != nil {
