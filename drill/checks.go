@@ -68,9 +68,12 @@ func checkEtcd(ctx context.Context, rep *Report, cli *clientv3.Client, plan *res
 	switch {
 	case err != nil:
 		rep.add(Check{ID: "etcd-hashkv", Subject: m.ID, Grade: Fail, Reason: oneLine(err)})
-	case replayCompacted:
+	case replayCompacted && plan.Replay != nil && plan.Replay.Proof != nil:
 		rep.add(Check{ID: "etcd-hashkv", Subject: m.ID, Grade: Pass,
 			Reason: fmt.Sprintf("revision %d was compacted by the replay, which proved the keyspace against the source's HashKV instead", m.Etcd.Revision)})
+	case replayCompacted:
+		rep.add(Check{ID: "etcd-hashkv", Subject: m.ID, Grade: Warn,
+			Reason: fmt.Sprintf("revision %d was compacted by the replay, and the log recorded no HashKV to prove it instead", m.Etcd.Revision)})
 	case m.Etcd.HashKV == 0:
 		rep.add(Check{ID: "etcd-hashkv", Subject: m.ID, Grade: Warn, Reason: "the backup recorded no HashKV to compare with"})
 	case hash != m.Etcd.HashKV:
