@@ -181,7 +181,8 @@ const maxSegmentRead = manifest.MaxSegmentPlain * 2
 // sha256 is checked before any plaintext is used: age proves only that
 // someone with the public recipient wrote it), decrypts it and returns
 // its decoder, positioned after the lease records. The decoder's io.EOF
-// comes only once the plaintext matched the head's record too.
+// comes only once the plaintext matched the head's record too; a caller
+// that stops before it closes the decoder.
 func OpenSegment(ctx context.Context, t storage.Target, s Segment, ids []age.Identity) (*manifest.LogReader, error) {
 	h := s.Head
 	key := manifest.SegmentBodyKey(h.Cluster, h.Base.ID, h.First, h.Last)
@@ -203,9 +204,9 @@ func OpenSegment(ctx context.Context, t storage.Target, s Segment, ids []age.Ide
 	if err != nil {
 		return nil, fmt.Errorf("segment %d..%d on target %s: %w", h.First, h.Last, t.Name(), err)
 	}
+	// The reader closes the ObjectReader when the body ends or fails.
 	lr, err := manifest.NewLogReader(or, h.Body.PlainSize, h.First, h.Last)
 	if err != nil {
-		or.Close()
 		return nil, fmt.Errorf("segment %d..%d on target %s: %w", h.First, h.Last, t.Name(), err)
 	}
 	return lr, nil
@@ -218,6 +219,7 @@ func ReadSegment(ctx context.Context, t storage.Target, s Segment, ids []age.Ide
 	if err != nil {
 		return nil, err
 	}
+	defer lr.Close()
 	for {
 		r, err := lr.Next()
 		if err == io.EOF {

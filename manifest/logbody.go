@@ -157,7 +157,10 @@ var ErrLogBody = errors.New("segment body malformed")
 // holds it to its head's record. It checks the shape as it goes: revisions
 // from first to last without a gap, and no field longer than what is left.
 type LogReader struct {
-	r      *bufio.Reader
+	r *bufio.Reader
+	// src is closed once the body ends or fails: an ObjectReader's zstd
+	// decoder holds goroutines and buffers until it is.
+	src    io.Reader
 	left   int64 // plaintext bytes not yet read
 	leases []LeaseRecord
 	count  uint64
@@ -170,7 +173,13 @@ type LogReader struct {
 // NewLogReader reads the lease records of a body holding first..last
 // whose plaintext is size bytes.
 func NewLogReader(r io.Reader, size, first, last int64) (*LogReader, error) {
-	lr := &LogReader{r: bufio.NewReaderSize(r, 64<<10), left: size, next: first, last: last}
+	lr := &LogReader{r: bufio.NewReaderSize(r, 64<<10), src: r, left: size, next: first, last: last}
+	ok := false
+	defer func() {
+		if !ok {
+			lr.Close()
+		}
+	}()
 	magic := make([]byte, len(logMagic))
 	if err := lr.full(magic); err != nil {
 		return nil, err
@@ -219,7 +228,20 @@ func NewLogReader(r io.Reader, size, first, last int64) (*LogReader, error) {
 	if want := uint64(last - first + 1); lr.count != want {
 		return nil, fmt.Errorf("%w: %d revisions for %d..%d", ErrLogBody, lr.count, first, last)
 	}
+	ok = true
 	return lr, nil
+}
+
+// Close releases the source when it is an io.Closer. Next closes it at
+// the end of the body or on an error; a reader dropped earlier is closed
+// by its caller.
+func (lr *LogReader) Close() error {
+	c, ok := lr.src.(io.Closer)
+	if !ok {
+		return nil
+	}
+	lr.src = nil
+	return c.Close()
 }
 
 // Leases are the body's lease records.
@@ -234,6 +256,7 @@ func (lr *LogReader) Next() (*LogRevision, error) {
 	r, err := lr.revision()
 	if err != nil {
 		lr.err = err
+		lr.Close()
 		return nil, err
 	}
 	return r, nil

@@ -271,11 +271,16 @@ func (r *run) replay(ctx context.Context) error {
 		h := seg.Head
 		switch {
 		case prev != nil && h.First != prev.Last+1:
-			return fmt.Errorf("%w: segment %d..%d follows %d..%d", ErrGap, h.First, h.Last, prev.First, prev.Last)
+			err = fmt.Errorf("%w: segment %d..%d follows %d..%d", ErrGap, h.First, h.Last, prev.First, prev.Last)
 		case prev == nil && h.First > r.base+1 && n > r.base:
-			return fmt.Errorf("%w: the log starts at segment %d..%d, the snapshot holds up to revision %d", ErrGap, h.First, h.Last, r.base)
+			err = fmt.Errorf("%w: the log starts at segment %d..%d, the snapshot holds up to revision %d", ErrGap, h.First, h.Last, r.base)
+		default:
+			err = r.segment(ctx, seg)
 		}
-		if err := r.segment(ctx, seg); err != nil {
+		// The body's source holds a decoder's goroutines and buffers: it
+		// is released when the body ends, and here when it did not.
+		seg.Body.Close()
+		if err != nil {
 			return err
 		}
 		prev = h
