@@ -44,8 +44,14 @@ func (c *Capture) follow(ctx context.Context, cli *clientv3.Client, ch *chain) e
 		// that what a failed attempt left on a target is met as ours.
 		if err := c.settle(ch, c.storeNow(ctx, ch, ch.pending)); err != nil {
 			if errors.Is(err, errRewatch) {
+				// Not Pause: a new set announced meanwhile is for run to see.
 				ch.retry = min(max(2*ch.retry, time.Second), 3*c.o.Period)
-				c.Pause(ctx, ch.retry)
+				t := time.NewTimer(ch.retry)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+				t.Stop()
 			}
 			return err
 		}
