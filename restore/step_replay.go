@@ -4,21 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
-	"filippo.io/age"
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
 	"go.etcd.io/etcd/server/v3/storage/schema"
 
 	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/replay"
-	"github.com/kdr-io/kdr/storage"
 )
 
 // StepReplay names the step that replays the captured log to the plan's
@@ -89,7 +86,7 @@ func replayLog(ctx context.Context, e *Env) error {
 	last := int64(-1)
 	res, err := replay.Replay(ctx, replay.Options{
 		DB: tmp, Revision: p.ToRevision, Proof: p.Replay.Proof, Logger: e.Log,
-		Source: &segmentSource{t: local, segs: segs, ids: e.Identities},
+		Source: replay.Segments(local, catalogSegments(segs), e.Identities),
 		Progress: func(applied, total int64) {
 			if tenth := applied * 10 / max(total, 1); tenth != last {
 				last = tenth
@@ -114,6 +111,15 @@ func replayLog(ctx context.Context, e *Env) error {
 		return err
 	}
 	return syncDir(staging)
+}
+
+// catalogSegments are a plan's segments as the chain reader gives them.
+func catalogSegments(segs []Segment) []catalog.Segment {
+	out := make([]catalog.Segment, len(segs))
+	for i, s := range segs {
+		out[i] = s.catalog()
+	}
+	return out
 }
 
 // checkReplayed proves the replayed database there, at the plan's
@@ -172,27 +178,4 @@ func (e *Env) Replayed(node string) (*Replayed, error) {
 		return nil, err
 	}
 	return j.Replayed, nil
-}
-
-// segmentSource gives the replay the plan's segments from the staging
-// copy fetch checked, each read and decrypted when the replay asks for
-// it: one body in memory at a time.
-type segmentSource struct {
-	t    storage.Target
-	segs []Segment
-	ids  []age.Identity
-	next int
-}
-
-func (s *segmentSource) Next(ctx context.Context) (*replay.Segment, error) {
-	if s.next == len(s.segs) {
-		return nil, io.EOF
-	}
-	seg := s.segs[s.next]
-	s.next++
-	body, err := catalog.OpenSegment(ctx, s.t, seg.catalog(), s.ids)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", seg.Key, err)
-	}
-	return &replay.Segment{Head: seg.Head, Body: body}, nil
 }

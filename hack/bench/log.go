@@ -25,7 +25,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"filippo.io/age"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -839,7 +838,7 @@ func (b *bench) replayBench(ctx context.Context, cli *clientv3.Client, o logOpti
 	}
 	start := time.Now()
 	res, err := replay.Replay(ctx, replay.Options{DB: snap, Revision: target, Proof: chain.Proof(target),
-		Source: &chainSource{t: t, segs: covering, ids: ids}})
+		Source: replay.Segments(t, covering, ids)})
 	took := time.Since(start)
 	if err != nil {
 		return nil, err
@@ -1005,28 +1004,6 @@ func synthesizeChain(ctx context.Context, t storage.Target, base *manifest.Manif
 		}
 	}
 	return segments, stored, nil
-}
-
-// chainSource gives replay.Replay the segments, each read and decrypted
-// from the target when asked for, as restore's replay step does.
-type chainSource struct {
-	t    storage.Target
-	segs []catalog.Segment
-	ids  []age.Identity
-	next int
-}
-
-func (s *chainSource) Next(ctx context.Context) (*replay.Segment, error) {
-	if s.next == len(s.segs) {
-		return nil, io.EOF
-	}
-	seg := s.segs[s.next]
-	s.next++
-	body, err := catalog.OpenSegment(ctx, s.t, seg, s.ids)
-	if err != nil {
-		return nil, err
-	}
-	return &replay.Segment{Head: seg.Head, Body: body}, nil
 }
 
 // saveSnapshot writes etcd's snapshot with its trailing sha256 checked.
