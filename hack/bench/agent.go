@@ -27,12 +27,7 @@ func (b *bench) agentBench(window time.Duration) error {
 	if err := os.MkdirAll(usb, 0o755); err != nil {
 		return err
 	}
-	keyFile := filepath.Join(dir, "key.txt")
-	os.Remove(keyFile)
-	if err := runQuiet(b.kdr, "keys", "generate", "--out", keyFile); err != nil {
-		return err
-	}
-	recipient, err := recipientOf(keyFile)
+	_, recipient, err := b.newKey(dir)
 	if err != nil {
 		return err
 	}

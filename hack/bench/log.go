@@ -105,11 +105,7 @@ func (b *bench) logBench(o logOptions) error {
 		return err
 	}
 
-	keyFile := filepath.Join(dir, "key.txt")
-	if err := runQuiet(b.kdr, "keys", "generate", "--out", keyFile); err != nil {
-		return err
-	}
-	recipient, err := recipientOf(keyFile)
+	keyFile, recipient, err := b.newKey(dir)
 	if err != nil {
 		return err
 	}

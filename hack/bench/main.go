@@ -189,11 +189,7 @@ func (b *bench) run(size int64) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	keyFile := filepath.Join(dir, "key.txt")
-	if err := runQuiet(b.kdr, "keys", "generate", "--out", keyFile); err != nil {
-		return err
-	}
-	recipient, err := recipientOf(keyFile)
+	keyFile, recipient, err := b.newKey(dir)
 	if err != nil {
 		return err
 	}
@@ -509,6 +505,18 @@ func recipientOf(keyFile string) (string, error) {
 // writeBenchConfig writes a config for the bench cluster, signing with a
 // key made beside it, with the given
 // targets (YAML list items) and anything else after them.
+// newKey makes an age key pair with kdr in dir, replacing one left by
+// an earlier run: the identity's file and the recipient.
+func (b *bench) newKey(dir string) (keyFile, recipient string, err error) {
+	keyFile = filepath.Join(dir, "key.txt")
+	os.Remove(keyFile)
+	if err := runQuiet(b.kdr, "keys", "generate", "--out", keyFile); err != nil {
+		return "", "", err
+	}
+	recipient, err = recipientOf(keyFile)
+	return keyFile, recipient, err
+}
+
 func writeBenchConfig(path, endpoint, recipient, targets string) error {
 	priv, pub, err := manifest.GenerateSigningKey("bench")
 	if err != nil {
