@@ -25,6 +25,8 @@ const (
 	DefaultSegmentPeriod  = 10 * time.Second
 	DefaultSegmentMiB     = 4
 	DefaultHashEvery      = 5 * time.Minute
+	DefaultPackEvery      = time.Hour
+	DefaultRPO            = time.Minute
 )
 
 // DefaultState is the off-etcd state of a kubeadm control-plane node, used
@@ -106,6 +108,12 @@ func applyDefaults(cfg *Config) {
 	}
 	if cp.HashEvery == 0 {
 		cp.HashEvery = DefaultHashEvery
+	}
+	if cp.PackEvery == 0 {
+		cp.PackEvery = DefaultPackEvery
+	}
+	if cp.RPO == 0 {
+		cp.RPO = DefaultRPO
 	}
 	le := &cfg.Agent.LeaderElection
 	if le.Namespace == "" {

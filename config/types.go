@@ -196,6 +196,10 @@ type Retention struct {
 	// IncompleteGrace is how old an incomplete set must be before prune
 	// removes it (default 24h), so a backup in progress is never touched.
 	IncompleteGrace time.Duration `yaml:"incompleteGrace"`
+	// KeepLog shortens the captured log: a set's log is removed once its
+	// last revision was seen longer ago than this. Zero keeps the log as
+	// long as the set it continues, which the rules above decide.
+	KeepLog time.Duration `yaml:"keepLog"`
 }
 
 // Agent configures `kdr agent`.
@@ -224,6 +228,17 @@ type Capture struct {
 	// HashEvery is how often a segment carries etcd's HashKV, which a
 	// replay proves itself against; it scans the database (default 5m).
 	HashEvery time.Duration `yaml:"hashEvery"`
+	// PackEvery is how often the leader packs closed segments into one
+	// object per chain and hour, so a target holds a few large objects
+	// instead of thousands of small ones (default 1h).
+	PackEvery time.Duration `yaml:"packEvery"`
+	// RPO is the objective for the newest durable revision's age: alerts
+	// and doctor compare the capture's lag with it (default 1m).
+	RPO time.Duration `yaml:"rpo"`
+	// Window is how far back from now a restore is promised to reach any
+	// revision; alerts and doctor compare the log with it. Zero promises
+	// no window.
+	Window time.Duration `yaml:"window"`
 }
 
 // On reports whether the capture runs.

@@ -65,6 +65,9 @@ func (d *decoder) validate(cfg *Config) {
 	d.schedule(&cfg.Schedule)
 	d.retention(&cfg.Retention)
 	d.agent(&cfg.Agent)
+	if w, k := cfg.Agent.Capture.Window, cfg.Retention.KeepLog; k > 0 && w > k {
+		d.errorf("agent.capture.window", "promises %s, longer than retention.keepLog (%s) keeps the log", w, k)
+	}
 	if t := cfg.Drill.Target; t != "" && !slices.ContainsFunc(cfg.Targets, func(x Target) bool { return x.Name == t }) {
 		d.errorf("drill.target", "no target %q in targets", t)
 	}
@@ -416,6 +419,9 @@ func (d *decoder) retention(r *Retention) {
 	if r.IncompleteGrace < 0 {
 		d.errorf("retention.incompleteGrace", "must not be negative")
 	}
+	if r.KeepLog < 0 {
+		d.errorf("retention.keepLog", "must not be negative")
+	}
 }
 
 func (d *decoder) agent(a *Agent) {
@@ -436,6 +442,15 @@ func (d *decoder) agent(a *Agent) {
 	}
 	if a.Capture.HashEvery < time.Second {
 		d.errorf("agent.capture.hashEvery", "must be at least 1s")
+	}
+	if a.Capture.PackEvery < time.Minute {
+		d.errorf("agent.capture.packEvery", "must be at least 1m")
+	}
+	if a.Capture.RPO < a.Capture.SegmentPeriod {
+		d.errorf("agent.capture.rpo", "must be at least segmentPeriod (%s): a segment is stored only once closed", a.Capture.SegmentPeriod)
+	}
+	if a.Capture.Window < 0 {
+		d.errorf("agent.capture.window", "must not be negative")
 	}
 	// client-go refuses these orders; say so here, with the line.
 	le := a.LeaderElection

@@ -41,6 +41,10 @@ func TestDefaults(t *testing.T) {
 		{"schedule.drill", cfg.Schedule.Drill, "0 4 1 */3 *"},
 		{"retention.incompleteGrace", cfg.Retention.IncompleteGrace, 24 * time.Hour},
 		{"agent.listen", cfg.Agent.Listen, ":9090"},
+		{"capture.packEvery", cfg.Agent.Capture.PackEvery, time.Hour},
+		{"capture.rpo", cfg.Agent.Capture.RPO, time.Minute},
+		{"capture.window", cfg.Agent.Capture.Window, time.Duration(0)},
+		{"retention.keepLog", cfg.Retention.KeepLog, time.Duration(0)},
 		{"leaderElection.namespace", cfg.Agent.LeaderElection.Namespace, "kdr-system"},
 		{"leaderElection.name", cfg.Agent.LeaderElection.Name, "kdr"},
 	} {
