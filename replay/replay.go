@@ -31,11 +31,16 @@ const (
 	// checkEvery is how many revisions are read between looks at the
 	// context and calls of Options.Progress.
 	checkEvery = 4096
-	// batchLimit is how many puts the backend gathers before it commits;
-	// batchInterval is long enough that only the limit and Close commit.
-	// Nothing is synced before the end: an interrupted replay is started
-	// again from a fresh copy.
-	batchLimit    = 20000
+	// batchLimit is how many puts the backend gathers before it commits,
+	// and commitBytes how many bytes of keys and values the replay lets
+	// it gather; batchInterval is long enough that only those and Close
+	// commit. What a batch gathers stays on the heap (twice: bbolt's
+	// pages and the backend's read buffer) until it commits, and kdr's
+	// heap is capped softly (96 MiB by default): larger batches make the
+	// collector run without pause. Nothing is synced before the end: an
+	// interrupted replay is started again from a fresh copy.
+	batchLimit    = 5000
+	commitBytes   = 8 << 20
 	batchInterval = 24 * time.Hour
 	// compactionBatch is how many keys a compaction (made for a proof)
 	// deletes per backend transaction; it rests compactionRest between.
@@ -234,6 +239,9 @@ type run struct {
 	book *leaseBook
 	seg  *manifest.SegmentHead // the segment being read
 	read int64                 // revisions decoded
+	// pending counts the bytes of keys and values applied since the
+	// replay last made the backend commit.
+	pending int
 	// proved is the proof that matched.
 	proved *manifest.LogHash
 }
@@ -255,35 +263,38 @@ func (r *run) replay(ctx context.Context) error {
 		}
 	}
 	var prev *manifest.SegmentHead
-	for r.o.Source != nil && (prev == nil || prev.Last < n) {
-		seg, err := r.o.Source.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
+	if r.o.Source != nil {
+		chain := readChain(ctx, r.o.Source, n)
+		defer chain.close()
+		for prev == nil || prev.Last < n {
+			seg := chain.next()
+			if errors.Is(seg.err, io.EOF) {
+				break
+			}
+			if seg.err != nil {
+				if prev == nil {
+					return fmt.Errorf("read the log's first segment: %w", seg.err)
+				}
+				return fmt.Errorf("read the segment after %d..%d: %w", prev.First, prev.Last, seg.err)
+			}
+			h := seg.head
+			var err error
+			switch {
+			case prev != nil && h.First != prev.Last+1:
+				err = fmt.Errorf("%w: segment %d..%d follows %d..%d", ErrGap, h.First, h.Last, prev.First, prev.Last)
+			case prev == nil && h.First > r.base+1 && n > r.base:
+				err = fmt.Errorf("%w: the log starts at segment %d..%d, the snapshot holds up to revision %d", ErrGap, h.First, h.Last, r.base)
+			default:
+				err = r.segment(ctx, seg)
+			}
+			// The body's decoder holds goroutines and buffers: they are
+			// released when the body ends, and here when it did not.
+			seg.revs.close()
+			if err != nil {
+				return err
+			}
+			prev = h
 		}
-		switch {
-		case err != nil && prev == nil:
-			return fmt.Errorf("read the log's first segment: %w", err)
-		case err != nil:
-			return fmt.Errorf("read the segment after %d..%d: %w", prev.First, prev.Last, err)
-		case seg == nil || seg.Head == nil || seg.Body == nil:
-			return errors.New("the log source gave a segment without head or body")
-		}
-		h := seg.Head
-		switch {
-		case prev != nil && h.First != prev.Last+1:
-			err = fmt.Errorf("%w: segment %d..%d follows %d..%d", ErrGap, h.First, h.Last, prev.First, prev.Last)
-		case prev == nil && h.First > r.base+1 && n > r.base:
-			err = fmt.Errorf("%w: the log starts at segment %d..%d, the snapshot holds up to revision %d", ErrGap, h.First, h.Last, r.base)
-		default:
-			err = r.segment(ctx, seg)
-		}
-		// The body's source holds a decoder's goroutines and buffers: it
-		// is released when the body ends, and here when it did not.
-		seg.Body.Close()
-		if err != nil {
-			return err
-		}
-		prev = h
 	}
 	if r.next <= n {
 		reached := r.base
@@ -298,17 +309,17 @@ func (r *run) replay(ctx context.Context) error {
 
 // segment reads one segment to its end and applies its revisions from
 // the snapshot's on, up to the target.
-func (r *run) segment(ctx context.Context, seg *Segment) error {
-	h := seg.Head
+func (r *run) segment(ctx context.Context, seg opened) error {
+	h := seg.head
 	r.seg = h
-	recs := seg.Body.Leases()
+	recs := seg.leases
 	if len(recs) != h.Leases {
 		return fmt.Errorf("%w: segment %d..%d holds %d lease records, its head says %d", manifest.ErrLogBody, h.First, h.Last, len(recs), h.Leases)
 	}
 	r.book.segment(recs)
 	last := h.First - 1
 	for {
-		rev, err := seg.Body.Next()
+		rev, err := seg.revs.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -447,6 +458,13 @@ func (r *run) apply(rev *manifest.LogRevision) error {
 		}
 	}
 	txn.End()
+	for i := range rev.Events {
+		r.pending += len(rev.Events[i].Key) + len(rev.Events[i].Value)
+	}
+	if r.pending >= commitBytes {
+		r.e.be.ForceCommit()
+		r.pending = 0
+	}
 	if at := r.e.kv.Rev(); at != rev.Revision {
 		return r.mismatch(rev.Revision, "the replay arrived at revision %d", at)
 	}
