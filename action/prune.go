@@ -17,9 +17,12 @@ type TargetPrune struct {
 }
 
 // Prune applies the config's retention policy to each cluster on every
-// target, counting and removing only sets a trusted key signed. A target
-// that fails (an unplugged USB disk) does not stop the others. The error
-// is for what stops all of them: no signing key for a prune that deletes.
+// target, counting and removing only sets a trusted key signed: the keep
+// rules decide the sets, each set's captured log goes with it, and
+// retention.keepLog removes the older logs of the kept sets
+// (catalog.Policy). A target that fails (an unplugged USB disk) does not
+// stop the others. The error is for what stops all of them: no signing
+// key for a prune that deletes.
 func (e *Env) Prune(ctx context.Context, clusters []config.Cluster, dryRun bool) ([]TargetPrune, error) {
 	signer, err := e.signerOrNil(!dryRun)
 	if err != nil {

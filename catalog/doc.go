@@ -14,7 +14,9 @@
 // {"id", "sha256", "pruned"}, the sha256 of the manifest of a complete set
 // it removed. The manifest that links the removed one still names that
 // sha256, so the chain check can tell a deliberate gap from a deleted
-// backup. A set is removed tombstone first, manifest second, objects last:
-// an interrupted prune leaves an incomplete set, never a complete set with
-// missing objects.
+// backup. A set is removed tombstone first, manifest second, objects last
+// (its captured log among them): an interrupted prune leaves an
+// incomplete set, never a complete set with missing objects. A kept set's
+// log that retention.keepLog gives up gets a tombstone of its own,
+// "<cluster>/pruned/<id>.log.json" (LogTombstone), before its objects go.
 package catalog

@@ -99,6 +99,13 @@ func (c *Chain) Proof(rev int64) *manifest.LogHash {
 // list or read the target is an error.
 func ReadChain(ctx context.Context, t storage.Target, trust *manifest.Trust, base *manifest.Manifest, baseSum string) (*Chain, error) {
 	c := &Chain{Target: t.Name(), Base: base, BaseSum: baseSum}
+	switch pruned, err := LogPruned(ctx, t, trust, base, baseSum); {
+	case err != nil:
+		return nil, err
+	case pruned:
+		// Removed by prune on purpose: an empty chain, not a broken one.
+		return c, nil
+	}
 	prefix := manifest.LogPrefix(base.Cluster, base.ID)
 	heads := map[int64]time.Time{}
 	claims := map[int64]storage.ObjectInfo{}
@@ -296,6 +303,9 @@ func VerifyLog(ctx context.Context, t storage.Target, trust *manifest.Trust, clu
 	m, sum, err := LoadManifest(ctx, t, trust, cluster, id)
 	if err != nil {
 		// Verify reports the manifest itself.
+		return rep
+	}
+	if checkPrunedLog(ctx, t, trust, m, sum, rep) {
 		return rep
 	}
 	c, err := ReadChain(ctx, t, trust, m, sum)

@@ -24,6 +24,14 @@ const DefaultIncompleteGrace = 24 * time.Hour
 // the history reaches back as far as the policy allows. A set kept by any
 // rule stays. A negative count keeps every bucket. All zero keeps every
 // set, and the newest set is always kept.
+//
+// The captured log of a set is kept as long as the set: a removed set's
+// log goes with it, so every revision from the oldest kept set on stays
+// restorable and none before it. KeepLog can shorten that: the log of a
+// kept set goes once its chain's last segment was seen (SeenLast) longer
+// ago than KeepLog, the whole chain at once (a chain is useless without
+// its start), and never the log of the newest set, which is the live one.
+// The set then restores only at its own revision.
 type Policy struct {
 	KeepLast    int
 	KeepHourly  int
@@ -31,10 +39,17 @@ type Policy struct {
 	KeepWeekly  int
 	KeepMonthly int
 	KeepYearly  int
+	// KeepLog, when positive, is how long after its last revision was
+	// seen the log of a kept set is kept (retention.keepLog).
+	KeepLog time.Duration
 }
 
-// Empty reports whether no rule is set.
-func (p Policy) Empty() bool { return p == Policy{} }
+// Empty reports whether no rule that keeps sets is set: KeepLog alone
+// keeps every set.
+func (p Policy) Empty() bool {
+	p.KeepLog = 0
+	return p == Policy{}
+}
 
 // PruneOptions change how Prune runs.
 type PruneOptions struct {
@@ -74,6 +89,12 @@ type PruneReport struct {
 	Kept []KeptSet
 	// Removed are the complete sets removed, oldest first.
 	Removed []string
+	// Logs are the captured logs removed, by the ID of their set: with
+	// their set, or alone by Policy.KeepLog.
+	Logs []PrunedLog
+	// LockedLogs are the logs KeepLog gives up that are (in whole or in
+	// part) under retention: kept by the target, not an error.
+	LockedLogs []PrunedLog
 	// Locked are the sets the policy or the grace gives up but that are
 	// (in whole or in part) under retention: kept by the target, not an
 	// error. A set whose manifest is locked stays complete.
@@ -108,8 +129,14 @@ type ForeignSet struct {
 // with missing objects: first a tombstone (TombstoneKey) recording the
 // sha256 of its manifest, so the next set's chain link stays explainable;
 // then the manifest, which makes the set incomplete; then the other
-// objects. An interrupted prune leaves an incomplete set that the next
-// prune removes.
+// objects, its captured log among them. An interrupted prune leaves an
+// incomplete set that the next prune removes.
+//
+// Then Policy.KeepLog shortens the logs of the kept sets but the newest:
+// a log tombstone (LogTombstoneKey) first, recording the chain's
+// revisions and its last head's sha256, so that readers take the log as
+// removed on purpose; then every object under the log's prefix. An
+// interrupted removal is finished by the next prune.
 //
 // Failures to remove one set are in the report's Errors and do not stop
 // the others. The returned error is for failures that stop the whole
@@ -138,7 +165,8 @@ func Prune(ctx context.Context, t storage.Target, cluster string, p Policy, o Pr
 	if err != nil {
 		return rep, fmt.Errorf("prune: %w", err)
 	}
-	var complete, incomplete []Set
+	var complete []trustedSet
+	var incomplete []Set
 	for i := len(sets) - 1; i >= 0; i-- { // newest first
 		s := sets[i]
 		if !s.Complete {
@@ -147,7 +175,7 @@ func Prune(ctx context.Context, t storage.Target, cluster string, p Policy, o Pr
 		}
 		// Only a set whose manifest a trusted key signed counts, or the
 		// word of a planted manifest would decide what is deleted.
-		_, _, err := LoadManifest(ctx, t, o.Trust, cluster, s.ID)
+		m, sum, err := LoadManifest(ctx, t, o.Trust, cluster, s.ID)
 		switch {
 		case IsForeign(err):
 			rep.Foreign = append(rep.Foreign, ForeignSet{ID: s.ID, Reason: err.Error()})
@@ -157,7 +185,7 @@ func Prune(ctx context.Context, t storage.Target, cluster string, p Policy, o Pr
 			// Counting without it could remove a set the policy keeps.
 			return rep, fmt.Errorf("prune: %w", err)
 		default:
-			complete = append(complete, s)
+			complete = append(complete, trustedSet{Set: s, m: m, sum: sum})
 		}
 	}
 
@@ -169,12 +197,13 @@ func Prune(ctx context.Context, t storage.Target, cluster string, p Policy, o Pr
 		times[i], _ = manifest.IDTime(s.ID)
 	}
 	rules := applyPolicy(p, times)
-	var drop []Set
+	var drop, kept []trustedSet
 	for i, s := range complete {
 		if len(rules[i]) == 0 {
 			drop = append(drop, s)
 			continue
 		}
+		kept = append(kept, s)
 		rep.Kept = append(rep.Kept, KeptSet{ID: s.ID, Created: times[i], Rules: rules[i], Reason: strings.Join(rules[i], ", ")})
 	}
 
@@ -182,16 +211,41 @@ func Prune(ctx context.Context, t storage.Target, cluster string, p Policy, o Pr
 		if err := ctx.Err(); err != nil {
 			return rep, fmt.Errorf("prune: %w", err)
 		}
-		s := withRetention(ctx, t, drop[i])
-		switch {
-		case isLocked(s, now):
+		s := drop[i]
+		s.Set = withRetention(ctx, t, s.Set)
+		if isLocked(s.Set, now) {
 			rep.Locked = append(rep.Locked, s.ID)
-		case o.DryRun:
+			continue
+		}
+		var log *PrunedLog
+		if len(s.logObjects()) > 0 {
+			// Read before the set goes, for the report: the log's
+			// revisions are known only from its trusted heads.
+			l, _, err := chainLog(ctx, t, o.Trust, s, LogWithSet)
+			if err != nil {
+				rep.Errors = append(rep.Errors, fmt.Errorf("prune %s on target %s: %w", s.ID, t.Name(), err))
+				continue
+			}
+			log = &l
+		}
+		if o.DryRun {
 			rep.Removed = append(rep.Removed, s.ID)
-		default:
-			removeComplete(ctx, t, o, s, now, rep)
+		} else if !removeComplete(ctx, t, o, s.Set, now, rep) {
+			continue
+		}
+		if log != nil {
+			rep.Logs = append(rep.Logs, *log)
 		}
 	}
+
+	// kept[0] is the newest set: its log is the live one.
+	for i := len(kept) - 1; i >= 1; i-- { // oldest first
+		if err := ctx.Err(); err != nil {
+			return rep, fmt.Errorf("prune: %w", err)
+		}
+		shortenLog(ctx, t, o, p.KeepLog, kept[i], now, rep)
+	}
+	slices.SortFunc(rep.Logs, func(a, b PrunedLog) int { return strings.Compare(a.ID, b.ID) })
 
 	for i := len(incomplete) - 1; i >= 0; i-- {
 		if err := ctx.Err(); err != nil {
@@ -263,19 +317,20 @@ func isLocked(s Set, now time.Time) bool {
 }
 
 // removeComplete removes one complete set: tombstone, manifest, objects.
-func removeComplete(ctx context.Context, t storage.Target, o PruneOptions, s Set, now time.Time, rep *PruneReport) {
+// It returns whether the set is gone whole.
+func removeComplete(ctx context.Context, t storage.Target, o PruneOptions, s Set, now time.Time, rep *PruneReport) bool {
 	fail := func(err error) {
 		rep.Errors = append(rep.Errors, fmt.Errorf("prune %s on target %s: %w", s.ID, t.Name(), err))
 	}
 	_, sum, err := LoadManifest(ctx, t, o.Trust, s.Cluster, s.ID)
 	if err != nil {
 		fail(err)
-		return
+		return false
 	}
 	if ts, err := readTombstone(ctx, t, o.Trust, s.Cluster, s.ID); err != nil || ts.SHA256 != sum {
 		if err := writeTombstone(ctx, t, o.Signer, s.Cluster, Tombstone{ID: s.ID, SHA256: sum, Pruned: now.UTC()}); err != nil {
 			fail(err)
-			return
+			return false
 		}
 	}
 	mkey := manifest.Key(s.Cluster, s.ID, manifest.ManifestObject)
@@ -284,10 +339,10 @@ func removeComplete(ctx context.Context, t storage.Target, o PruneOptions, s Set
 	case errors.Is(err, storage.ErrLocked):
 		// The tombstone stays: it is only read when the manifest is gone.
 		rep.Locked = append(rep.Locked, s.ID)
-		return
+		return false
 	case err != nil:
 		fail(fmt.Errorf("delete %s: %w", mkey, err))
-		return
+		return false
 	}
 	var rest []storage.ObjectInfo
 	for _, o := range s.Objects {
@@ -304,7 +359,9 @@ func removeComplete(ctx context.Context, t storage.Target, o PruneOptions, s Set
 		rep.Locked = append(rep.Locked, s.ID)
 	case len(errs) == 0:
 		rep.Removed = append(rep.Removed, s.ID)
+		return true
 	}
+	return false
 }
 
 // deleteObjects deletes every object, going on past failures. Objects

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/restore"
 )
@@ -34,6 +35,10 @@ type Options struct {
 	// creation date, and is the time certificate expiry is counted from.
 	// Default: the current time. A fixed Now makes the output reproducible.
 	Now time.Time
+	// At, when set, is the moment the plan's revision was picked for
+	// (restore --at): the cover says which revision it is and how
+	// precisely.
+	At *catalog.PointInTime
 }
 
 // withDefaults fills the defaults and validates.
@@ -59,8 +64,12 @@ type book struct {
 	cover                        []field
 	contacts                     table
 	inventory                    []section
-	stages                       []stage
-	breakGlass                   []block
+	// pointInTimeTitle and pointInTime are the section of a runbook to a
+	// revision (empty otherwise), printed before the stages.
+	pointInTimeTitle string
+	pointInTime      []block
+	stages           []stage
+	breakGlass       []block
 }
 
 type field struct{ label, value string }
@@ -148,7 +157,10 @@ func newBook(p *restore.Plan, o Options) (*book, error) {
 	}
 	b := &book{
 		cluster: p.Cluster, backupID: p.BackupID, generated: stamp(o.Now),
-		stages: stages, breakGlass: breakGlass(p, m),
+		pointInTime: pointInTime(p), stages: stages, breakGlass: breakGlass(p, m),
+	}
+	if len(b.pointInTime) > 0 {
+		b.pointInTimeTitle = fmt.Sprintf("Restoring to revision %d", p.ToRevision)
 	}
 	b.cover = []field{
 		{"Cluster", p.Cluster},
@@ -159,6 +171,10 @@ func newBook(p *restore.Plan, o Options) (*book, error) {
 		{"Topology", topologyText(p.Options.Topology)},
 		{"Backup location", location(p)},
 		{"Runbook generated", stamp(o.Now)},
+	}
+	if o.At != nil {
+		// Right after the revision it explains.
+		b.cover = slices.Insert(b.cover, 4, field{"Point in time", o.At.String()})
 	}
 	b.contacts = table{head: []string{"Name", "Phone", "Email"}}
 	for _, c := range m.Inventory.Contacts {
@@ -367,11 +383,11 @@ func breakGlass(p *restore.Plan, m *manifest.Manifest) []block {
 		text: "If kdr itself cannot run, the same restore can be done by hand with only age, zstd, tar and " +
 			"etcdutl. The values below are this plan's; the steps above say the same with kdr.",
 	}}
-	if p.ToRevision > 0 {
+	if lost := lostText(p); lost != "" {
 		out[0].text = fmt.Sprintf("If kdr itself cannot run, the full set alone can be restored by hand with only age, zstd, "+
-			"tar and etcdutl, to revision %d: replaying the captured log to revision %d needs kdr, and without it "+
-			"everything after revision %d is lost. The values below are this plan's; the commands restore the set "+
-			"as it is, with the bump still past the log's end.", p.Revision, p.ToRevision, p.Revision)
+			"tar and etcdutl: the cluster as it was at revision %d, when the set was taken (%s). Replaying the captured "+
+			"log to revision %d needs kdr, and without it %s. The values below are this plan's; the commands restore "+
+			"the set as it is, with the bump still past the log's end.", p.Revision, stamp(p.Created), p.ToRevision, lost)
 	}
 	fetch := block{
 		text: "1. On every node, copy the backup set into the staging directory and check it. The set is " +
@@ -435,6 +451,117 @@ func breakGlass(p *restore.Plan, m *manifest.Manifest) []block {
 			"forward, so Kubernetes watch caches and informers do not silently miss updates.", len(o.Nodes)+3),
 	})
 	return out
+}
+
+// pointInTime is the section of a runbook to a revision: how the
+// revision is picked, the plan's steps that reach it in the order they
+// run, and what the full set alone restores without kdr and what is then
+// lost. Empty for a plan that restores a set as it is.
+func pointInTime(p *restore.Plan) []block {
+	r := p.Replay
+	if p.ToRevision == 0 || r == nil {
+		return nil
+	}
+	o := p.Options
+	kdr := "kdr --config " + o.ConfigFile
+	which := " --cluster " + p.Cluster
+	if o.Target != "" {
+		which += " --target " + o.Target
+	}
+	intro := fmt.Sprintf("This runbook brings etcd back as it was at revision %d, which is the backup's own revision: "+
+		"nothing is replayed.", p.ToRevision)
+	if len(r.Segments) > 0 {
+		intro = fmt.Sprintf("This runbook brings etcd back as it was at revision %d, not as backup %s took it: the full "+
+			"set at revision %d (taken %s), then %d segment(s) of its captured log replayed, revisions %d..%d, %s. "+
+			"The steps below say how, in the order they are done.",
+			p.ToRevision, p.BackupID, p.Revision, stamp(p.Created), len(r.Segments), p.Revision+1, p.ToRevision, replaySpan(p))
+	}
+	out := []block{{text: intro}, {
+		text: "1. Pick the revision, before anything changes. kdr history <key> lists every change of a key (of every " +
+			"key under it when it ends in /) that the captured log holds, with its revision and when it was seen; " +
+			"--at <RFC3339 time> takes the last revision seen at or before that moment. Both read the encrypted log " +
+			"and need the age identity. When the revision is not " + strconv.FormatInt(p.ToRevision, 10) +
+			", print the runbook of the right one and follow that instead.",
+		code: []string{
+			kdr + " history <key>" + which + " --identity " + o.IdentityFile,
+			kdr + " restore plan" + which + " --at <RFC3339 time> --identity " + o.IdentityFile,
+			kdr + " runbook --format pdf --out runbook.pdf" + which + " --revision <revision>",
+		},
+	}}
+	replay := "kdr replays nothing: the set is at revision " + strconv.FormatInt(p.ToRevision, 10) +
+		" already, and kdr checks that its snapshot holds no later revision"
+	if len(r.Segments) > 0 {
+		replay = fmt.Sprintf("kdr replays revisions %d..%d into %s, a copy of the decrypted snapshot", p.Revision+1,
+			p.ToRevision, path.Base(p.RestoredDB()))
+		if r.Proof != nil {
+			replay += fmt.Sprintf(", and proves it against the HashKV recorded at revision %d", r.Proof.Revision)
+		}
+	}
+	out = append(out, block{
+		text: fmt.Sprintf("2. On every node, in stage 1: fetch (%s) copies the set and the %d segment bodies, each held "+
+			"to the head a trusted key signed when the plan was made; decrypt (%s) decrypts the set; replay (%s): %s. "+
+			"Replaying needs kdr: kdr restore apply with --until replay runs the node's steps up to it.",
+			stepNumbers(p, restore.StepFetch), len(r.Segments), stepNumbers(p, restore.StepDecrypt),
+			stepNumbers(p, restore.StepReplay), replay),
+	}, block{
+		text: fmt.Sprintf("3. Then as for any restore: restore-etcd (%s) restores %s, and the revision bump is counted "+
+			"from the captured log's end, revision %d, so the restored etcd starts at or above %d, past every "+
+			"revision the lost cluster is known to have handed out; start-etcd, check-etcd and start-control-plane "+
+			"follow.", stepNumbers(p, restore.StepRestoreEtcd), path.Base(p.RestoredDB()), max(p.LogEnd, p.ToRevision),
+			p.MinRevision()),
+	})
+	glass := "4. Without kdr (break glass, at the end): etcdutl snapshot restore of the decrypted snapshot brings " +
+		"the cluster back as it was at revision " + strconv.FormatInt(p.Revision, 10) + ", when the set was taken (" +
+		stamp(p.Created) + ")"
+	if lost := lostText(p); lost != "" {
+		glass += "; " + lost
+	}
+	return append(out, block{text: glass + "."})
+}
+
+// replaySpan says when the revisions a plan replays were seen: from its
+// first segment's first to the end of the segment holding the plan's
+// revision, which bounds that revision's time when it is not the
+// segment's last.
+func replaySpan(p *restore.Plan) string {
+	segs := p.Replay.Segments
+	first, last := segs[0].Head, segs[len(segs)-1].Head
+	span := fmt.Sprintf("seen from %s to %s", stamp(first.SeenFirst), stamp(last.SeenLast))
+	if last.Last != p.ToRevision {
+		span += " at the latest"
+	}
+	return span
+}
+
+// lostText says what a restore of the set alone loses of a plan to a
+// revision: every revision captured after the set's, those the plan
+// replays and any the log holds after them. Empty when the plan replays
+// nothing.
+func lostText(p *restore.Plan) string {
+	if p.ToRevision == 0 || p.Replay == nil || len(p.Replay.Segments) == 0 {
+		return ""
+	}
+	lost := fmt.Sprintf("every revision captured after revision %d is lost: %d..%d, which this plan replays, %s",
+		p.Revision, p.Revision+1, p.ToRevision, replaySpan(p))
+	if p.LogEnd > p.ToRevision {
+		lost += fmt.Sprintf(", and %d..%d after them", p.ToRevision+1, p.LogEnd)
+	}
+	return lost
+}
+
+// stepNumbers lists the numbers in the plan of the steps with an ID, as
+// the headings number them.
+func stepNumbers(p *restore.Plan, id string) string {
+	var nums []string
+	for i, s := range p.Steps {
+		if s.ID == id {
+			nums = append(nums, strconv.Itoa(i+1))
+		}
+	}
+	if len(nums) == 1 {
+		return "step " + nums[0]
+	}
+	return "steps " + strings.Join(nums, ", ")
 }
 
 // stepCommands are the commands of a node's steps of the plan, in

@@ -123,6 +123,11 @@ func (d *pdfDoc) render() (pageNumbers, error) {
 	d.cover()
 	d.contents()
 	d.inventory()
+	if d.b.pointInTimeTitle != "" {
+		d.f.AddPage()
+		d.heading(0, d.b.pointInTimeTitle, pointInTimeKey, 20)
+		d.blocks(d.b.pointInTime)
+	}
 	for _, st := range d.b.stages {
 		d.stage(st)
 	}
@@ -284,6 +289,9 @@ func (d *pdfDoc) toc() []tocEntry {
 	for _, s := range d.b.inventory {
 		out = append(out, tocEntry{1, "inv:" + s.anchor, s.title})
 	}
+	if d.b.pointInTimeTitle != "" {
+		out = append(out, tocEntry{0, pointInTimeKey, d.b.pointInTimeTitle})
+	}
 	for _, st := range d.b.stages {
 		out = append(out, tocEntry{0, stageKey(st), stageTitle(st, len(d.b.stages))})
 		for _, g := range st.groups {
@@ -294,6 +302,9 @@ func (d *pdfDoc) toc() []tocEntry {
 	}
 	return append(out, tocEntry{0, "appendix", breakGlassText})
 }
+
+// pointInTimeKey is the anchor of the section of a runbook to a revision.
+const pointInTimeKey = "point-in-time"
 
 func stageKey(st stage) string { return "stage:" + strconv.Itoa(st.number) }
 func stepKey(e entry) string   { return "step:" + strconv.Itoa(e.number) }
@@ -480,12 +491,18 @@ func (d *pdfDoc) code(x float64, lines []string) {
 }
 
 func (d *pdfDoc) breakGlass() {
-	f := d.f
-	f.AddPage()
+	d.f.AddPage()
 	d.heading(0, breakGlassText, "appendix", 20)
+	d.blocks(d.b.breakGlass)
+}
+
+// blocks prints paragraphs with the commands they explain and what those
+// print.
+func (d *pdfDoc) blocks(blocks []block) {
+	f := d.f
 	x := margin
 	width := d.bodyW - 3
-	for _, bl := range d.b.breakGlass {
+	for _, bl := range blocks {
 		if bl.text != "" {
 			d.para(bl.text, "", bodySize, bodyLine, 0)
 			f.Ln(1.5)

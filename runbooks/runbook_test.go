@@ -214,7 +214,11 @@ func TestRevisionRunbook(t *testing.T) {
 			t.Errorf("the runbook lacks %q", want)
 		}
 	}
-	for _, want := range []string{"everything after revision 4821337 is lost", "etcdutl snapshot restore /var/lib/kdr/restore/prod/20261124T203000.000Z-3fa9c1/snapshot.db --data-dir",
+	for _, want := range []string{
+		"the cluster as it was at revision 4821337, when the set was taken (2026-11-24 20:30:00 UTC)",
+		"every revision captured after revision 4821337 is lost: 4821338..4823000, which this plan replays, " +
+			"seen from 2026-11-24 20:31:00 UTC to 2026-11-24 20:46:00 UTC at the latest, and 4823001..4823400 after them",
+		"etcdutl snapshot restore /var/lib/kdr/restore/prod/20261124T203000.000Z-3fa9c1/snapshot.db --data-dir",
 		"--bump-revision 1000002063 "} {
 		if !strings.Contains(squash(glass), squash(want)) {
 			t.Errorf("break glass lacks %q", want)
@@ -223,8 +227,81 @@ func TestRevisionRunbook(t *testing.T) {
 	if strings.Contains(glass, "revision-4823000.db") {
 		t.Error("break glass restores the replayed database, which only kdr can make")
 	}
-	if _, text := pdfText(t, p, PaperA4, 595.28, 841.89); !strings.Contains(squash(text), squash("Replay the captured log to revision 4823000")) {
-		t.Error("the PDF lacks the replay step")
+	// The point-in-time steps come before the stages, in the order they
+	// are done.
+	start, end := strings.Index(md, "## Restoring to revision 4823000"), strings.Index(md, "## Stage 1 of 4")
+	if start < 0 || end < start {
+		t.Fatalf("no section on the revision before the stages (at %d, stages at %d)", start, end)
+	}
+	pit := md[start:end]
+	last := -1
+	for _, want := range []string{
+		"revisions 4821338..4823000, seen from 2026-11-24 20:31:00 UTC to 2026-11-24 20:46:00 UTC at the latest",
+		"kdr --config /etc/kdr/kdr.yaml history <key> --cluster prod --target s3 --identity operator.key",
+		"kdr --config /etc/kdr/kdr.yaml restore plan --cluster prod --target s3 --at <RFC3339 time> --identity operator.key",
+		"fetch (steps 2, 11, 20)", "decrypt (steps 3, 12, 21)",
+		"replay (steps 4, 13, 22): kdr replays revisions 4821338..4823000 into revision-4823000.db",
+		"the HashKV recorded at revision 4821900",
+		"restore-etcd (steps 9, 18, 27) restores revision-4823000.db",
+		"from the captured log's end, revision 4823400, so the restored etcd starts at or above 1004823400",
+		"etcdutl snapshot restore of the decrypted snapshot brings the cluster back as it was at revision 4821337, when the set was taken (2026-11-24 20:30:00 UTC)",
+		"every revision captured after revision 4821337 is lost",
+	} {
+		i := strings.Index(squash(pit), squash(want))
+		if i < 0 {
+			t.Errorf("the section on the revision lacks %q", want)
+			continue
+		}
+		if i < last {
+			t.Errorf("the section on the revision says %q out of order", want)
+		}
+		last = i
+	}
+	if strings.Contains(markdown(t, testPlan(t)), "Restoring to revision") {
+		t.Error("the runbook of a set as it is has a section on a revision")
+	}
+	_, text := pdfText(t, p, PaperA4, 595.28, 841.89)
+	for _, want := range []string{"Replay the captured log to revision 4823000", "Restoring to revision 4823000", "history <key>"} {
+		if !strings.Contains(squash(text), squash(want)) {
+			t.Errorf("the PDF lacks %q", want)
+		}
+	}
+}
+
+// TestRevisionLost: what break glass loses follows where the revision
+// lies in the log: nothing at the set's own revision, the revisions up to
+// it seen exactly at a segment's end, and the log after it unless it is
+// the log's end.
+func TestRevisionLost(t *testing.T) {
+	for _, tc := range []struct {
+		rev       int64
+		want, not []string
+	}{
+		{4821337, []string{"which is the backup's own revision: nothing is replayed"}, []string{"is lost", "at the latest"}},
+		{4822750, []string{"lost: 4821338..4822750, which this plan replays, seen from 2026-11-24 20:31:00 UTC to 2026-11-24 20:41:00 UTC, and 4822751..4823400 after them"},
+			[]string{"at the latest"}},
+		{4823400, []string{"lost: 4821338..4823400, which this plan replays, seen from 2026-11-24 20:31:00 UTC to 2026-11-24 20:46:00 UTC."},
+			[]string{"after them", "at the latest"}},
+	} {
+		t.Run(strconv.FormatInt(tc.rev, 10), func(t *testing.T) {
+			p, err := restore.BuildPlanAt(testChain(), tc.rev, testSource, restore.Options{Target: "s3"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			md := markdown(t, p)
+			// The replay step's own text is the restore package's.
+			md = squash(md[:strings.Index(md, "## Stage 1")] + md[strings.LastIndex(md, breakGlassText):])
+			for _, want := range tc.want {
+				if !strings.Contains(md, squash(want)) {
+					t.Errorf("the runbook lacks %q", want)
+				}
+			}
+			for _, not := range tc.not {
+				if strings.Contains(md, squash(not)) {
+					t.Errorf("the runbook says %q", not)
+				}
+			}
+		})
 	}
 }
 

@@ -288,6 +288,22 @@ func (l *Local) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	return f, nil
 }
 
+// GetRange opens length bytes of the object from offset.
+func (l *Local) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("target %s: reading %s: range %d+%d", l.name, key, offset, length)
+	}
+	rc, err := l.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	f := rc.(*os.File)
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.NewSectionReader(f, offset, length), f}, nil
+}
+
 // missing maps "no such file" to ErrNotExist, unless the whole target
 // directory is gone: an unmounted disk must not look like a missing backup.
 func (l *Local) missing(verb, key string, err error) error {

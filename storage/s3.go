@@ -430,12 +430,31 @@ func (s *S3) lockable(ctx context.Context) error {
 // Get opens the object for reading. The first request is made here, so a
 // missing object is reported by Get rather than by the first Read.
 func (s *S3) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	return s.get(ctx, key, minio.GetObjectOptions{})
+}
+
+// GetRange opens length bytes of the object from offset.
+func (s *S3) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	var opts minio.GetObjectOptions
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("target %s: reading %s: range %d+%d", s.name, key, offset, length)
+	}
+	if length == 0 {
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	if err := opts.SetRange(offset, offset+length-1); err != nil {
+		return nil, fmt.Errorf("target %s: reading %s: %w", s.name, key, err)
+	}
+	return s.get(ctx, key, opts)
+}
+
+func (s *S3) get(ctx context.Context, key string, opts minio.GetObjectOptions) (io.ReadCloser, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, fmt.Errorf("target %s: %w", s.name, err)
 	}
 	var obj *minio.Object
 	err := s.call(ctx, "get", key, func(ctx context.Context) error {
-		o, err := s.client.GetObject(ctx, s.bucket, s.object(key), minio.GetObjectOptions{})
+		o, err := s.client.GetObject(ctx, s.bucket, s.object(key), opts)
 		if err != nil {
 			return err
 		}

@@ -64,6 +64,10 @@ type Target interface {
 	// Get opens the object for reading. The error wraps ErrNotExist when
 	// there is no such object.
 	Get(ctx context.Context, key string) (io.ReadCloser, error)
+	// GetRange opens length bytes of the object from offset, as Get. A
+	// range that does not end inside the object gives fewer bytes:
+	// callers hold what they read to the size they expect.
+	GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
 	// Stat describes the object, or returns an error wrapping ErrNotExist.
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
 	// List calls fn for every object whose key starts with prefix, in

@@ -23,9 +23,12 @@ func newPruneCommand(g *globals) *cobra.Command {
 		Short: "Show, or with --apply remove, backups the retention policy no longer keeps",
 		Long: `Apply the retention policy of the config (keepLast, keepHourly, keepDaily,
 keepWeekly, keepMonthly, keepYearly) to the complete backups of each cluster on
-each target, and remove incomplete sets older than the grace period. Without
---apply nothing is deleted: the plan is printed. Objects under S3 Object Lock
-retention are never deleted; they are reported.`,
+each target, and remove incomplete sets older than the grace period. A backup's
+captured log goes with it; keepLog removes, whole, the log of a kept backup
+whose last revision was seen longer ago (never the newest backup's log), and
+that backup then restores at its own revision only. Without --apply nothing is
+deleted: the plan is printed. Objects under S3 Object Lock retention are never
+deleted; they are reported.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runPrune(cmd, g, f)
@@ -77,6 +80,9 @@ func runPrune(cmd *cobra.Command, g *globals, f *pruneFlags) error {
 		for _, id := range rep.Removed {
 			fmt.Fprintf(out, "%-13s %s %s on %s\n", verb, c, id, t)
 		}
+		for _, l := range rep.Logs {
+			fmt.Fprintf(out, "%-13s %s %s log on %s (%s; %s)\n", verb, c, l.ID, t, l.Revisions(), l.Reason)
+		}
 		for _, id := range rep.IncompleteRemoved {
 			fmt.Fprintf(out, "%-13s %s %s on %s (incomplete)\n", verb, c, id, t)
 		}
@@ -88,6 +94,9 @@ func runPrune(cmd *cobra.Command, g *globals, f *pruneFlags) error {
 		}
 		for _, id := range rep.Locked {
 			fmt.Fprintf(out, "locked        %s %s on %s (Object Lock retention; kept)\n", c, id, t)
+		}
+		for _, l := range rep.LockedLogs {
+			fmt.Fprintf(out, "locked        %s %s log on %s (%s; Object Lock retention; kept)\n", c, l.ID, t, l.Revisions())
 		}
 		for _, f := range rep.Foreign {
 			fmt.Fprintf(out, "foreign       %s %s on %s (not counted, not removed: %s)\n", c, f.ID, t, oneLine(errors.New(f.Reason)))

@@ -244,6 +244,7 @@ func Policy(r config.Retention) catalog.Policy {
 	return catalog.Policy{
 		KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily,
 		KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly,
+		KeepLog: r.KeepLog,
 	}
 }
 

@@ -29,6 +29,7 @@ func Run(t *testing.T, newTarget func(t *testing.T) storage.Target) {
 		fn   func(*testing.T, storage.Target)
 	}{
 		{"PutGetStat", testPutGetStat},
+		{"GetRange", testGetRange},
 		{"EmptyObject", testEmptyObject},
 		{"NotExist", testNotExist},
 		{"List", testList},
@@ -108,6 +109,34 @@ func testPutGetStat(t *testing.T, tg storage.Target) {
 	}
 	if !info.RetainUntil.IsZero() {
 		t.Fatalf("stat: RetainUntil %v for an object put without retention", info.RetainUntil)
+	}
+}
+
+func testGetRange(t *testing.T, tg storage.Target) {
+	ctx := testContext(t)
+	data := randomBytes(3, 10_000)
+	put(t, tg, "pack", data)
+	for _, r := range []struct{ off, n, want int64 }{
+		{0, 10, 10}, {1234, 4000, 4000}, {9990, 10, 10}, {9990, 100, 10}, {500, 0, 0},
+	} {
+		rc, err := tg.GetRange(ctx, "pack", r.off, r.n)
+		if err != nil {
+			t.Fatalf("range %d+%d: %v", r.off, r.n, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatalf("range %d+%d: %v", r.off, r.n, err)
+		}
+		if !bytes.Equal(got, data[r.off:r.off+r.want]) {
+			t.Errorf("range %d+%d: %d bytes, not the %d stored there", r.off, r.n, len(got), r.want)
+		}
+	}
+	if rc, err := tg.GetRange(ctx, "missing", 0, 10); !errors.Is(err, storage.ErrNotExist) {
+		if rc != nil {
+			rc.Close()
+		}
+		t.Errorf("range of a missing object: %v, want ErrNotExist", err)
 	}
 }
 
