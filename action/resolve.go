@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/config"
 	"github.com/kdr-io/kdr/internal/fromconfig"
@@ -88,6 +90,30 @@ func (e *Env) Resolve(ctx context.Context, r Ref) (*Resolved, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// RevisionAt resolves a point in time to the revision a restore to it
+// brings etcd to: the last revision the captured log on r's target saw
+// at or before at, with the seen times that bound the moment. It returns
+// r with that Revision, for Resolve or Drill. The seen times are inside
+// the log's bodies, so ids must decrypt them.
+func (e *Env) RevisionAt(ctx context.Context, r Ref, at time.Time, ids []age.Identity) (Ref, *catalog.PointInTime, error) {
+	if r.Revision != 0 || r.Backup != "" || !r.Before.IsZero() {
+		return r, nil, errors.New("--at picks its revision (the last the captured log saw at or before it) and its backup: drop --revision, --backup and --before")
+	}
+	if len(ids) == 0 {
+		return r, nil, errors.New("--at needs --identity: the times revisions were seen are inside the encrypted log")
+	}
+	cluster, res, err := e.where(r)
+	if err != nil {
+		return r, nil, err
+	}
+	p, err := catalog.RevisionAt(ctx, res.Target, e.Trust, cluster, at, ids)
+	if err != nil {
+		return r, nil, fmt.Errorf("--at: %w", err)
+	}
+	r.Revision = p.Revision
+	return r, p, nil
 }
 
 // resolveRevision finds the captured log that reaches rev. When none

@@ -10,15 +10,16 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kdr-io/kdr/action"
+	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/drill"
 )
 
 func newDrillCommand(g *globals) *cobra.Command {
-	var cluster, target, backup, revision, identity, sandbox, output string
+	var cluster, target, backup, revision, at, identity, sandbox, output string
 	var noStore bool
 	cmd := &cobra.Command{
-		Use:   "drill [--backup ID|latest|random | --revision N|random] --identity FILE",
+		Use:   "drill [--backup ID|latest|random | --revision N|random | --at TIME] --identity FILE",
 		Short: "Restore a backup into a sandbox, prove it whole, measure RTO and RPO",
 		Long: `kdr drill runs the restore plan of a backup (the steps kdr restore apply
 runs) into a temporary sandbox: every etcd member the source cluster had,
@@ -37,7 +38,8 @@ before N, then its captured log replayed up to N, as kdr restore apply
 and that the replay matched the HashKV recorded with the log, and reports
 the replay's time and the revisions it applied. --revision random picks a
 revision inside the newest captured log, from its backup's revision + 1 to
-its end, and says which.`,
+its end, and says which. --at TIME drills the revision a restore --at TIME
+picks: the last the captured log saw at or before TIME.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -50,9 +52,15 @@ its end, and says which.`,
 				if ref.Revision, err = parseRevision(revision); err != nil {
 					return err
 				}
-				if !cmd.Flags().Changed("backup") {
-					ref.Backup = "" // --revision picks the backup
+			}
+			var when time.Time
+			if at != "" {
+				if when, err = parseTime("--at", at); err != nil {
+					return err
 				}
+			}
+			if (revision != "" || at != "") && !cmd.Flags().Changed("backup") {
+				ref.Backup = "" // --revision and --at pick the backup
 			}
 			if identity == "" {
 				return fmt.Errorf("--identity is required: the age identity file that decrypts the backup")
@@ -65,11 +73,17 @@ its end, and says which.`,
 			if err != nil {
 				return err
 			}
+			var point *catalog.PointInTime
+			if at != "" {
+				if ref, point, err = env.RevisionAt(ctx, ref, when, ids); err != nil {
+					return err
+				}
+			}
 			rep, err := env.Drill(ctx, action.DrillOptions{Ref: ref, Identities: ids, Sandbox: sandbox, NoStore: noStore})
 			if err != nil {
 				return err
 			}
-			if err := printDrill(cmd.OutOrStdout(), rep, output); err != nil {
+			if err := printDrill(cmd.OutOrStdout(), rep, point, output); err != nil {
 				return err
 			}
 			if rep.Result == drill.Fail {
@@ -83,6 +97,7 @@ its end, and says which.`,
 	fl.StringVar(&target, "target", "", "the target to restore from (default the first)")
 	fl.StringVar(&backup, "backup", "latest", "the backup: an ID, latest, or random")
 	fl.StringVar(&revision, "revision", "", "drill a restore to this etcd revision through the captured log, or random: one inside the newest log (not with --backup)")
+	fl.StringVar(&at, "at", "", "drill a restore to etcd as it was at this time (RFC 3339): the last revision the captured log saw at or before it (not with --revision or --backup)")
 	fl.StringVarP(&identity, "identity", "i", "", "age identity file that decrypts the backup")
 	fl.StringVar(&sandbox, "sandbox", "", "directory the sandbox is made in (default the system's temp directory)")
 	fl.StringVarP(&output, "output", "o", "text", "text, json or md")
@@ -102,10 +117,17 @@ func parseRevision(s string) (int64, error) {
 	return rev, nil
 }
 
-func printDrill(w io.Writer, rep *drill.Report, output string) error {
+// drillJSON is `kdr drill -o json`: the report, and with --at the
+// revision the time resolved to.
+type drillJSON struct {
+	*drill.Report
+	At *catalog.PointInTime `json:"at,omitempty"`
+}
+
+func printDrill(w io.Writer, rep *drill.Report, point *catalog.PointInTime, output string) error {
 	switch output {
 	case "json":
-		return writeJSON(w, rep)
+		return writeJSON(w, drillJSON{Report: rep, At: point})
 	case "md":
 		return drill.Markdown(w, rep)
 	case "text":
@@ -119,6 +141,9 @@ func printDrill(w io.Writer, rep *drill.Report, output string) error {
 		fmt.Fprintf(w, "drill %s of backup %s to revision %d: %s\n", rep.ID, rep.Backup, rep.Revision, strings.ToUpper(string(rep.Result)))
 	} else {
 		fmt.Fprintf(w, "drill %s of backup %s: %s\n", rep.ID, rep.Backup, strings.ToUpper(string(rep.Result)))
+	}
+	if point != nil {
+		fmt.Fprintf(w, "point in time: %s\n", point)
 	}
 	fmt.Fprintf(w, "RTO %.1f s (start to healthy etcd), RPO %s (age of the restored data), %d member(s), %d keys\n",
 		rep.RTOSeconds, (time.Duration(rep.RPOSeconds) * time.Second).Round(time.Second), rep.Members, rep.Keys)

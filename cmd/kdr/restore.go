@@ -1,13 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"filippo.io/age"
 	"github.com/spf13/cobra"
 
 	"github.com/kdr-io/kdr/action"
+	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/internal/fromconfig"
 	"github.com/kdr-io/kdr/restore"
@@ -21,6 +24,7 @@ type restoreFlags struct {
 	backup     string
 	before     string
 	revision   int64
+	at         string
 	topology   string
 	nodes      []string
 	token      string
@@ -30,6 +34,9 @@ type restoreFlags struct {
 	kubeDir    string
 	stagingDir string
 	identity   string
+	// ids are the identities loaded from identity, once: --at reads the
+	// captured log with them before apply decrypts the backup.
+	ids []age.Identity
 }
 
 func (f *restoreFlags) register(cmd *cobra.Command) {
@@ -39,6 +46,7 @@ func (f *restoreFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.backup, "backup", "latest", "backup to restore: latest, an ID or a unique ID prefix")
 	fl.StringVar(&f.before, "before", "", "restore the newest backup created before this time (RFC 3339)")
 	fl.Int64Var(&f.revision, "revision", 0, "restore etcd to this revision: the newest backup at or before it, then its captured log replayed up to it (not with --backup or --before)")
+	fl.StringVar(&f.at, "at", "", "restore etcd as it was at this time (RFC 3339): the last revision the captured log saw at or before it, read with --identity (not with --revision, --backup or --before)")
 	fl.StringVar(&f.topology, "topology", restore.TopologyKubeadm, "kubeadm (stacked etcd, static pods) or systemd (external etcd)")
 	fl.StringArrayVar(&f.nodes, "node-ip", nil, "a control-plane node as NAME=IP[,PEER_URL,CLIENT_URL]; repeat it, first member first (default: the backup's inventory)")
 	fl.StringVar(&f.token, "token", "", "new etcd cluster token (default: kdr-<backup ID>)")
@@ -60,7 +68,12 @@ resumes where it stopped. Run apply on every node of the plan.
 
 --revision N restores etcd as it was at revision N: the newest backup at or
 before N whose captured log reaches N, then that log replayed up to N (the
-replay step). The restored etcd starts above the log's newest revision.`,
+replay step). The restored etcd starts above the log's newest revision.
+
+--at TIME restores etcd as it was at TIME: the last revision the agent saw at
+or before TIME, read from the captured log with --identity, then restored as
+--revision does. The plan prints that revision and the times the agent saw it
+and the one after it, between which TIME lies.`,
 	}
 	cmd.AddCommand(newRestorePlanCommand(g), newRestoreApplyCommand(g))
 	return cmd
@@ -74,11 +87,11 @@ func newRestorePlanCommand(g *globals) *cobra.Command {
 		Short: "Print the restore plan: every step of every node, in order",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			plan, _, err := buildRestorePlan(cmd, g, f)
+			pr, err := buildRestorePlan(cmd, g, f)
 			if err != nil {
 				return err
 			}
-			return printPlan(cmd, plan, output)
+			return printPlan(cmd, pr, output)
 		},
 	}
 	f.register(cmd)
@@ -99,23 +112,23 @@ func newRestoreApplyCommand(g *globals) *cobra.Command {
 			if node == "" {
 				return fmt.Errorf("--node is required: the name of this node in the plan")
 			}
-			plan, target, err := buildRestorePlan(cmd, g, f)
+			pr, err := buildRestorePlan(cmd, g, f)
 			if err != nil {
 				return err
 			}
-			env := &restore.Env{Plan: plan, Root: root, Target: target, WaitTimeout: wait, APIServer: apiServer}
+			env := &restore.Env{Plan: pr.plan, Root: root, Target: pr.target, WaitTimeout: wait, APIServer: apiServer}
 			if env.Log, err = g.logger(cmd.ErrOrStderr()); err != nil {
 				return err
 			}
 			if !dryRun {
-				if f.identity == "" {
-					return fmt.Errorf("--identity is required: the age identity file that decrypts the backup")
-				}
-				if env.Identities, err = crypto.LoadIdentities(f.identity, passphrase); err != nil {
+				if env.Identities, err = f.identities("--identity is required: the age identity file that decrypts the backup"); err != nil {
 					return err
 				}
 			}
 			out := cmd.OutOrStdout()
+			if pr.at != nil {
+				fmt.Fprintf(out, "point in time: %s\n", pr.at)
+			}
 			return restore.Apply(cmd.Context(), env, node, restore.ApplyOptions{
 				FromStep: fromStep, Until: until, Reset: reset, DryRun: dryRun,
 				Progress: func(s restore.Step, state string, err error) {
@@ -141,19 +154,40 @@ func newRestoreApplyCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-// buildRestorePlan resolves the backup on the target and builds the plan.
-func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore.Plan, storage.Target, error) {
-	backup := f.backup
-	if f.revision != 0 && !cmd.Flags().Changed("backup") {
-		backup = "" // --revision picks the backup
+// identities loads the --identity file once; why says what needs it.
+func (f *restoreFlags) identities(why string) ([]age.Identity, error) {
+	if f.ids != nil {
+		return f.ids, nil
 	}
-	b, err := resolveBackup(cmd, g, action.Ref{Cluster: f.cluster, Target: f.target, Backup: backup, Revision: f.revision}, f.before)
+	if f.identity == "" {
+		return nil, errors.New(why)
+	}
+	ids, err := crypto.LoadIdentities(f.identity, passphrase)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	f.ids = ids
+	return ids, nil
+}
+
+// plannedRestore is a plan and what it was made from.
+type plannedRestore struct {
+	plan   *restore.Plan
+	target storage.Target
+	// at, with --at, is the revision the time resolved to and the seen
+	// times that bound it.
+	at *catalog.PointInTime
+}
+
+// buildRestorePlan resolves the backup on the target and builds the plan.
+func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*plannedRestore, error) {
+	b, err := resolveBackup(cmd, g, f)
+	if err != nil {
+		return nil, err
 	}
 	nodes, err := parseNodes(f.nodes)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	o := restore.Options{
 		Target: b.TargetConfig.Name, Topology: f.topology, Nodes: nodes, Token: f.token, APIEndpoint: f.apiURL, RevisionBump: f.bump,
@@ -169,40 +203,71 @@ func buildRestorePlan(cmd *cobra.Command, g *globals, f *restoreFlags) (*restore
 			}
 		}
 	}
-	var plan *restore.Plan
+	pr := &plannedRestore{target: b.Target, at: b.at}
 	if b.Chain != nil {
-		plan, err = restore.BuildPlanAt(b.Chain, b.Revision, fromconfig.Source(b.TargetConfig), o)
+		pr.plan, err = restore.BuildPlanAt(b.Chain, b.Revision, fromconfig.Source(b.TargetConfig), o)
 	} else {
-		plan, err = restore.BuildPlan(b.Manifest, fromconfig.Source(b.TargetConfig), o)
+		pr.plan, err = restore.BuildPlan(b.Manifest, fromconfig.Source(b.TargetConfig), o)
 	}
-	return plan, b.Target, err
+	if err != nil {
+		return nil, err
+	}
+	return pr, nil
 }
 
 // resolvedBackup is a backup found on a configured target.
 type resolvedBackup struct {
 	env *action.Env
 	*action.Resolved
+	at *catalog.PointInTime
 }
 
 // resolveBackup finds the backup a restore or runbook works on: an ID,
 // latest, the newest taken before a time, among the trusted sets, or the
-// one whose captured log reaches a revision.
-func resolveBackup(cmd *cobra.Command, g *globals, ref action.Ref, before string) (*resolvedBackup, error) {
+// one whose captured log reaches a revision, given or found by time.
+func resolveBackup(cmd *cobra.Command, g *globals, f *restoreFlags) (*resolvedBackup, error) {
 	ctx := cmd.Context()
+	ref := action.Ref{Cluster: f.cluster, Target: f.target, Backup: f.backup, Revision: f.revision}
+	if (f.revision != 0 || f.at != "") && !cmd.Flags().Changed("backup") {
+		ref.Backup = "" // --revision and --at pick the backup
+	}
 	env, err := g.env(ctx, ref.Target, nil)
 	if err != nil {
 		return nil, err
 	}
-	if before != "" {
-		if ref.Before, err = time.Parse(time.RFC3339, before); err != nil {
-			return nil, fmt.Errorf("--before %q: want a time like 2026-11-24T20:00:00Z", before)
+	if f.before != "" {
+		if ref.Before, err = parseTime("--before", f.before); err != nil {
+			return nil, err
 		}
 	}
-	r, err := env.Resolve(ctx, ref)
-	if err != nil {
+	b := &resolvedBackup{env: env}
+	if f.at != "" {
+		at, err := parseTime("--at", f.at)
+		if err != nil {
+			return nil, err
+		}
+		ids, err := f.identities("--at needs --identity: the times revisions were seen are inside the encrypted log")
+		if err != nil {
+			return nil, err
+		}
+		if ref, b.at, err = env.RevisionAt(ctx, ref, at, ids); err != nil {
+			return nil, err
+		}
+	}
+	if b.Resolved, err = env.Resolve(ctx, ref); err != nil {
 		return nil, err
 	}
-	return &resolvedBackup{env: env, Resolved: r}, nil
+	return b, nil
+}
+
+// parseTime reads a time flag: RFC 3339, with a fraction of a second when
+// it matters (a seen time that kdr history printed).
+func parseTime(flag, s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s %q: want a time like 2026-11-24T20:00:00Z", flag, s)
+	}
+	return t, nil
 }
 
 // parseNodes reads NAME=IP[,PEER_URL,CLIENT_URL].
@@ -227,11 +292,19 @@ func parseNodes(specs []string) ([]restore.Node, error) {
 	return nodes, nil
 }
 
-func printPlan(cmd *cobra.Command, p *restore.Plan, output string) error {
+// planJSON is `kdr restore plan -o json`: the plan, and with --at the
+// revision the time resolved to.
+type planJSON struct {
+	*restore.Plan
+	At *catalog.PointInTime `json:"at,omitempty"`
+}
+
+func printPlan(cmd *cobra.Command, pr *plannedRestore, output string) error {
 	out := cmd.OutOrStdout()
+	p := pr.plan
 	switch output {
 	case "json":
-		return writeJSON(out, p)
+		return writeJSON(out, planJSON{Plan: p, At: pr.at})
 	case "text":
 	default:
 		return fmt.Errorf("-o %q: want text or json", output)
@@ -248,6 +321,9 @@ func printPlan(cmd *cobra.Command, p *restore.Plan, output string) error {
 			proof = fmt.Sprintf("proved against the HashKV recorded at revision %d", r.Proof.Revision)
 		}
 		fmt.Fprintf(out, "The log reaches revision %d; the restored etcd starts at %d or above; %s\n", p.LogEnd, p.MinRevision(), proof)
+		if pr.at != nil {
+			fmt.Fprintf(out, "Point in time: %s\n", pr.at)
+		}
 	} else {
 		fmt.Fprintf(out, "Restore of %s from backup %s (%s), revision %d, onto %s\n",
 			p.Cluster, p.BackupID, p.Created.Format(time.RFC3339), p.Revision, strings.Join(p.NodeNames(), ", "))

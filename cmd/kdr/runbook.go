@@ -49,11 +49,11 @@ beside the machines.`,
 					return fmt.Errorf("--out: %w", err)
 				}
 			}
-			plan, _, err := buildRestorePlan(cmd, g, f)
+			pr, err := buildRestorePlan(cmd, g, f)
 			if err != nil {
 				return err
 			}
-			return runRunbook(cmd.OutOrStdout(), plan, render, runbooks.Options{Paper: paper, Now: time.Now()}, out, force)
+			return runRunbook(cmd.OutOrStdout(), pr.plan, render, runbooks.Options{Paper: paper, Now: time.Now(), At: pr.at}, out, force)
 		},
 	}
 	f.register(cmd)
