@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,9 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kdr-io/kdr/action"
+	"github.com/kdr-io/kdr/capture"
 	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/drill"
+	"github.com/kdr-io/kdr/internal/testenv"
 	"github.com/kdr-io/kdr/manifest"
 	"github.com/kdr-io/kdr/snapshot"
+	"github.com/kdr-io/kdr/storage"
 )
 
 // TestMetricsCoverDeploy: every kdr_ series the shipped alert rules and
@@ -227,5 +233,156 @@ func TestKitFailureIsCountedNotFailed(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(a.m.failures.WithLabelValues("prod", "usb", reasonTarget)); got != 0 {
 		t.Errorf(`backup_failures_total{reason="target"} %v, want 0`, got)
+	}
+}
+
+// TestTargetEndsLag: how far each target is behind what the capture
+// received, in revisions and in the time the oldest of them waited.
+func TestTargetEndsLag(t *testing.T) {
+	now := time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC)
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	chain := capture.Status{Base: "b1", Targets: []string{"usb", "s3"}, Durable: 100, DurableSeen: ago(time.Minute)}
+	for _, tc := range []struct {
+		name   string
+		st     capture.Status
+		stored map[string][2]int64 // target -> last revision, seconds ago it was seen
+		target string
+		wait   time.Duration
+		revs   int64
+	}{
+		{"no chain yet", capture.Status{Received: 0}, nil, "usb", 0, 0},
+		{"all durable", with(chain, 100, time.Time{}), nil, "usb", 0, 0},
+		{"pending everywhere", with(chain, 130, ago(20*time.Second)), nil, "usb", 20 * time.Second, 30},
+		{"a target ahead waits since its last segment", with(chain, 130, ago(20*time.Second)), map[string][2]int64{"usb": {120, 5}}, "usb", 5 * time.Second, 10},
+		{"a target ahead, all stored", with(chain, 130, ago(20*time.Second)), map[string][2]int64{"usb": {130, 5}}, "usb", 0, 0},
+		{"a target behind the others", with(chain, 130, ago(20*time.Second)), map[string][2]int64{"usb": {130, 5}}, "s3", 20 * time.Second, 30},
+		// Outside the chain, never stored to: it lacks at least what the
+		// chain lacks.
+		{"a target outside the chain", with(chain, 130, ago(20*time.Second)), nil, "nfs", 20 * time.Second, 30},
+		{"outside the chain, stored before", with(chain, 130, ago(20*time.Second)), map[string][2]int64{"nfs": {90, 600}}, "nfs", 10 * time.Minute, 40},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e targetEnds
+			for target, s := range tc.stored {
+				e.stored(target, &manifest.SegmentHead{Last: s[0], SeenLast: ago(time.Duration(s[1]) * time.Second)})
+			}
+			wait, revs := e.lag(tc.target, tc.st, now)
+			if wait != tc.wait || revs != tc.revs {
+				t.Errorf("lag %v, %d revisions; want %v, %d", wait, revs, tc.wait, tc.revs)
+			}
+		})
+	}
+}
+
+// with is a capture status that received through received, the oldest
+// revision not durable everywhere since pending.
+func with(st capture.Status, received int64, pending time.Time) capture.Status {
+	st.Received, st.OldestPending = received, pending
+	return st
+}
+
+// TestPackRunsCounted: the pack loop's runs and segments, by result,
+// from zero for every configured target.
+func TestPackRunsCounted(t *testing.T) {
+	a, _ := newTestAgent(t, "@every 1h")
+	for _, r := range []string{packOK, packFailed} {
+		if got := testutil.ToFloat64(a.m.packRuns.WithLabelValues("prod", "usb", r)); got != 0 {
+			t.Errorf("pack runs %s before any: %v", r, got)
+		}
+	}
+	a.m.packRun("prod", "usb", 12, nil)
+	a.m.packRun("prod", "usb", 0, errors.New("target usb: disk full"))
+	ok, failed := testutil.ToFloat64(a.m.packRuns.WithLabelValues("prod", "usb", packOK)), testutil.ToFloat64(a.m.packRuns.WithLabelValues("prod", "usb", packFailed))
+	if packed := testutil.ToFloat64(a.m.packedSegments.WithLabelValues("prod", "usb")); ok != 1 || failed != 1 || packed != 12 {
+		t.Errorf("runs ok %v, failed %v, segments packed %v; want 1, 1, 12", ok, failed, packed)
+	}
+	if got := testutil.ToFloat64(a.m.rpoObjective.WithLabelValues("prod")); got != config.DefaultRPO.Seconds() {
+		t.Errorf("rpo objective %v, want the default %v", got, config.DefaultRPO.Seconds())
+	}
+	if got := testutil.ToFloat64(a.m.windowObjective.WithLabelValues("prod")); got != 0 {
+		t.Errorf("window objective %v, want 0: nothing promised", got)
+	}
+}
+
+// TestWindowInStatusAndMetrics: a check reads the window of a real
+// captured log, with its gap, into /status and the metrics; the replay
+// time comes from the newest drill that replayed a log.
+func TestWindowInStatusAndMetrics(t *testing.T) {
+	ctx := context.Background()
+	key := testenv.NewSigningKey(t)
+	a, path := newTestAgent(t, "@every 1h")
+	cfgText, _ := os.ReadFile(path)
+	os.WriteFile(path, regexp.MustCompile(`trustedKeys: \["[^"]+"\]`).ReplaceAll(cfgText, []byte(`trustedKeys: ["`+key.Public+`"]`)), 0o600)
+	if err := a.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := a.config()
+	usb, err := storage.NewLocal("usb", cfg.Targets[0].Local.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, _ := testenv.AgeKeys(t)
+	day := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	// set 100: 101..110; set 120: 121..130.
+	for i, rev := range []int64{100, 120} {
+		created := day.Add(time.Duration(i) * time.Hour)
+		m := &manifest.Manifest{FormatVersion: manifest.FormatVersion, KdrVersion: "test", ID: manifest.NewID(created, [3]byte{1, 2, byte(i)}),
+			Cluster: "prod", Created: created, Completed: created.Add(time.Second), Node: "cp1", Etcd: manifest.Etcd{Revision: rev, DBSize: 1 << 20},
+			Objects: []manifest.Object{{Name: manifest.EtcdObject, Kind: manifest.KindEtcdSnapshot,
+				PlainSize: 1 << 20, PlainSHA256: strings.Repeat("a", 64), Size: 1 << 19, SHA256: strings.Repeat("b", 64)}}}
+		raw, err := m.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := manifest.PutSigned(ctx, usb, manifest.Key("prod", m.ID, manifest.ManifestObject), raw, manifest.NamespaceManifest, key.Signer, storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var revs []manifest.LogRevision
+		for r := rev + 1; r <= rev+10; r++ {
+			revs = append(revs, manifest.LogRevision{Revision: r, Seen: created.Add(time.Duration(r-rev) * time.Second),
+				Events: []manifest.LogEvent{{Key: fmt.Appendf(nil, "/k/%d", r), Value: []byte("v"), CreateRevision: r, Version: 1}}})
+		}
+		log := &testenv.CapturedLog{Target: usb, Key: key, Recipients: rs, Base: m, BaseSum: manifest.Sum(raw)}
+		log.Append(t, revs, nil, nil)
+	}
+	// Drills: the newest restored a set as it is, the one before replayed.
+	for i, replay := range []*drill.ReplaySummary{{Revision: 125, Applied: 5, Segments: 1, Seconds: 42}, nil} {
+		id := manifest.NewID(day.Add(time.Duration(2+i)*time.Hour), [3]byte{9, 9, byte(i)})
+		b, err := json.Marshal(drill.Summary{ID: id, Backup: "x", Finished: day.Add(time.Duration(2+i) * time.Hour), Result: drill.Pass, Replay: replay})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := manifest.PutSigned(ctx, usb, "prod/drills/"+id+".json", b, manifest.NamespaceDrillReport, key.Signer, storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	a.refresh(ctx, cfg)
+	v := a.status().Backups["prod"]["usb"]
+	w := v.Window
+	if w == nil {
+		t.Fatalf("no window in /status: %+v", v)
+	}
+	if w.From.Revision != 100 || w.To.Revision != 130 || w.Contiguous.Revision != 120 || len(w.Gaps) != 1 || w.Gaps[0].First != 111 || w.Gaps[0].Last != 119 {
+		t.Errorf("window %d..%d from %d, gaps %+v; want 100..130 from 120, the gap 111..119", w.From.Revision, w.To.Revision, w.Contiguous.Revision, w.Gaps)
+	}
+	for _, c := range []struct {
+		g    *prometheus.GaugeVec
+		want float64
+	}{
+		{a.m.windowStart, float64(day.Unix())},
+		{a.m.windowEnd, float64(day.Add(time.Hour + 10*time.Second).Unix())},
+		{a.m.windowStartRevision, 100},
+		{a.m.windowEndRevision, 130},
+		{a.m.windowContiguousStart, float64(day.Add(time.Hour).Unix())},
+		{a.m.windowGaps, 1},
+		{a.m.logStart, float64(day.Add(time.Second).Unix())},
+	} {
+		if got := testutil.ToFloat64(c.g.WithLabelValues("prod", "usb")); got != c.want {
+			t.Errorf("%s = %v, want %v", c.g.WithLabelValues("prod", "usb").Desc(), got, c.want)
+		}
+	}
+	if got := testutil.ToFloat64(a.m.drillReplay.WithLabelValues("prod")); got != 42 {
+		t.Errorf("drill_replay_seconds %v, want 42 from the drill that replayed", got)
 	}
 }

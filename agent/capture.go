@@ -3,7 +3,10 @@ package agent
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kdr-io/kdr/action"
 	"github.com/kdr-io/kdr/capture"
@@ -79,7 +82,8 @@ func (a *Agent) captureLoop(ctx context.Context) {
 // captureCluster runs one cluster's capture until ctx ends.
 func (a *Agent) captureCluster(ctx context.Context, cfg *config.Config, c config.Cluster) {
 	log := a.log.With("cluster", c.Name)
-	cp, err := a.newCapture(ctx, cfg, c)
+	ends := &targetEnds{}
+	cp, err := a.newCapture(ctx, cfg, c, ends)
 	if err != nil {
 		log.Error("no capture of the log", "err", err)
 		a.m.captureFailures.WithLabelValues(c.Name, "", reasonConfig).Inc()
@@ -87,7 +91,11 @@ func (a *Agent) captureCluster(ctx context.Context, cfg *config.Config, c config
 	}
 	a.setCapture(c.Name, cp)
 	defer a.setCapture(c.Name, nil)
-	stopGauges := a.captureGauges(c.Name, cp)
+	targets := make([]string, len(cfg.Targets))
+	for i, t := range cfg.Targets {
+		targets[i] = t.Name
+	}
+	stopGauges := a.captureGauges(c.Name, cp, targets, ends)
 	defer stopGauges()
 	pause := retryPause
 	durable := cp.Status().Durable
@@ -121,7 +129,7 @@ func (a *Agent) captureCluster(ctx context.Context, cfg *config.Config, c config
 	}
 }
 
-func (a *Agent) newCapture(ctx context.Context, cfg *config.Config, c config.Cluster) (*capture.Capture, error) {
+func (a *Agent) newCapture(ctx context.Context, cfg *config.Config, c config.Cluster, ends *targetEnds) (*capture.Capture, error) {
 	env, err := action.Load(ctx, cfg, a.o.ConfigPath, "", a.log)
 	if err != nil {
 		return nil, err
@@ -147,6 +155,7 @@ func (a *Agent) newCapture(ctx context.Context, cfg *config.Config, c config.Clu
 		Stored: func(target string, h *manifest.SegmentHead, n int64) {
 			a.m.segments.WithLabelValues(c.Name, target).Inc()
 			a.m.segmentBytes.WithLabelValues(c.Name, target).Add(float64(n))
+			ends.stored(target, h)
 		},
 		Failed: func(target string, err error) {
 			reason := reasonTarget
@@ -201,20 +210,24 @@ func (a *Agent) captureStatus() map[string]capture.Status {
 	return out
 }
 
-// captureGauges keeps a cluster's capture gauges current until stopped.
-func (a *Agent) captureGauges(cluster string, cp *capture.Capture) (stop func()) {
+// captureGauges keeps a cluster's capture gauges current until stopped,
+// the lag per configured target. Stopped, it drops the lag: a replica
+// that no longer captures must not keep alerting on its last figures.
+func (a *Agent) captureGauges(cluster string, cp *capture.Capture, targets []string, ends *targetEnds) (stop func()) {
 	done := make(chan struct{})
 	update := func() {
 		st := cp.Status()
 		a.m.captureDurable.WithLabelValues(cluster).Set(float64(st.Durable))
-		lag := 0.0
-		if !st.OldestPending.IsZero() {
-			lag = time.Since(st.OldestPending).Seconds()
+		now := time.Now()
+		for _, t := range targets {
+			wait, revs := ends.lag(t, st, now)
+			a.m.captureLag.WithLabelValues(cluster, t).Set(wait.Seconds())
+			a.m.captureLagRevisions.WithLabelValues(cluster, t).Set(float64(revs))
 		}
-		a.m.captureLag.WithLabelValues(cluster).Set(lag)
-		a.m.captureLagRevisions.WithLabelValues(cluster).Set(float64(max(st.Received-st.Durable, 0)))
 	}
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {
@@ -226,5 +239,81 @@ func (a *Agent) captureGauges(cluster string, cp *capture.Capture) (stop func())
 			}
 		}
 	}()
-	return func() { close(done) }
+	return func() {
+		close(done)
+		<-stopped
+		a.m.captureLag.DeletePartialMatch(prometheus.Labels{"cluster": cluster})
+		a.m.captureLagRevisions.DeletePartialMatch(prometheus.Labels{"cluster": cluster})
+	}
+}
+
+// targetEnds follows where the log stands on each target: the last
+// revision a segment stored there holds, and when it was received.
+type targetEnds struct {
+	mu sync.Mutex
+	// base is the set of the chain the ends were last set from.
+	base string
+	ends map[string]logEnd
+}
+
+type logEnd struct {
+	rev  int64
+	seen time.Time
+}
+
+// stored records a segment stored on target.
+func (e *targetEnds) stored(target string, h *manifest.SegmentHead) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ends == nil {
+		e.ends = map[string]logEnd{}
+	}
+	if h.Last > e.ends[target].rev {
+		e.ends[target] = logEnd{h.Last, h.SeenLast}
+	}
+}
+
+// lag says how far target is behind what the capture received: the
+// revisions not stored there, and how long the oldest of them has
+// waited. A new chain's targets hold at least its durable end; a target
+// outside the chain stays where it was (or, never seen, where the chain
+// was when first asked) and falls behind, as it does.
+func (e *targetEnds) lag(target string, st capture.Status, now time.Time) (time.Duration, int64) {
+	if st.Base == "" {
+		return 0, 0 // no chain yet: nothing received
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ends == nil {
+		e.ends = map[string]logEnd{}
+	}
+	if st.Base != e.base {
+		e.base = st.Base
+		for _, t := range st.Targets {
+			// A target already further holds more: the chain before.
+			if e.ends[t].rev < st.Durable {
+				e.ends[t] = logEnd{st.Durable, st.DurableSeen}
+			}
+		}
+	}
+	end, ok := e.ends[target]
+	if !ok {
+		end = logEnd{st.Durable, now}
+		e.ends[target] = end
+	}
+	revs := max(st.Received-end.rev, 0)
+	if revs == 0 {
+		return 0, 0
+	}
+	// The capture knows when the oldest revision not durable everywhere
+	// came. For a target ahead of the others, the end of its last segment
+	// bounds the wait: the revision after it came later.
+	since := end.seen
+	if end.rev == st.Durable && !st.OldestPending.IsZero() || since.IsZero() {
+		since = st.OldestPending
+	}
+	if since.IsZero() {
+		return 0, revs
+	}
+	return max(now.Sub(since), 0), revs
 }

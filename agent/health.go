@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,9 @@ type health struct {
 	// manifests is the newest backup ID per cluster whose manifest was
 	// read into the metrics.
 	manifests map[string]string
+	// chains keeps what each set's log reaches, so a check reads only
+	// the sets whose objects changed since the last.
+	chains catalog.ChainCache
 }
 
 type targetHealth struct {
@@ -45,6 +49,10 @@ type setsView struct {
 	Taken   time.Time `json:"taken,omitzero"`
 	Oldest  string    `json:"oldest,omitempty"`
 	Error   string    `json:"error,omitempty"`
+	// Window is what a restore from the target reaches, as the last
+	// check read it; WindowError why the check could not.
+	Window      *catalog.Window `json:"window,omitempty"`
+	WindowError string          `json:"windowError,omitempty"`
 }
 
 func (h *health) target(name string) *targetHealth {
@@ -131,8 +139,9 @@ func (a *Agent) checkLoop(ctx context.Context) {
 }
 
 // refresh pings every target and reads what backups it holds: count,
-// oldest and newest per cluster. The newest backup's manifest, when it is
-// one the agent has not read, gives the etcd and certificate figures.
+// oldest and newest per cluster, and the window a restore reaches. The
+// newest backup's manifest, when it is one the agent has not read, gives
+// the etcd and certificate figures.
 func (a *Agent) refresh(parent context.Context, cfg *config.Config) {
 	// A target that does not answer within the interval counts as down.
 	ctx, cancel := context.WithTimeout(parent, cfg.Agent.CheckInterval)
@@ -197,24 +206,44 @@ func (a *Agent) readDrills(ctx context.Context, cfg *config.Config, trust *manif
 		if err != nil {
 			continue
 		}
-		for _, s := range hist {
-			if s.Result != drill.Fail {
-				a.recordDrill(c.Name, s)
-				break
-			}
+		if i := slices.IndexFunc(hist, func(s drill.Summary) bool { return s.Result != drill.Fail }); i >= 0 {
+			a.recordDrill(c.Name, hist[i])
+		}
+		// Most drills restore a set as it is: the replay time is the
+		// newest that replayed a log.
+		if i := slices.IndexFunc(hist, func(s drill.Summary) bool { return s.Result != drill.Fail && s.Replay != nil }); i >= 0 {
+			a.m.drillReplay.WithLabelValues(c.Name).Set(hist[i].Replay.Seconds)
 		}
 	}
 }
 
-// countSets exports one cluster's trusted sets on one target. Only a
-// set whose manifest a trusted key signed counts, so a planted set far in
-// the future cannot keep the backup-age alert quiet. A manifest verified
-// once is remembered by key, so a check reads only new sets.
+// countSets exports one cluster's trusted sets on one target, and the
+// window they and their logs make. Only a set whose manifest a trusted
+// key signed counts, so a planted set far in the future cannot keep the
+// backup-age alert quiet. A manifest verified once is remembered by key,
+// so a check reads only new sets.
 func (a *Agent) countSets(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string) setsView {
 	all, err := catalog.Sets(ctx, t, cluster)
 	if err != nil {
 		return setsView{Error: err.Error()}
 	}
+	v := a.countTrusted(ctx, t, trust, cluster, all)
+	w, err := catalog.ReadWindow(ctx, t, trust, cluster, catalog.WindowOptions{Sets: all, Cache: &a.health.chains})
+	switch {
+	case errors.Is(err, catalog.ErrNoBackup):
+		a.m.forgetWindow(cluster, t.Name())
+	case err != nil:
+		// The last figures stand: the target's health says it is down.
+		v.WindowError = err.Error()
+	default:
+		v.Window = w
+		a.m.recordWindow(w)
+	}
+	return v
+}
+
+// countTrusted counts the trusted complete sets among all.
+func (a *Agent) countTrusted(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string, all []catalog.Set) setsView {
 	var v setsView
 	var oldest, newest time.Time
 	for _, s := range all {

@@ -43,7 +43,9 @@ type Status struct {
 	Ready        bool      `json:"ready"`
 	NotReady     []string  `json:"notReady,omitempty"`
 	ConfigLoaded time.Time `json:"configLoaded"`
-	// Backups is cluster -> target -> the complete sets there.
+	// Backups is cluster -> target -> the complete sets there and the
+	// window they and their logs make (catalog.Window), refreshed every
+	// agent.checkInterval.
 	Backups map[string]map[string]setsView `json:"backups"`
 	Jobs    map[string]JobStatus           `json:"jobs"`
 	// Log is cluster -> what its capture of the log has done, on the leader.

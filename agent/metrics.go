@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/kdr-io/kdr/catalog"
 	"github.com/kdr-io/kdr/config"
 )
 
@@ -23,6 +24,12 @@ const (
 	reasonOther = "other"
 	// reasonLost counts segments another writer stored first.
 	reasonLost = "lost"
+)
+
+// Pack results, the values of the result label of kdr_log_pack_runs_total.
+const (
+	packOK     = "ok"
+	packFailed = "failed"
 )
 
 // metrics are the agent's series. Labels name clusters, targets, jobs and
@@ -46,6 +53,7 @@ type metrics struct {
 	drillLast     *prometheus.GaugeVec   // cluster
 	drillRTO      *prometheus.GaugeVec   // cluster
 	drillRPO      *prometheus.GaugeVec   // cluster
+	drillReplay   *prometheus.GaugeVec   // cluster
 	drillFailures *prometheus.CounterVec // cluster
 
 	segments            *prometheus.CounterVec // cluster, target
@@ -53,8 +61,22 @@ type metrics struct {
 	captureFailures     *prometheus.CounterVec // cluster, target, reason
 	fullSetRequests     *prometheus.CounterVec // cluster
 	captureDurable      *prometheus.GaugeVec   // cluster
-	captureLag          *prometheus.GaugeVec   // cluster
-	captureLagRevisions *prometheus.GaugeVec   // cluster
+	captureLag          *prometheus.GaugeVec   // cluster, target
+	captureLagRevisions *prometheus.GaugeVec   // cluster, target
+	packRuns            *prometheus.CounterVec // cluster, target, result
+	packedSegments      *prometheus.CounterVec // cluster, target
+
+	// The window, per cluster and target (catalog.Window), and the
+	// objectives alerts hold it to, per cluster.
+	windowStart           *prometheus.GaugeVec // cluster, target
+	windowEnd             *prometheus.GaugeVec // cluster, target
+	windowStartRevision   *prometheus.GaugeVec // cluster, target
+	windowEndRevision     *prometheus.GaugeVec // cluster, target
+	windowContiguousStart *prometheus.GaugeVec // cluster, target
+	windowGaps            *prometheus.GaugeVec // cluster, target
+	logStart              *prometheus.GaugeVec // cluster, target
+	rpoObjective          *prometheus.GaugeVec // cluster
+	windowObjective       *prometheus.GaugeVec // cluster
 
 	jobRuns    *prometheus.CounterVec // job, result
 	jobSkipped *prometheus.CounterVec // job
@@ -92,6 +114,7 @@ func newMetrics() *metrics {
 		drillLast:     gauge("drill_last_success_timestamp_seconds", "When the last successful drill ran; 0 when none has.", "cluster"),
 		drillRTO:      gauge("drill_rto_seconds", "Recovery time measured by the last successful drill.", "cluster"),
 		drillRPO:      gauge("drill_rpo_seconds", "Age of the backup the last successful drill restored.", "cluster"),
+		drillReplay:   gauge("drill_replay_seconds", "How long the replay of the captured log took in the newest successful drill to a revision.", "cluster"),
 		drillFailures: counter("drill_failures_total", "Drills that failed.", "cluster"),
 
 		segments:            counter("log_segments_total", "Segments of the captured log stored on the target.", "cluster", "target"),
@@ -99,8 +122,20 @@ func newMetrics() *metrics {
 		captureFailures:     counter("log_failures_total", "Segments a target did not store, or capture runs that stopped (empty target), by reason.", "cluster", "target", "reason"),
 		fullSetRequests:     counter("log_full_set_requests_total", "Full backups the capture asked for because the log could not go on.", "cluster"),
 		captureDurable:      gauge("log_durable_revision", "Last etcd revision the captured log holds on every target it writes.", "cluster"),
-		captureLag:          gauge("log_lag_seconds", "How long the oldest captured revision not yet stored everywhere has waited; 0 when none waits.", "cluster"),
-		captureLagRevisions: gauge("log_lag_revisions", "Revisions received from etcd and not yet stored everywhere.", "cluster"),
+		captureLag:          gauge("log_lag_seconds", "How long the oldest captured revision not yet stored on the target has waited; 0 when none waits. Exported by the replica that captures.", "cluster", "target"),
+		captureLagRevisions: gauge("log_lag_revisions", "Revisions received from etcd and not yet stored on the target.", "cluster", "target"),
+		packRuns:            counter("log_pack_runs_total", "Runs that packed closed segments of the captured log into larger objects, by result (ok or failed).", "cluster", "target", "result"),
+		packedSegments:      counter("log_packed_segments_total", "Segments of the captured log packed into larger objects.", "cluster", "target"),
+
+		windowStart:           gauge("log_window_start_timestamp_seconds", "When the oldest revision a restore from the target reaches was seen: its oldest set's creation.", "cluster", "target"),
+		windowEnd:             gauge("log_window_end_timestamp_seconds", "When the newest revision a restore from the target reaches was seen.", "cluster", "target"),
+		windowStartRevision:   gauge("log_window_start_revision", "The oldest revision a restore from the target reaches.", "cluster", "target"),
+		windowEndRevision:     gauge("log_window_end_revision", "The newest revision a restore from the target reaches.", "cluster", "target"),
+		windowContiguousStart: gauge("log_window_contiguous_start_timestamp_seconds", "When the first revision of the newest stretch without a gap, which ends at the window's end, was seen.", "cluster", "target"),
+		windowGaps:            gauge("log_window_gaps", "Gaps in the window the log should hold and does not (not counting sets older than the log, which restore at their own revision alone).", "cluster", "target"),
+		logStart:              gauge("log_start_timestamp_seconds", "When the oldest revision a segment on the target holds was seen: since when the log has run there.", "cluster", "target"),
+		rpoObjective:          gauge("log_rpo_objective_seconds", "agent.capture.rpo: how old the newest durable revision may be; 0 when the capture is off.", "cluster"),
+		windowObjective:       gauge("log_window_objective_seconds", "agent.capture.window: how far back every revision is promised to restore; 0 when nothing is promised.", "cluster"),
 
 		jobRuns:    counter("job_runs_total", "Scheduled runs that finished, by job and result.", "job", "result"),
 		jobSkipped: counter("job_skipped_total", "Scheduled runs skipped because the previous run of the job was still going.", "job"),
@@ -119,10 +154,15 @@ func newMetrics() *metrics {
 
 // own lists the kdr_ collectors.
 func (m *metrics) own() []prometheus.Collector {
-	return []prometheus.Collector{m.lastSuccess, m.duration, m.written, m.failures, m.dbSize, m.revision, m.backups,
+	cs := []prometheus.Collector{m.lastSuccess, m.duration, m.written, m.failures, m.dbSize, m.revision, m.backups,
 		m.oldest, m.newest, m.certExpiry, m.targetUp, m.pruned, m.drillLast, m.drillRTO, m.drillRPO, m.drillFailures,
 		m.jobRuns, m.jobSkipped, m.nextRun, m.catchUps, m.leader, m.reloadOK,
-		m.segments, m.segmentBytes, m.captureFailures, m.fullSetRequests, m.captureDurable, m.captureLag, m.captureLagRevisions}
+		m.segments, m.segmentBytes, m.captureFailures, m.fullSetRequests, m.captureDurable, m.captureLag, m.captureLagRevisions,
+		m.drillReplay, m.packRuns, m.packedSegments, m.rpoObjective, m.windowObjective}
+	for _, v := range m.windowVecs() {
+		cs = append(cs, v)
+	}
+	return cs
 }
 
 // zero creates the series of cfg's clusters and targets at 0, so the first
@@ -156,7 +196,18 @@ func (m *metrics) zero(cfg *config.Config) {
 			for _, r := range []string{reasonTarget, reasonLost} {
 				m.captureFailures.WithLabelValues(c.Name, t, r)
 			}
+			m.packedSegments.WithLabelValues(c.Name, t)
+			for _, r := range []string{packOK, packFailed} {
+				m.packRuns.WithLabelValues(c.Name, t, r)
+			}
 		}
+		// No capture, no promise: the log's alerts compare with these.
+		rpo, window := 0.0, 0.0
+		if cc := cfg.Agent.Capture; cc.On() {
+			rpo, window = cc.RPO.Seconds(), cc.Window.Seconds()
+		}
+		m.rpoObjective.WithLabelValues(c.Name).Set(rpo)
+		m.windowObjective.WithLabelValues(c.Name).Set(window)
 	}
 	for _, t := range cfg.Targets {
 		m.targetUp.WithLabelValues(t.Name)
@@ -194,7 +245,53 @@ type partialDeleter interface {
 }
 
 func (m *metrics) vecs() []partialDeleter {
-	return []partialDeleter{m.lastSuccess, m.duration, m.written, m.failures, m.dbSize, m.revision, m.backups,
+	vs := []partialDeleter{m.lastSuccess, m.duration, m.written, m.failures, m.dbSize, m.revision, m.backups,
 		m.oldest, m.newest, m.certExpiry, m.targetUp, m.pruned, m.drillLast, m.drillRTO, m.drillRPO, m.drillFailures,
-		m.segments, m.segmentBytes, m.captureFailures, m.fullSetRequests, m.captureDurable, m.captureLag, m.captureLagRevisions}
+		m.segments, m.segmentBytes, m.captureFailures, m.fullSetRequests, m.captureDurable, m.captureLag, m.captureLagRevisions,
+		m.drillReplay, m.packRuns, m.packedSegments, m.rpoObjective, m.windowObjective}
+	for _, v := range m.windowVecs() {
+		vs = append(vs, v)
+	}
+	return vs
+}
+
+// windowVecs are the series of the window of a cluster on a target.
+func (m *metrics) windowVecs() []*prometheus.GaugeVec {
+	return []*prometheus.GaugeVec{m.windowStart, m.windowEnd, m.windowStartRevision, m.windowEndRevision,
+		m.windowContiguousStart, m.windowGaps, m.logStart}
+}
+
+// recordWindow exports what a restore from a target reaches of a cluster.
+func (m *metrics) recordWindow(w *catalog.Window) {
+	c, t := w.Cluster, w.Target
+	m.windowStart.WithLabelValues(c, t).Set(float64(w.From.Time.Unix()))
+	m.windowEnd.WithLabelValues(c, t).Set(float64(w.To.Time.Unix()))
+	m.windowStartRevision.WithLabelValues(c, t).Set(float64(w.From.Revision))
+	m.windowEndRevision.WithLabelValues(c, t).Set(float64(w.To.Revision))
+	m.windowContiguousStart.WithLabelValues(c, t).Set(float64(w.Contiguous.Time.Unix()))
+	m.windowGaps.WithLabelValues(c, t).Set(float64(w.Lost()))
+	if w.LogFrom != nil {
+		m.logStart.WithLabelValues(c, t).Set(float64(w.LogFrom.Time.Unix()))
+	} else {
+		m.logStart.DeleteLabelValues(c, t)
+	}
+}
+
+// forgetWindow drops the window of a cluster on a target that holds no
+// trusted set of it any more.
+func (m *metrics) forgetWindow(cluster, target string) {
+	for _, v := range m.windowVecs() {
+		v.DeleteLabelValues(cluster, target)
+	}
+}
+
+// packRun counts a run that packed closed segments of a cluster's log on
+// a target: packed segments when it worked, a failure when err is set.
+func (m *metrics) packRun(cluster, target string, packed int, err error) {
+	if err != nil {
+		m.packRuns.WithLabelValues(cluster, target, packFailed).Inc()
+		return
+	}
+	m.packRuns.WithLabelValues(cluster, target, packOK).Inc()
+	m.packedSegments.WithLabelValues(cluster, target).Add(float64(packed))
 }

@@ -38,27 +38,46 @@ import (
 // kdr_ name the dashboard and the alerts use must be one of these (or a
 // histogram's _bucket, _sum or _count).
 var agentMetrics = map[string]string{
-	"kdr_backup_last_success_timestamp_seconds": "gauge",
-	"kdr_backup_duration_seconds":               "histogram",
-	"kdr_backup_bytes_written_total":            "counter",
-	"kdr_backup_failures_total":                 "counter",
-	"kdr_etcd_db_size_bytes":                    "gauge",
-	"kdr_etcd_revision":                         "gauge",
-	"kdr_backups":                               "gauge",
-	"kdr_backup_oldest_timestamp_seconds":       "gauge",
-	"kdr_backup_newest_timestamp_seconds":       "gauge",
-	"kdr_certificate_expiry_timestamp_seconds":  "gauge",
-	"kdr_target_up":                             "gauge",
-	"kdr_drill_last_success_timestamp_seconds":  "gauge",
-	"kdr_drill_rto_seconds":                     "gauge",
-	"kdr_drill_rpo_seconds":                     "gauge",
-	"kdr_drill_failures_total":                  "counter",
-	"kdr_job_runs_total":                        "counter",
-	"kdr_job_skipped_total":                     "counter",
-	"kdr_job_next_run_timestamp_seconds":        "gauge",
-	"kdr_leader":                                "gauge",
-	"kdr_config_last_reload_successful":         "gauge",
-	"kdr_prune_deleted_total":                   "counter",
+	"kdr_backup_last_success_timestamp_seconds":         "gauge",
+	"kdr_backup_duration_seconds":                       "histogram",
+	"kdr_backup_bytes_written_total":                    "counter",
+	"kdr_backup_failures_total":                         "counter",
+	"kdr_etcd_db_size_bytes":                            "gauge",
+	"kdr_etcd_revision":                                 "gauge",
+	"kdr_backups":                                       "gauge",
+	"kdr_backup_oldest_timestamp_seconds":               "gauge",
+	"kdr_backup_newest_timestamp_seconds":               "gauge",
+	"kdr_certificate_expiry_timestamp_seconds":          "gauge",
+	"kdr_target_up":                                     "gauge",
+	"kdr_drill_last_success_timestamp_seconds":          "gauge",
+	"kdr_drill_rto_seconds":                             "gauge",
+	"kdr_drill_rpo_seconds":                             "gauge",
+	"kdr_drill_failures_total":                          "counter",
+	"kdr_job_runs_total":                                "counter",
+	"kdr_job_skipped_total":                             "counter",
+	"kdr_job_next_run_timestamp_seconds":                "gauge",
+	"kdr_leader":                                        "gauge",
+	"kdr_config_last_reload_successful":                 "gauge",
+	"kdr_prune_deleted_total":                           "counter",
+	"kdr_log_segments_total":                            "counter",
+	"kdr_log_bytes_written_total":                       "counter",
+	"kdr_log_failures_total":                            "counter",
+	"kdr_log_full_set_requests_total":                   "counter",
+	"kdr_log_durable_revision":                          "gauge",
+	"kdr_log_lag_seconds":                               "gauge",
+	"kdr_log_lag_revisions":                             "gauge",
+	"kdr_log_pack_runs_total":                           "counter",
+	"kdr_log_packed_segments_total":                     "counter",
+	"kdr_log_window_start_timestamp_seconds":            "gauge",
+	"kdr_log_window_end_timestamp_seconds":              "gauge",
+	"kdr_log_window_start_revision":                     "gauge",
+	"kdr_log_window_end_revision":                       "gauge",
+	"kdr_log_window_contiguous_start_timestamp_seconds": "gauge",
+	"kdr_log_window_gaps":                               "gauge",
+	"kdr_log_start_timestamp_seconds":                   "gauge",
+	"kdr_log_rpo_objective_seconds":                     "gauge",
+	"kdr_log_window_objective_seconds":                  "gauge",
+	"kdr_drill_replay_seconds":                          "gauge",
 }
 
 const (
@@ -717,7 +736,8 @@ func TestDashboard(t *testing.T) {
 }
 
 // alerts are the rules of the PrometheusRule, by name.
-var alerts = []string{"KdrBackupTooOld", "KdrBackupFailing", "KdrDrillOverdue", "KdrCertificateExpiringSoon", "KdrTargetUnreachable"}
+var alerts = []string{"KdrBackupTooOld", "KdrBackupFailing", "KdrDrillOverdue", "KdrCertificateExpiringSoon", "KdrTargetUnreachable",
+	"KdrLogLagging", "KdrLogGap", "KdrLogWindowShort", "KdrLogPackFailing"}
 
 func TestAlertRules(t *testing.T) {
 	o := findObject(t, kustomize(t, "default"), "PrometheusRule", "kdr")

@@ -73,6 +73,8 @@ var checks = []Check{
 	{ID: "etcd-fragmentation", About: "free space inside the etcd database that a defrag gives back", live: true, grade: gradeFragmentation},
 	{ID: "etcd-leader-changes", About: "every member reachable, agreeing on one leader and raft term", live: true, grade: gradeLeader},
 	{ID: "backup-age", About: "the newest complete backup on each target against schedule.backup", grade: gradeBackupAge},
+	{ID: "log-rpo", About: "the age of the newest revision the captured log holds on each target against agent.capture.rpo", grade: gradeLogRPO},
+	{ID: "log-window", About: "how far back every revision restores on each target against agent.capture.window", grade: gradeLogWindow},
 	{ID: "targets-failure-domains", About: "targets on offline media and remote storage both", grade: gradeFailureDomains},
 	{ID: "object-lock", About: "S3 buckets with Object Lock that retains every backup, so a stolen credential cannot delete them", grade: gradeObjectLock},
 	{ID: "drill", About: "the newest restore drill: its result and its age", grade: gradeDrill},
@@ -90,7 +92,9 @@ func Checks() []Check { return slices.Clone(checks) }
 type facts struct {
 	now time.Time
 	// schedule is the backup cron expression.
-	schedule      string
+	schedule string
+	// capture is the agent's capture of the log, with its objectives.
+	capture       config.Capture
 	targets       []config.Target
 	recipients    int
 	recipientsErr error
@@ -143,6 +147,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 		f := &facts{
 			now:           now,
 			schedule:      cfg.Schedule.Backup,
+			capture:       cfg.Agent.Capture,
 			targets:       cfg.Targets,
 			recipients:    len(rs),
 			recipientsErr: rerr,

@@ -42,6 +42,10 @@ type storeFacts struct {
 	// drillErr says why.
 	lastDrill *drill.Summary
 	drillErr  error
+	// window is what a restore from the target reaches, nil when it
+	// holds no trusted set or could not be read; windowErr says why not.
+	window    *catalog.Window
+	windowErr error
 }
 
 // certFacts are the certificates the newest backup recorded.
@@ -129,6 +133,9 @@ func readTargets(ctx context.Context, trust *manifest.Trust, targets []opened, c
 		}
 		s.newest, s.err = newestBackup(ctx, o.t, trust, cluster)
 		s.lastDrill, s.drillErr = newestDrill(ctx, o.t, trust, cluster)
+		if s.err == nil && s.newest != "" {
+			s.window, s.windowErr = catalog.ReadWindow(ctx, o.t, trust, cluster, catalog.WindowOptions{})
+		}
 	}
 	var cf certFacts
 	for _, s := range stores {

@@ -100,6 +100,9 @@ type Summary struct {
 	Result     Grade     `json:"result"`
 	RTOSeconds float64   `json:"rtoSeconds"`
 	RPOSeconds float64   `json:"rpoSeconds"`
+	// Replay is what the drill's replay of the log did, nil for a drill
+	// of a set as it is.
+	Replay *ReplaySummary `json:"replay,omitempty"`
 }
 
 func (r *Report) add(c Check) { r.Checks = append(r.Checks, c) }

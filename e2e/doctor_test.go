@@ -45,6 +45,9 @@ func TestDoctor(t *testing.T) {
 		"etcd-fragmentation":  "pass",
 		"etcd-leader-changes": "pass",
 		"backup-age":          "pass",
+		// The capture is on by default, and no agent wrote a log.
+		"log-rpo":    "fail",
+		"log-window": "pass",
 		// usb alone is one failure domain.
 		"targets-failure-domains": "warn",
 		"object-lock":             "pass",
@@ -91,7 +94,7 @@ func TestDoctor(t *testing.T) {
 			t.Errorf("no line %q\n%s", line, r)
 		}
 	}
-	mustContain(t, "the error line", failureLine(t, r), "doctor: 2 check(s) fail, 4 warn")
+	mustContain(t, "the error line", failureLine(t, r), "doctor: 3 check(s) fail, 4 warn")
 
 	// Not a grade: the doctor could not run.
 	r = w.kdr(t, cfg, "doctor", "--cluster", "staging")
