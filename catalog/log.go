@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"time"
 
@@ -22,12 +21,16 @@ var ErrGap = manifest.ErrGap
 
 // Segment is one trusted segment of a chain.
 type Segment struct {
+	// Key is the head's key as a loose object, which names the segment
+	// even once it is packed.
 	Key  string
 	Head *manifest.SegmentHead
 	// Sum is the sha256 of the head's bytes.
 	Sum string
-	// Stored is when the target stored the head.
+	// Stored is when the target stored the head (or its pack's index).
 	Stored time.Time
+	// Pack, when set, is where the segment is packed.
+	Pack *PackRef
 }
 
 // Chain is the captured log that continues one full set on one target,
@@ -46,6 +49,12 @@ type Chain struct {
 	// Claimed, when set, is a head key whose signature is stored without
 	// the head: a writer died between the two, or is writing it now.
 	Claimed *storage.ObjectInfo
+	// Leftovers are the keys of loose objects that a pack in the chain
+	// copies: a pack run that stopped before removing them, or a stale
+	// writer's. Readers ignore them; the next pack run removes them.
+	Leftovers []string
+	// packed are the revisions of the packs the chain reads.
+	packed [][2]int64
 }
 
 // End is the last revision the chain reaches.
@@ -95,9 +104,21 @@ func (c *Chain) Proof(rev int64) *manifest.LogHash {
 
 // ReadChain reads the heads of the log continuing base on t, verifying
 // each against trust and linking it to the one before, and stops at the
-// first that is not whole, saying why in Chain.Broken. Only a failure to
-// list or read the target is an error.
+// first that is not whole, saying why in Chain.Broken. Packed segments
+// are read from their pack's index; loose objects a pack copies are left
+// out of the chain (Chain.Leftovers). Only a failure to list or read the
+// target is an error.
 func ReadChain(ctx context.Context, t storage.Target, trust *manifest.Trust, base *manifest.Manifest, baseSum string) (*Chain, error) {
+	c, err := readChain(ctx, t, trust, base, baseSum)
+	if errors.Is(err, storage.ErrNotExist) {
+		// A head listed and gone before it was read: a pack took it
+		// since. The listing again finds the pack.
+		c, err = readChain(ctx, t, trust, base, baseSum)
+	}
+	return c, err
+}
+
+func readChain(ctx context.Context, t storage.Target, trust *manifest.Trust, base *manifest.Manifest, baseSum string) (*Chain, error) {
 	c := &Chain{Target: t.Name(), Base: base, BaseSum: baseSum}
 	switch pruned, err := LogPruned(ctx, t, trust, base, baseSum); {
 	case err != nil:
@@ -106,44 +127,46 @@ func ReadChain(ctx context.Context, t storage.Target, trust *manifest.Trust, bas
 		// Removed by prune on purpose: an empty chain, not a broken one.
 		return c, nil
 	}
-	prefix := manifest.LogPrefix(base.Cluster, base.ID)
-	heads := map[int64]time.Time{}
-	claims := map[int64]storage.ObjectInfo{}
-	var firsts []int64
-	err := t.List(ctx, prefix, func(oi storage.ObjectInfo) error {
-		if first, ok := manifest.ParseHeadKey(prefix, oi.Key); ok {
-			heads[first] = oi.Modified
-			firsts = append(firsts, first)
-		} else if first, ok := manifest.ParseHeadKey(prefix, trimSig(oi.Key)); ok {
-			claims[first] = oi
-		}
-		return nil
-	})
+	l, err := listLog(ctx, t, base)
 	if err != nil {
-		return nil, fmt.Errorf("list %s on target %s: %w", prefix, t.Name(), err)
+		return nil, err
 	}
-	sort.Slice(firsts, func(i, j int) bool { return firsts[i] < firsts[j] })
 	next := base.Etcd.Revision + 1
 	var prev *Segment
 	broken := func(key string, err error, format string, args ...any) {
 		c.Broken = &Problem{Target: t.Name(), Object: key, Reason: fmt.Sprintf(format, args...), Err: err}
 	}
-	for _, first := range firsts {
-		key := manifest.SegmentHeadKey(base.Cluster, base.ID, first)
-		if first != next {
-			what := "overlaps the segment before"
-			if first > next {
-				what = fmt.Sprintf("revisions %d..%d are missing before it", next, first-1)
+	for c.Broken == nil {
+		var packErr *Problem
+		if p, ok := l.packs[next]; ok {
+			segs, err := readPack(ctx, t, trust, base, baseSum, p, prev)
+			if err == nil {
+				c.Segments = append(c.Segments, segs...)
+				prev = &c.Segments[len(c.Segments)-1]
+				next = prev.Head.Last + 1
+				c.packed = append(c.packed, [2]int64{p.first, p.last})
+				continue
 			}
-			broken(key, ErrGap, "segment starting at %d: %s", first, what)
+			if !IsForeign(err) && !errors.Is(err, manifest.ErrInvalid) && !errors.Is(err, ErrChain) && !errors.Is(err, ErrForeign) {
+				return nil, err
+			}
+			packErr = &Problem{Target: t.Name(), Object: p.key, Reason: err.Error(), Err: err}
+		}
+		if _, ok := l.heads[next]; !ok {
+			if packErr != nil {
+				c.Broken = packErr
+			} else if after := l.firstAfter(next); after > 0 {
+				broken(manifest.SegmentHeadKey(base.Cluster, base.ID, after), ErrGap, "segment starting at %d: revisions %d..%d are missing before it", after, next, after-1)
+			}
 			break
 		}
+		key := manifest.SegmentHeadKey(base.Cluster, base.ID, next)
 		h, sum, err := manifest.ReadSegmentHead(ctx, t, key, trust)
 		if err != nil && !IsForeign(err) {
 			return nil, err
 		}
-		if err == nil && h.First != first {
-			err = fmt.Errorf("%w: the head of segment %d..%d is stored as the segment starting at %d", manifest.ErrInvalid, h.First, h.Last, first)
+		if err == nil && h.First != next {
+			err = fmt.Errorf("%w: the head of segment %d..%d is stored as the segment starting at %d", manifest.ErrInvalid, h.First, h.Last, next)
 		}
 		if err == nil {
 			err = linkSegment(h, base, c.BaseSum, prev)
@@ -152,16 +175,18 @@ func ReadChain(ctx context.Context, t storage.Target, trust *manifest.Trust, bas
 			broken(key, err, "%v", err)
 			break
 		}
-		c.Segments = append(c.Segments, Segment{Key: key, Head: h, Sum: sum, Stored: heads[first]})
+		c.Segments = append(c.Segments, Segment{Key: key, Head: h, Sum: sum, Stored: l.heads[next]})
 		prev = &c.Segments[len(c.Segments)-1]
 		next = h.Last + 1
 	}
-	if oi, ok := claims[next]; ok && heads[next].IsZero() {
-		c.Claimed = &oi
+	c.overlaps(l)
+	if oi, ok := l.claims[c.End()+1]; ok {
+		if _, head := l.heads[c.End()+1]; !head {
+			c.Claimed = &oi
+		}
 	}
 	return c, nil
 }
-
 func trimSig(key string) string { return key[:len(key)-min(len(key), len(".sig"))] }
 
 // linkSegment checks that a trusted head belongs where it is stored:
@@ -191,21 +216,15 @@ const maxSegmentRead = manifest.MaxSegmentPlain * 2
 // comes only once the plaintext matched the head's record too; a caller
 // that stops before it closes the decoder.
 func OpenSegment(ctx context.Context, t storage.Target, s Segment, ids []age.Identity) (*manifest.LogReader, error) {
-	h := s.Head
-	key := manifest.SegmentBodyKey(h.Cluster, h.Base.ID, h.First, h.Last)
-	stored, err := manifest.ReadBounded(ctx, t, key, min(h.Body.Size, maxSegmentRead))
-	if errors.Is(err, manifest.ErrInvalid) {
-		err = fmt.Errorf("%w: more than the %d bytes its head records", ErrDamaged, h.Body.Size)
-	}
-	if errors.Is(err, storage.ErrNotExist) {
-		err = fmt.Errorf("%w: %w", ErrMissing, err)
-	}
+	return NewSegmentStore(t).Open(ctx, s, ids)
+}
+
+// Open is OpenSegment through the store.
+func (st *SegmentStore) Open(ctx context.Context, s Segment, ids []age.Identity) (*manifest.LogReader, error) {
+	h, t := s.Head, st.t
+	stored, err := st.Body(ctx, s)
 	if err != nil {
-		return nil, fmt.Errorf("segment %d..%d: %w", h.First, h.Last, err)
-	}
-	sr := manifest.NewStoredReader(bytes.NewReader(stored), h.Body)
-	if err := sr.Check(); err != nil {
-		return nil, fmt.Errorf("segment %d..%d on target %s: %w", h.First, h.Last, t.Name(), err)
+		return nil, err
 	}
 	or, err := manifest.OpenObject(manifest.NewStoredReader(bytes.NewReader(stored), h.Body), ids, manifest.ReadOptions{})
 	if err != nil {
@@ -313,12 +332,13 @@ func VerifyLog(ctx context.Context, t storage.Target, trust *manifest.Trust, clu
 		rep.problem("", err, "log: %v", err)
 		return rep
 	}
+	store := NewSegmentStore(t)
 	for i, s := range c.Segments {
 		var err error
 		if len(ids) > 0 {
 			_, err = ReadSegment(ctx, t, s, ids, nil)
 		} else {
-			err = checkBody(ctx, t, s)
+			_, err = store.Body(ctx, s)
 		}
 		if err != nil {
 			rep.problem(segmentObject(s.Key), err, "%v (the log is restorable to revision %d)", err, s.Head.First-1)
@@ -333,24 +353,6 @@ func VerifyLog(ctx context.Context, t storage.Target, trust *manifest.Trust, clu
 		rep.checked("log: revisions %d..%d in %d segments", c.Segments[0].Head.First, c.End(), n)
 	}
 	return rep
-}
-
-// checkBody holds a body's stored bytes to its head's record.
-func checkBody(ctx context.Context, t storage.Target, s Segment) error {
-	h := s.Head
-	key := manifest.SegmentBodyKey(h.Cluster, h.Base.ID, h.First, h.Last)
-	rc, err := t.Get(ctx, key)
-	if errors.Is(err, storage.ErrNotExist) {
-		return fmt.Errorf("segment %d..%d: %w: %w", h.First, h.Last, ErrMissing, err)
-	}
-	if err != nil {
-		return fmt.Errorf("segment %d..%d: %w", h.First, h.Last, err)
-	}
-	defer rc.Close()
-	if err := manifest.NewStoredReader(rc, h.Body).Check(); err != nil {
-		return fmt.Errorf("segment %d..%d: %w", h.First, h.Last, err)
-	}
-	return nil
 }
 
 // segmentObject names a segment's key within its set, as problems name

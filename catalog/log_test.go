@@ -14,7 +14,8 @@ import (
 )
 
 // writeLog stores n segments of per revisions each after the set, signed
-// by signer, as the capture does, and returns their head keys.
+// by signer, as the capture does, one a minute, and returns their head
+// keys.
 func (f *fixture) writeLog(tg storage.Target, b builtSet, n, per int, signer *manifest.Signer) []string {
 	f.t.Helper()
 	ctx := context.Background()
@@ -65,6 +66,7 @@ func (f *fixture) writeLog(tg storage.Target, b builtSet, n, per int, signer *ma
 		keys = append(keys, key)
 		prev = h.Link(manifest.Sum(raw))
 		next = last + 1
+		seen = seen.Add(time.Minute)
 	}
 	return keys
 }

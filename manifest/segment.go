@@ -141,6 +141,21 @@ func ParseHeadKey(prefix, key string) (first int64, ok bool) {
 	return first, true
 }
 
+// ParseBodyKey returns the first revision of a body key of the chain
+// under prefix; ok is false for any other key.
+func ParseBodyKey(prefix, key string) (first int64, ok bool) {
+	name, found := strings.CutPrefix(key, prefix)
+	if !found {
+		return 0, false
+	}
+	name, found = strings.CutSuffix(name, bodySuffix)
+	if !found || len(name) != 2*revisionDigits+1 || name[revisionDigits] != '-' {
+		return 0, false
+	}
+	first, err := strconv.ParseInt(name[:revisionDigits], 10, 64)
+	return first, err == nil && first > 0
+}
+
 // Marshal renders the head as stored.
 func (h *SegmentHead) Marshal() ([]byte, error) {
 	b, err := json.MarshalIndent(h, "", "  ")

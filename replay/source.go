@@ -12,17 +12,17 @@ import (
 
 // targetSource reads a chain's segments from a target.
 type targetSource struct {
-	t    storage.Target
-	segs []catalog.Segment
-	ids  []age.Identity
-	next int
+	store *catalog.SegmentStore
+	segs  []catalog.Segment
+	ids   []age.Identity
+	next  int
 }
 
-// Segments is the Source of segs on t: each body read, checked against
-// its head and decrypted with ids when the replay asks for it, so one
-// body is in memory at a time.
+// Segments is the Source of segs on t, loose or packed: each body read,
+// checked against its head and decrypted with ids when the replay asks
+// for it, so one body is in memory at a time.
 func Segments(t storage.Target, segs []catalog.Segment, ids []age.Identity) Source {
-	return &targetSource{t: t, segs: segs, ids: ids}
+	return &targetSource{store: catalog.NewSegmentStore(t), segs: segs, ids: ids}
 }
 
 func (s *targetSource) Next(ctx context.Context) (*Segment, error) {
@@ -31,7 +31,7 @@ func (s *targetSource) Next(ctx context.Context) (*Segment, error) {
 	}
 	seg := s.segs[s.next]
 	s.next++
-	body, err := catalog.OpenSegment(ctx, s.t, seg, s.ids)
+	body, err := s.store.Open(ctx, seg, s.ids)
 	if err != nil {
 		return nil, err
 	}

@@ -72,50 +72,29 @@ func fetch(ctx context.Context, e *Env) error {
 	return local.Put(ctx, key, bytes.NewReader(raw), storage.PutOptions{})
 }
 
-// maxHeadRead and maxSignatureRead bound what fetch reads of a segment's
-// head and its signature; both are small.
-const (
-	maxHeadRead      = 64 << 10
-	maxSignatureRead = 16 << 10
-)
-
-// fetchSegments copies the replay's segments: each head held to the
-// sha256 of the head a trusted key signed when the plan was made, with its
-// signature beside it for whoever checks it by hand, and each body to
-// the size and sha256 its head records. A segment gone, changed or
-// damaged since is refused, named.
+// fetchSegments copies the replay's segments, loose or packed, into the
+// staging directory as loose objects: each head held to the sha256 of
+// the head a trusted key signed when the plan was made, with its
+// signature beside it for whoever checks it by hand, and each body to the
+// size and sha256 its head records. A segment packed since the plan was
+// made is read from its pack. A segment gone, changed or damaged since is
+// refused, named.
 func fetchSegments(ctx context.Context, e *Env, local storage.Target) error {
 	p := e.Plan
 	if p.ToRevision == 0 || p.Replay == nil {
 		return nil
 	}
+	store := catalog.NewSegmentStore(e.Target)
 	for _, s := range p.Replay.Segments {
 		h := s.Head
 		name := segmentName(p, s.Key)
 		if _, err := local.Stat(ctx, s.Key); err != nil || e.journal.Fetched[name] != s.SHA256 {
-			head, err := manifest.ReadBounded(ctx, e.Target, s.Key, maxHeadRead)
+			head, sig, err := store.Head(ctx, s.catalog())
 			if err != nil {
-				return fmt.Errorf("fetch segment %d..%d: %w", h.First, h.Last, err)
+				return fmt.Errorf("fetch from %s: %w", e.Target.Name(), err)
 			}
-			if manifest.Sum(head) != s.SHA256 {
-				return fmt.Errorf("fetch %s from %s: %w: not the head a trusted key signed when the plan was made (sha256 %s)",
-					s.Key, e.Target.Name(), catalog.ErrDamaged, s.SHA256)
-			}
-			sigKey := manifest.SignatureKey(s.Key)
-			sig, err := manifest.ReadBounded(ctx, e.Target, sigKey, maxSignatureRead)
-			if err != nil {
-				return fmt.Errorf("fetch segment %d..%d: %w", h.First, h.Last, err)
-			}
-			for _, o := range []struct {
-				key  string
-				data []byte
-			}{{sigKey, sig}, {s.Key, head}} {
-				if err := local.Delete(ctx, o.key); err != nil {
-					return err
-				}
-				if err := local.Put(ctx, o.key, bytes.NewReader(o.data), storage.PutOptions{}); err != nil {
-					return err
-				}
+			if err := replaceAll(ctx, local, map[string][]byte{manifest.SignatureKey(s.Key): sig, s.Key: head}); err != nil {
+				return err
 			}
 			if err := e.record(func(j *Journal) { j.fetched(name, s.SHA256) }); err != nil {
 				return err
@@ -126,10 +105,27 @@ func fetchSegments(ctx context.Context, e *Env, local storage.Target) error {
 		if _, err := local.Stat(ctx, key); err == nil && e.journal.Fetched[name] == h.Body.SHA256 {
 			continue
 		}
-		if err := copyChecked(ctx, e.Target, local, key, h.Body); err != nil {
+		body, err := store.Body(ctx, s.catalog())
+		if err != nil {
+			return fmt.Errorf("fetch from %s: %w", e.Target.Name(), err)
+		}
+		if err := replaceAll(ctx, local, map[string][]byte{key: body}); err != nil {
 			return err
 		}
 		if err := e.record(func(j *Journal) { j.fetched(name, h.Body.SHA256) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replaceAll stores each object in place of what the key held.
+func replaceAll(ctx context.Context, t storage.Target, objects map[string][]byte) error {
+	for key, data := range objects {
+		if err := t.Delete(ctx, key); err != nil {
+			return err
+		}
+		if err := t.Put(ctx, key, bytes.NewReader(data), storage.PutOptions{}); err != nil {
 			return err
 		}
 	}
