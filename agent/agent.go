@@ -121,6 +121,7 @@ func New(o Options) (*Agent, error) {
 		"backup": {name: "backup", run: a.backup},
 		"prune":  {name: "prune", run: a.prune},
 		"drill":  {name: "drill", run: a.drill},
+		"pack":   {name: "pack", run: a.pack},
 	}
 	a.m.reloadOK.Set(1)
 	a.m.zero(cfg)
@@ -394,7 +395,12 @@ func fileSum(path string) string {
 	return hex.EncodeToString(s[:])
 }
 
-// schedules maps each job to its cron expression.
+// schedules maps each job to its cron expression. Packing runs every
+// agent.capture.packEvery while the capture is on.
 func schedules(cfg *config.Config) map[string]string {
-	return map[string]string{"backup": cfg.Schedule.Backup, "prune": cfg.Schedule.Prune, "drill": cfg.Schedule.Drill}
+	s := map[string]string{"backup": cfg.Schedule.Backup, "prune": cfg.Schedule.Prune, "drill": cfg.Schedule.Drill}
+	if cp := cfg.Agent.Capture; cp.On() {
+		s["pack"] = "@every " + cp.PackEvery.String()
+	}
+	return s
 }

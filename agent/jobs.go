@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 	"strings"
 
 	"github.com/kdr-io/kdr/action"
@@ -107,6 +108,32 @@ func (a *Agent) prune(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	a.refresh(ctx, cfg)
+	return errors.Join(errs...)
+}
+
+// pack packs the closed segments of every cluster's captured log on
+// every target.
+func (a *Agent) pack(ctx context.Context, cfg *config.Config) error {
+	env, err := action.Load(ctx, cfg, a.o.ConfigPath, "", a.log)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range env.Pack(ctx, cfg.Clusters, time.Now()) {
+		err := p.Failed()
+		packed := 0
+		if rep := p.Report; rep != nil {
+			packed = rep.Segments()
+			if len(rep.Packs) > 0 || rep.Removed > 0 {
+				a.log.Info("packed the captured log", "cluster", p.Cluster, "target", p.Target, "packs", len(rep.Packs),
+					"segments", packed, "removed", rep.Removed, "locked", rep.Locked)
+			}
+		}
+		a.m.packRun(p.Cluster, p.Target, packed, err)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pack %s on %s: %w", p.Cluster, p.Target, err))
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -443,8 +443,8 @@ func (d *decoder) agent(a *Agent) {
 	if a.Capture.HashEvery < time.Second {
 		d.errorf("agent.capture.hashEvery", "must be at least 1s")
 	}
-	if a.Capture.PackEvery < time.Minute {
-		d.errorf("agent.capture.packEvery", "must be at least 1m")
+	if a.Capture.PackEvery < 10*time.Second {
+		d.errorf("agent.capture.packEvery", "must be at least 10s")
 	}
 	if a.Capture.RPO < a.Capture.SegmentPeriod {
 		d.errorf("agent.capture.rpo", "must be at least segmentPeriod (%s): a segment is stored only once closed", a.Capture.SegmentPeriod)

@@ -149,8 +149,11 @@ func Replay(ctx context.Context, o Options) (res *Result, err error) {
 
 func replay(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
+	room := newHeapRoom()
+	defer room.release()
 	e := open(newZap(o.Logger), o.DB)
-	r := &run{o: o, e: e, base: e.kv.Rev(), book: newLeaseBook(o.Revision)}
+	room.fit()
+	r := &run{o: o, e: e, room: room, base: e.kv.Rev(), book: newLeaseBook(o.Revision)}
 	r.next = r.base + 1
 	if o.Revision < r.base {
 		e.close(nil)
@@ -237,6 +240,7 @@ type run struct {
 	base int64
 	next int64 // the revision due next
 	book *leaseBook
+	room *heapRoom
 	seg  *manifest.SegmentHead // the segment being read
 	read int64                 // revisions decoded
 	// pending counts the bytes of keys and values applied since the
@@ -339,6 +343,7 @@ func (r *run) segment(ctx context.Context, seg opened) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			r.room.fit()
 			r.progress()
 		}
 	}

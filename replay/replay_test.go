@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"testing"
@@ -745,10 +747,9 @@ func emptyDB(tb testing.TB) (path string, rev int64) {
 }
 
 // synthetic encodes n revisions after base, one put of size bytes each,
-// over 10,000 keys, in segments of perSegment revisions.
-func synthetic(tb testing.TB, base int64, n, size, perSegment int) []encoded {
+// over keys keys, in segments of perSegment revisions.
+func synthetic(tb testing.TB, base int64, n, size, perSegment, keys int) []encoded {
 	tb.Helper()
-	const keys = 10000
 	value := bytes.Repeat([]byte("v"), size)
 	var segs []encoded
 	var chunk []manifest.LogRevision
@@ -777,7 +778,7 @@ func synthetic(tb testing.TB, base int64, n, size, perSegment int) []encoded {
 func TestReplayLong(t *testing.T) {
 	const n = 3*checkEvery + 10
 	db, base := emptyDB(t)
-	segs := synthetic(t, base, n, 16, 5000)
+	segs := synthetic(t, base, n, 16, 5000, 10000)
 	cctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := Replay(cctx, Options{DB: db, Revision: base + n, Source: &sliceSource{segs: segs}}); !errors.Is(err, context.Canceled) {
@@ -856,15 +857,56 @@ func (s *fileSource) Next(context.Context) (*Segment, error) {
 	return &Segment{Head: h, Body: body}, nil
 }
 
-// BenchmarkReplay replays b.N revisions of one 1 KiB put each, over
-// 10,000 keys, onto an empty database, reading the segments from files.
-// Run it with GOMEMLIMIT=96MiB too, kdr's default.
+// BenchmarkReplay replays b.N revisions of one 1 KiB put each onto an
+// empty database, over 10,000 keys and over 200,000 (etcd's key index
+// then outgrows kdr's default soft heap cap), reading the segments from
+// files. Run it with GOMEMLIMIT unset and the cap set as kdr's main sets
+// it (-memlimit), and set to off.
 func BenchmarkReplay(b *testing.B) {
+	for _, keys := range []int{10_000, 200_000} {
+		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
+			if *memLimit > 0 {
+				defer debug.SetMemoryLimit(debug.SetMemoryLimit(*memLimit))
+			}
+			db, base := emptyDB(b)
+			src := onDisk(b, synthetic(b, base, b.N, 1024, 30000, keys))
+			runtime.GC()
+			b.ResetTimer()
+			res, err := Replay(context.Background(), Options{DB: db, Revision: base + int64(b.N), Source: src})
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res.Applied != int64(b.N) {
+				b.Fatalf("applied %d of %d", res.Applied, b.N)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rev/s")
+		})
+	}
+}
+
+// memLimit is the soft heap cap BenchmarkReplay runs under, as kdr's
+// main sets it when GOMEMLIMIT is unset (0: Go's default).
+var memLimit = flag.Int64("memlimit", 0, "soft heap cap for BenchmarkReplay, in bytes (kdr's default: 100663296)")
+
+// BenchmarkReplayOntoKeys replays b.N revisions onto a database that
+// already holds 200,000 keys of 1 KiB, as a full set of a mid-sized
+// cluster does.
+func BenchmarkReplayOntoKeys(b *testing.B) {
+	const keys = 200_000
+	if *memLimit > 0 {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(*memLimit))
+	}
 	db, base := emptyDB(b)
-	src := onDisk(b, synthetic(b, base, b.N, 1024, 30000))
+	segs := synthetic(b, base, keys+b.N, 1024, 20000, keys)
+	if _, err := Replay(context.Background(), Options{DB: db, Revision: base + keys, Source: onDisk(b, segs[:keys/20000])}); err != nil {
+		b.Fatal(err)
+	}
+	src := onDisk(b, segs[keys/20000:])
+	segs = nil
 	runtime.GC()
 	b.ResetTimer()
-	res, err := Replay(context.Background(), Options{DB: db, Revision: base + int64(b.N), Source: src})
+	res, err := Replay(context.Background(), Options{DB: db, Revision: base + keys + int64(b.N), Source: src})
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)

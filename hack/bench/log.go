@@ -263,7 +263,7 @@ agent:
 			yesNo(reached && chainsOK && missing == 0 && quantile(lat, 0.99) <= float64(15*time.Second)))
 	}
 	fmt.Fprintf(tw, "write rate sustained beside etcd and MinIO\t%.0f/s (asked %d/s, kept up: %s)\t>= 500/s\t%s\t\n",
-		achieved, o.Rate, yesNo(keptUp), yesNo(achieved >= 500))
+		achieved, o.Rate, yesNo(keptUp), yesNo(keptUp && o.Rate >= 500))
 	fmt.Fprintf(tw, "agent peak RSS (VmHWM)\t%d MiB\t<= 128 MiB\t%s\t\n", hwm>>10, yesNo(hwm>>10 <= 128))
 	ratio := logPerHour / fullPerHour
 	fmt.Fprintf(tw, "storage per hour on one target: log / 1-minute full sets\t%.0f MiB / %.0f MiB (60 x %.1f MiB) = %.3f\t<= 0.1\t%s\t\n",

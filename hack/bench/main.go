@@ -45,7 +45,7 @@ func run() error {
 	var lo logOptions
 	flag.DurationVar(&lo.Duration, "log-duration", 5*time.Minute, "log: how long the steady write load runs")
 	flag.IntVar(&lo.Rate, "log-rate", 500, "log: writes per second asked of the writer")
-	flag.IntVar(&lo.Keys, "log-keys", 20000, "log: the working set of ~1 KiB keys the writes overwrite")
+	flag.IntVar(&lo.Keys, "log-keys", 200000, "log: the working set of ~1 KiB keys the writes overwrite (200,000: a mid-sized cluster, whose full set the log is compared with)")
 	flag.DurationVar(&lo.CompactEvery, "log-compact-every", 5*time.Minute, "log: how often the source is compacted")
 	flag.Int64Var(&lo.CompactKeep, "log-compact-keep", 5000, "log: revisions a compaction keeps")
 	flag.DurationVar(&lo.Replay, "log-replay", time.Hour, "log: how much load, after a full set, is replayed")

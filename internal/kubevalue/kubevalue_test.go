@@ -60,3 +60,14 @@ func TestMarkedForDeletion(t *testing.T) {
 		})
 	}
 }
+
+// FuzzMarkedForDeletion: values come from a backup's log, written by
+// whoever could write to etcd; reading one never panics or loops.
+func FuzzMarkedForDeletion(f *testing.F) {
+	f.Add([]byte("k8s\x00\x0a\x04\x0a\x02v1\x12\x06\x0a\x04\x4a\x02\x08\x01"))
+	f.Add([]byte(`{"metadata":{"deletionTimestamp":"2026-01-01T00:00:00Z"}}`))
+	f.Add([]byte("k8s\x00\x0a\xff\xff\xff\xff\x0f"))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		MarkedForDeletion(v)
+	})
+}
