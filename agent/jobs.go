@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 	"strings"
+	"time"
 
 	"github.com/kdr-io/kdr/action"
 	"github.com/kdr-io/kdr/catalog"
