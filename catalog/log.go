@@ -49,12 +49,17 @@ type Chain struct {
 	// Claimed, when set, is a head key whose signature is stored without
 	// the head: a writer died between the two, or is writing it now.
 	Claimed *storage.ObjectInfo
+	// Pruned is set when prune removed the log on purpose (a trusted log
+	// tombstone names the set): the chain is empty, and not broken.
+	Pruned bool
 	// Leftovers are the keys of loose objects that a pack in the chain
 	// copies: a pack run that stopped before removing them, or a stale
 	// writer's. Readers ignore them; the next pack run removes them.
 	Leftovers []string
-	// packed are the revisions of the packs the chain reads.
-	packed [][2]int64
+	// packed are the packs the chain reads, from where it enters each.
+	packed []packUse
+	// leftover are Leftovers by the first revision of their segment.
+	leftover map[int64][]string
 }
 
 // End is the last revision the chain reaches.
@@ -109,14 +114,18 @@ func (c *Chain) Proof(rev int64) *manifest.LogHash {
 // out of the chain (Chain.Leftovers). Only a failure to list or read the
 // target is an error.
 func ReadChain(ctx context.Context, t storage.Target, trust *manifest.Trust, base *manifest.Manifest, baseSum string) (*Chain, error) {
-	c, err := readChain(ctx, t, trust, base, baseSum)
-	if errors.Is(err, storage.ErrNotExist) {
-		// A head listed and gone before it was read: a pack took it
-		// since. The listing again finds the pack.
-		c, err = readChain(ctx, t, trust, base, baseSum)
+	// A head listed and gone, or its signature gone, before it was read:
+	// a pack run removed it since. The listing again finds the pack.
+	for tries := 1; ; tries++ {
+		c, err := readChain(ctx, t, trust, base, baseSum)
+		if !errors.Is(err, errRelist) || tries == 3 {
+			return c, err
+		}
 	}
-	return c, err
 }
+
+// errRelist means a listed object went while the chain was read.
+var errRelist = errors.New("an object listed went before it was read")
 
 func readChain(ctx context.Context, t storage.Target, trust *manifest.Trust, base *manifest.Manifest, baseSum string) (*Chain, error) {
 	c := &Chain{Target: t.Name(), Base: base, BaseSum: baseSum}
@@ -125,6 +134,7 @@ func readChain(ctx context.Context, t storage.Target, trust *manifest.Trust, bas
 		return nil, err
 	case pruned:
 		// Removed by prune on purpose: an empty chain, not a broken one.
+		c.Pruned = true
 		return c, nil
 	}
 	l, err := listLog(ctx, t, base)
@@ -137,20 +147,16 @@ func readChain(ctx context.Context, t storage.Target, trust *manifest.Trust, bas
 		c.Broken = &Problem{Target: t.Name(), Object: key, Reason: fmt.Sprintf(format, args...), Err: err}
 	}
 	for c.Broken == nil {
-		var packErr *Problem
-		if p, ok := l.packs[next]; ok {
-			segs, err := readPack(ctx, t, trust, base, baseSum, p, prev)
-			if err == nil {
-				c.Segments = append(c.Segments, segs...)
-				prev = &c.Segments[len(c.Segments)-1]
-				next = prev.Head.Last + 1
-				c.packed = append(c.packed, [2]int64{p.first, p.last})
-				continue
-			}
-			if !IsForeign(err) && !errors.Is(err, manifest.ErrInvalid) && !errors.Is(err, ErrChain) && !errors.Is(err, ErrForeign) {
-				return nil, err
-			}
-			packErr = &Problem{Target: t.Name(), Object: p.key, Reason: err.Error(), Err: err}
+		segs, use, packErr, err := l.packAt(ctx, t, trust, base, baseSum, next, prev)
+		if err != nil {
+			return nil, err
+		}
+		if segs != nil {
+			c.Segments = append(c.Segments, segs...)
+			prev = &c.Segments[len(c.Segments)-1]
+			next = prev.Head.Last + 1
+			c.packed = append(c.packed, use)
+			continue
 		}
 		if _, ok := l.heads[next]; !ok {
 			if packErr != nil {
@@ -162,6 +168,9 @@ func readChain(ctx context.Context, t storage.Target, trust *manifest.Trust, bas
 		}
 		key := manifest.SegmentHeadKey(base.Cluster, base.ID, next)
 		h, sum, err := manifest.ReadSegmentHead(ctx, t, key, trust)
+		if errors.Is(err, storage.ErrNotExist) || (errors.Is(err, manifest.ErrUnsigned) && l.listed(next, manifest.SignatureKey(key))) {
+			return nil, fmt.Errorf("%w: %w", errRelist, err)
+		}
 		if err != nil && !IsForeign(err) {
 			return nil, err
 		}
@@ -187,6 +196,7 @@ func readChain(ctx context.Context, t storage.Target, trust *manifest.Trust, bas
 	}
 	return c, nil
 }
+
 func trimSig(key string) string { return key[:len(key)-min(len(key), len(".sig"))] }
 
 // linkSegment checks that a trusted head belongs where it is stored:
@@ -241,7 +251,12 @@ func (st *SegmentStore) Open(ctx context.Context, s Segment, ids []age.Identity)
 // ReadSegment decodes a whole segment: every revision, checked to the
 // end. Verify and the history reader use it; a replay streams instead.
 func ReadSegment(ctx context.Context, t storage.Target, s Segment, ids []age.Identity, fn func(*manifest.LogRevision) error) ([]manifest.LeaseRecord, error) {
-	lr, err := OpenSegment(ctx, t, s, ids)
+	return NewSegmentStore(t).Read(ctx, s, ids, fn)
+}
+
+// Read is ReadSegment through the store.
+func (st *SegmentStore) Read(ctx context.Context, s Segment, ids []age.Identity, fn func(*manifest.LogRevision) error) ([]manifest.LeaseRecord, error) {
+	lr, err := st.Open(ctx, s, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +267,7 @@ func ReadSegment(ctx context.Context, t storage.Target, s Segment, ids []age.Ide
 			return lr.Leases(), nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("segment %d..%d on target %s: %w", s.Head.First, s.Head.Last, t.Name(), err)
+			return nil, fmt.Errorf("segment %d..%d on target %s: %w", s.Head.First, s.Head.Last, st.t.Name(), err)
 		}
 		if fn != nil {
 			if err := fn(r); err != nil {
@@ -336,7 +351,7 @@ func VerifyLog(ctx context.Context, t storage.Target, trust *manifest.Trust, clu
 	for i, s := range c.Segments {
 		var err error
 		if len(ids) > 0 {
-			_, err = ReadSegment(ctx, t, s, ids, nil)
+			_, err = store.Read(ctx, s, ids, nil)
 		} else {
 			_, err = store.Body(ctx, s)
 		}

@@ -288,3 +288,68 @@ func TestPackLocked(t *testing.T) {
 		t.Errorf("%d leftovers, want 18", len(c.Leftovers))
 	}
 }
+
+// TestPackOverlapping: two packers that grouped differently (one read
+// the chain before the other packed and removed the loose copies) leave
+// packs that overlap; readers enter a pack where the chain is due, also
+// inside it, and every revision stays readable.
+func TestPackOverlapping(t *testing.T) {
+	ctx := context.Background()
+	usb := newLocal(t, "usb")
+	p := newPackFixture(t, usb)
+	before := p.chain(t)
+	if rep := p.pack(t, usb); len(rep.Packs) != 2 {
+		t.Fatalf("first packer: %+v", rep)
+	}
+	// The second packer groups the first five segments, as read before.
+	made, err := writePack(ctx, usb, testTrust, NewSegmentStore(usb), p.m, before.Segments[:5])
+	if err != nil || made == nil || made.Segments != 5 {
+		t.Fatalf("second packer: %+v, %v", made, err)
+	}
+	c := p.chain(t)
+	p.same(t, c, 6)
+	if !c.usesPack(made.index) {
+		t.Errorf("the longer pack is not read: %+v", c.packed)
+	}
+}
+
+// TestPackForgedIndexKeepsLooseCopies: an index built from the signed
+// heads on the target, pointing at a pack object that is not there, is
+// read (its heads verify), but no loose copy goes on its word, and every
+// body is still read, loose.
+func TestPackForgedIndexKeepsLooseCopies(t *testing.T) {
+	ctx := context.Background()
+	usb := newLocal(t, "usb")
+	p := newPackFixture(t, usb)
+	c := p.chain(t)
+	idx := &manifest.PackIndex{Format: manifest.PackFormat, Cluster: testCluster, Set: p.b.id, SHA256: strings.Repeat("0", 64)}
+	store := NewSegmentStore(usb)
+	for _, s := range c.Segments[:3] {
+		head, sig, err := store.Head(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx.Segments = append(idx.Segments, manifest.PackedSegment{Head: head, Signature: sig, Offset: idx.Size, Size: s.Head.Body.Size})
+		idx.Size += s.Head.Body.Size
+	}
+	idx.First, idx.Last = c.Segments[0].Head.First, c.Segments[2].Head.Last
+	raw, err := idx.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := usb.Put(ctx, manifest.PackIndexKey(testCluster, p.b.id, idx.First, idx.Last), bytes.NewReader(raw), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p.same(t, p.chain(t), 3)
+	rep := p.packAt(t, usb, time.Date(2024, 6, 1, 0, 20, 0, 0, time.UTC))
+	if len(rep.Errors) == 0 || !errors.Is(rep.Errors[0], ErrMissing) {
+		t.Errorf("a pack run on the forged index: %+v", rep)
+	}
+	for _, s := range c.Segments[:3] {
+		if _, err := usb.Stat(ctx, manifest.SegmentBodyKey(testCluster, p.b.id, s.Head.First, s.Head.Last)); err != nil {
+			t.Errorf("the loose body of %d..%d went on a forged index's word: %v", s.Head.First, s.Head.Last, err)
+		}
+	}
+	// The next interval was packed as usual.
+	p.same(t, p.chain(t), 6)
+}

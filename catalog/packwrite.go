@@ -30,6 +30,7 @@ type PackMade struct {
 	First, Last int64
 	Segments    int
 	Bytes       int64
+	index       string
 }
 
 // PackReport says what Pack did on one target.
@@ -100,37 +101,60 @@ func packChain(ctx context.Context, t storage.Target, trust *manifest.Trust, m *
 	// after that set is stored; one interval later it is closed.
 	closed := !newest && c.Last() != nil && o.Now.Sub(c.Last().Stored) > o.Every
 	store := NewSegmentStore(t)
-	read := c
+	var made []PackMade
 	for _, g := range packGroups(c.Segments, o.Every, closed) {
-		made, err := writePack(ctx, t, store, m, g)
+		p, err := writePack(ctx, t, trust, store, m, g)
 		if err != nil {
 			return err
 		}
-		// Read back as every reader reads it before a loose object goes.
-		if read, err = ReadChain(ctx, t, trust, m, sum); err != nil {
-			return err
+		if p != nil {
+			made = append(made, *p)
 		}
-		if !read.inPack(made.First) || read.End() < c.End() {
-			return fmt.Errorf("pack %d..%d: the chain read back does not take it (%v)", made.First, made.Last, read.Broken)
-		}
-		rep.Packs = append(rep.Packs, *made)
 	}
-	rep.removeLoose(ctx, t, read.Leftovers)
+	if len(made) == 0 && len(c.Leftovers) == 0 {
+		return nil
+	}
+	// Read back as every reader reads it before a loose object goes.
+	read, err := ReadChain(ctx, t, trust, m, sum)
+	if err != nil {
+		return err
+	}
+	for _, p := range made {
+		if !read.usesPack(p.index) || read.End() < c.End() {
+			return fmt.Errorf("pack %d..%d: the chain read back does not take it (%v)", p.First, p.Last, read.Broken)
+		}
+	}
+	rep.Packs = append(rep.Packs, made...)
+	// The pack's bytes are read too, not only its index: a loose copy
+	// goes only once the pack holds its body whole.
+	for _, s := range read.Segments {
+		keys := read.leftover[s.Head.First]
+		if s.Pack == nil || len(keys) == 0 {
+			continue
+		}
+		if _, err := store.fromPack(ctx, s, s.Pack); err != nil {
+			rep.Errors = append(rep.Errors, fmt.Errorf("the loose copy stays: %w", err))
+			continue
+		}
+		rep.removeLoose(ctx, t, keys)
+	}
 	return nil
 }
 
 // packGroups are the runs of loose segments first seen in one interval,
-// of two segments or more, whose interval is over: a later segment was
-// first seen after it, or the chain is closed.
+// of two segments or more (at most manifest.MaxPackSegments), whose
+// interval is over: a later segment was first seen after it, or the
+// chain is closed.
 func packGroups(segs []Segment, every time.Duration, closed bool) [][]Segment {
 	var groups [][]Segment
 	bucket := func(s Segment) int64 { return s.Head.SeenFirst.UnixNano() / int64(every) }
 	for i := 0; i < len(segs); {
 		j := i + 1
-		for j < len(segs) && segs[i].Pack == nil && segs[j].Pack == nil && bucket(segs[j]) == bucket(segs[i]) {
+		for j < len(segs) && j-i < manifest.MaxPackSegments && segs[i].Pack == nil && segs[j].Pack == nil && bucket(segs[j]) == bucket(segs[i]) {
 			j++
 		}
-		over := closed || (j < len(segs) && bucket(segs[j]) > bucket(segs[i]))
+		full := j-i == manifest.MaxPackSegments
+		over := closed || (j < len(segs) && (full || bucket(segs[j]) > bucket(segs[i])))
 		if segs[i].Pack == nil && j-i >= 2 && over {
 			groups = append(groups, segs[i:j])
 		}
@@ -139,27 +163,50 @@ func packGroups(segs []Segment, every time.Duration, closed bool) [][]Segment {
 	return groups
 }
 
-// writePack stores the pack object of g, then its index. The object is
-// the bodies one after another, each held to its head as it is read;
-// one left by an earlier run that stopped before its index is checked
-// the same way and kept.
-func writePack(ctx context.Context, t storage.Target, store *SegmentStore, m *manifest.Manifest, g []Segment) (*PackMade, error) {
-	first, last := g[0].Head.First, g[len(g)-1].Head.Last
-	idx := &manifest.PackIndex{Format: manifest.PackFormat, Cluster: m.Cluster, Set: m.ID, First: first, Last: last}
-	for _, s := range g {
+// indexRoom is how much of manifest.MaxPackIndex a pack's index may
+// take: heads and signatures grow by a third in base64.
+const indexRoom = manifest.MaxPackIndex / 2
+
+// writePack stores the pack object of g, then its index; nil when g's
+// heads would not fit one index. The object is the bodies one after
+// another, each held to its head as it is read; one left by an earlier
+// run that stopped before its index is checked the same way and kept.
+// Every head and signature is verified before it goes into an index. A
+// group whose index would outgrow what readers read is cut short; the
+// rest waits for the next run.
+func writePack(ctx context.Context, t storage.Target, trust *manifest.Trust, store *SegmentStore, m *manifest.Manifest, g []Segment) (*PackMade, error) {
+	idx := &manifest.PackIndex{Format: manifest.PackFormat, Cluster: m.Cluster, Set: m.ID}
+	room := 0
+	for i, s := range g {
 		head, sig, err := store.Head(ctx, s)
 		if err != nil {
 			return nil, err
 		}
+		if _, err := trust.Verify(head, sig, manifest.NamespaceSegment); err != nil {
+			return nil, fmt.Errorf("segment %d..%d: %w", s.Head.First, s.Head.Last, err)
+		}
+		if room += (len(head)+len(sig))*4/3 + 128; room > indexRoom {
+			g = g[:i]
+			break
+		}
 		idx.Segments = append(idx.Segments, manifest.PackedSegment{Head: head, Signature: sig, Offset: idx.Size, Size: s.Head.Body.Size})
 		idx.Size += s.Head.Body.Size
 	}
-	key := manifest.PackKey(m.Cluster, m.ID, first, last)
-	pr, pw := io.Pipe()
+	if len(g) < 2 {
+		return nil, nil
+	}
+	idx.First, idx.Last = g[0].Head.First, g[len(g)-1].Head.Last
+	key := manifest.PackKey(m.Cluster, m.ID, idx.First, idx.Last)
 	h := sha256.New()
-	go func() { pw.CloseWithError(copyBodies(ctx, store, g, io.MultiWriter(pw, h))) }()
+	pr, pw := io.Pipe()
+	copied := make(chan struct{})
+	go func(w io.Writer) {
+		defer close(copied)
+		pw.CloseWithError(copyBodies(ctx, store, g, w))
+	}(io.MultiWriter(pw, h))
 	err := t.Put(ctx, key, pr, storage.PutOptions{IfAbsent: true, ContentType: "application/octet-stream"})
 	pr.CloseWithError(errors.New("pack stored")) // ends the copy when Put stopped reading
+	<-copied
 	switch {
 	case errors.Is(err, storage.ErrExist):
 		if h, err = checkPack(ctx, t, key, g, idx.Size); err != nil {
@@ -173,10 +220,11 @@ func writePack(ctx context.Context, t storage.Target, store *SegmentStore, m *ma
 	if err != nil {
 		return nil, err
 	}
-	if err := manifest.PutNew(ctx, t, manifest.PackIndexKey(m.Cluster, m.ID, first, last), raw, "application/json"); err != nil {
+	index := manifest.PackIndexKey(m.Cluster, m.ID, idx.First, idx.Last)
+	if err := manifest.PutNew(ctx, t, index, raw, "application/json"); err != nil {
 		return nil, err
 	}
-	return &PackMade{Set: m.ID, First: first, Last: last, Segments: len(g), Bytes: idx.Size}, nil
+	return &PackMade{Set: m.ID, First: idx.First, Last: idx.Last, Segments: len(g), Bytes: idx.Size, index: index}, nil
 }
 
 func copyBodies(ctx context.Context, store *SegmentStore, g []Segment, w io.Writer) error {
@@ -204,7 +252,7 @@ func checkPack(ctx context.Context, t storage.Target, key string, g []Segment, s
 	r := io.TeeReader(io.LimitReader(rc, size+1), h)
 	for _, s := range g {
 		if err := manifest.NewStoredReader(io.LimitReader(r, s.Head.Body.Size), s.Head.Body).Check(); err != nil {
-			return nil, fmt.Errorf("pack %s on target %s, left by an earlier run: segment %d..%d: %w", key, t.Name(), s.Head.First, s.Head.Last, err)
+			return nil, fmt.Errorf("pack %s on target %s, left without its index by an earlier run: segment %d..%d: %w (remove it to pack again)", key, t.Name(), s.Head.First, s.Head.Last, err)
 		}
 	}
 	if n, _ := io.Copy(io.Discard, r); n != 0 {

@@ -40,9 +40,10 @@ type Gap struct {
 	// gap stops although the target holds more of it; nil when it just
 	// ends.
 	Problem *Problem `json:"problem,omitempty"`
-	// Expected marks a gap before the oldest segment the target holds,
-	// after a log that is not broken: the log had not run yet there, or
-	// retention.keepLog removed it. It is no loss to alert on.
+	// Expected marks a gap after a log that prune removed on purpose
+	// (retention.keepLog), or before the oldest segment the target holds
+	// after a log that is not broken (the log had not run yet there). It
+	// is no loss to alert on.
 	Expected bool `json:"expected,omitempty"`
 }
 
@@ -164,11 +165,13 @@ type span struct {
 	broken  *Problem
 	// claimed is the key of a head whose signature is stored without it.
 	claimed string
+	// pruned is set when prune removed the set's log on purpose.
+	pruned bool
 }
 
 func spanOf(c *Chain) span {
 	m := c.Base
-	s := span{id: m.ID, rev: m.Etcd.Revision, created: m.Created, end: c.End(), endSeen: m.Created, broken: c.Broken}
+	s := span{id: m.ID, rev: m.Etcd.Revision, created: m.Created, end: c.End(), endSeen: m.Created, broken: c.Broken, pruned: c.Pruned}
 	if last := c.Last(); last != nil {
 		s.endSeen = last.Head.SeenLast
 		first := c.Segments[0].Head
@@ -200,7 +203,7 @@ func windowOf(cluster, target string, spans []span) *Window {
 		}
 		if s.rev > reach.end+1 {
 			w.Gaps = append(w.Gaps, Gap{First: reach.end + 1, Last: s.rev - 1, After: reach.endSeen, Before: s.created,
-				Why: reach.stopsBefore(s), Problem: reach.broken})
+				Why: reach.stopsBefore(s), Problem: reach.broken, Expected: reach.pruned})
 			w.Contiguous = Point{s.rev, s.created}
 		}
 		if s.end > reach.end || s.end == reach.end && s.endSeen.After(reach.endSeen) {
@@ -214,7 +217,7 @@ func windowOf(cluster, target string, spans []span) *Window {
 	w.Broken = cmp.Or(reach.broken, spans[len(spans)-1].broken)
 	for i := range w.Gaps {
 		g := &w.Gaps[i]
-		g.Expected = g.Problem == nil && (w.LogFrom == nil || g.Last < w.LogFrom.Revision)
+		g.Expected = g.Expected || g.Problem == nil && (w.LogFrom == nil || g.Last < w.LogFrom.Revision)
 	}
 	return w
 }
@@ -226,6 +229,8 @@ func (s span) stopsBefore(next span) string {
 		return fmt.Sprintf("the log of %s stops at revision %d: %v", s.id, s.end, s.broken)
 	case s.claimed != "":
 		return fmt.Sprintf("the log of %s stops at revision %d: a writer claimed the next head, %s, and never stored it", s.id, s.end, s.claimed)
+	case s.pruned:
+		return fmt.Sprintf("the log of set %s (revision %d) was removed by prune (retention.keepLog)", s.id, s.rev)
 	case s.logFrom == nil:
 		return fmt.Sprintf("set %s (revision %d) has no captured log: never captured, or removed", s.id, s.rev)
 	}

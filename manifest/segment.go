@@ -44,6 +44,10 @@ const (
 	maxSegmentStored = MaxSegmentPlain + MaxSegmentPlain/64 + 64<<10
 	// maxHeadSize bounds what is read of a head.
 	maxHeadSize = 64 << 10
+	// MaxHeadRead and MaxSignatureRead bound what readers read of a
+	// segment's head and of a signature.
+	MaxHeadRead      = maxHeadSize
+	MaxSignatureRead = maxSignatureSize
 )
 
 // ErrGap means the captured log does not hold a revision asked for: a

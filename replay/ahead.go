@@ -16,7 +16,8 @@ const (
 	// that the channel costs little per revision.
 	aheadBatch = 256
 	// aheadBatches is how many batches wait decoded: with the one segment
-	// opened ahead, what the reader adds to the replay's memory.
+	// opened ahead (its stored bytes, bounded by its head's record like
+	// the one being applied), what the reader adds to the replay's memory.
 	aheadBatches = 8
 )
 
@@ -39,7 +40,7 @@ func readChain(ctx context.Context, src Source, target int64) *chainReader {
 	c := &chainReader{ch: make(chan opened), stop: make(chan struct{})}
 	go func() {
 		defer close(c.ch)
-		for {
+		for !stopped(c.stop) {
 			seg, err := src.Next(ctx)
 			o := opened{err: err}
 			if err == nil && (seg == nil || seg.Head == nil || seg.Body == nil) {
@@ -62,6 +63,17 @@ func readChain(ctx context.Context, src Source, target int64) *chainReader {
 		}
 	}()
 	return c
+}
+
+// stopped reports, without waiting, whether stop is closed: a reader told
+// to stop reads no further, whichever way its last send went.
+func stopped(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // next is the next segment opened, or the Source's error (io.EOF after
@@ -107,7 +119,7 @@ func readAhead(body *manifest.LogReader) *ahead {
 	a := &ahead{body: body, ch: make(chan batch, aheadBatches), stop: make(chan struct{})}
 	go func() {
 		defer close(a.ch)
-		for {
+		for !stopped(a.stop) {
 			b := batch{revs: make([]*manifest.LogRevision, 0, aheadBatch)}
 			for len(b.revs) < aheadBatch && b.err == nil {
 				rev, err := body.Next()
