@@ -865,48 +865,34 @@ func (s *fileSource) Next(context.Context) (*Segment, error) {
 func BenchmarkReplay(b *testing.B) {
 	for _, keys := range []int{10_000, 200_000} {
 		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
-			if *memLimit > 0 {
-				defer debug.SetMemoryLimit(debug.SetMemoryLimit(*memLimit))
-			}
 			db, base := emptyDB(b)
-			src := onDisk(b, synthetic(b, base, b.N, 1024, 30000, keys))
-			runtime.GC()
-			b.ResetTimer()
-			res, err := Replay(context.Background(), Options{DB: db, Revision: base + int64(b.N), Source: src})
-			b.StopTimer()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if res.Applied != int64(b.N) {
-				b.Fatalf("applied %d of %d", res.Applied, b.N)
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rev/s")
+			benchReplay(b, db, base, onDisk(b, synthetic(b, base, b.N, 1024, 30000, keys)))
 		})
 	}
 }
-
-// memLimit is the soft heap cap BenchmarkReplay runs under, as kdr's
-// main sets it when GOMEMLIMIT is unset (0: Go's default).
-var memLimit = flag.Int64("memlimit", 0, "soft heap cap for BenchmarkReplay, in bytes (kdr's default: 100663296)")
 
 // BenchmarkReplayOntoKeys replays b.N revisions onto a database that
 // already holds 200,000 keys of 1 KiB, as a full set of a mid-sized
 // cluster does.
 func BenchmarkReplayOntoKeys(b *testing.B) {
-	const keys = 200_000
+	const keys, perSegment = 200_000, 20_000
+	db, base := emptyDB(b)
+	segs := synthetic(b, base, keys+b.N, 1024, perSegment, keys)
+	if _, err := Replay(context.Background(), Options{DB: db, Revision: base + keys, Source: onDisk(b, segs[:keys/perSegment])}); err != nil {
+		b.Fatal(err)
+	}
+	benchReplay(b, db, base+keys, onDisk(b, segs[keys/perSegment:]))
+}
+
+// benchReplay times the replay of b.N revisions from src onto db, at
+// base, under the cap -memlimit sets.
+func benchReplay(b *testing.B, db string, base int64, src Source) {
 	if *memLimit > 0 {
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(*memLimit))
 	}
-	db, base := emptyDB(b)
-	segs := synthetic(b, base, keys+b.N, 1024, 20000, keys)
-	if _, err := Replay(context.Background(), Options{DB: db, Revision: base + keys, Source: onDisk(b, segs[:keys/20000])}); err != nil {
-		b.Fatal(err)
-	}
-	src := onDisk(b, segs[keys/20000:])
-	segs = nil
 	runtime.GC()
 	b.ResetTimer()
-	res, err := Replay(context.Background(), Options{DB: db, Revision: base + keys + int64(b.N), Source: src})
+	res, err := Replay(context.Background(), Options{DB: db, Revision: base + int64(b.N), Source: src})
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
@@ -916,3 +902,7 @@ func BenchmarkReplayOntoKeys(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rev/s")
 }
+
+// memLimit is the soft heap cap the replay benchmarks run under, as
+// kdr's main sets it when GOMEMLIMIT is unset (0: Go's default).
+var memLimit = flag.Int64("memlimit", 0, "soft heap cap for the replay benchmarks, in bytes (kdr's default: 100663296)")

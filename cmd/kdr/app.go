@@ -12,6 +12,7 @@ import (
 
 	"github.com/kdr-io/kdr/action"
 	"github.com/kdr-io/kdr/config"
+	"github.com/kdr-io/kdr/internal/fromconfig"
 	"github.com/kdr-io/kdr/manifest"
 )
 
@@ -44,6 +45,25 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// clustersEnv loads the config, the clusters a command works on (one
+// when named) and the use cases' environment on the targets (one when
+// named).
+func (g *globals) clustersEnv(ctx context.Context, cluster, target string, log *slog.Logger) ([]config.Cluster, *action.Env, error) {
+	cfg, err := loadConfig(g.configPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	clusters, err := fromconfig.Clusters(cfg, cluster)
+	if err != nil {
+		return nil, nil, err
+	}
+	env, err := action.Load(ctx, cfg, g.configPath, target, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return clusters, env, nil
 }
 
 // env loads the config and what every use case needs from it: the

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kdr-io/kdr/action"
-	"github.com/kdr-io/kdr/internal/fromconfig"
 	"github.com/kdr-io/kdr/snapshot"
 )
 
@@ -47,15 +46,7 @@ func runBackup(cmd *cobra.Command, g *globals, f *backupFlags) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(g.configPath)
-	if err != nil {
-		return err
-	}
-	clusters, err := fromconfig.Clusters(cfg, f.cluster)
-	if err != nil {
-		return err
-	}
-	env, err := action.Load(ctx, cfg, g.configPath, f.target, log)
+	clusters, env, err := g.clustersEnv(ctx, f.cluster, f.target, log)
 	if err != nil {
 		return err
 	}

@@ -6,9 +6,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/kdr-io/kdr/action"
-	"github.com/kdr-io/kdr/internal/fromconfig"
 )
 
 type packFlags struct {
@@ -42,15 +39,7 @@ counted; readers ignore them.`,
 
 func runPack(cmd *cobra.Command, g *globals, f *packFlags) error {
 	ctx := cmd.Context()
-	cfg, err := loadConfig(g.configPath)
-	if err != nil {
-		return err
-	}
-	clusters, err := fromconfig.Clusters(cfg, f.cluster)
-	if err != nil {
-		return err
-	}
-	env, err := action.Load(ctx, cfg, g.configPath, f.target, nil)
+	clusters, env, err := g.clustersEnv(ctx, f.cluster, f.target, nil)
 	if err != nil {
 		return err
 	}

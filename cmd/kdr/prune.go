@@ -5,9 +5,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/kdr-io/kdr/action"
-	"github.com/kdr-io/kdr/internal/fromconfig"
 )
 
 type pruneFlags struct {
@@ -44,15 +41,7 @@ deleted; they are reported.`,
 
 func runPrune(cmd *cobra.Command, g *globals, f *pruneFlags) error {
 	ctx := cmd.Context()
-	cfg, err := loadConfig(g.configPath)
-	if err != nil {
-		return err
-	}
-	clusters, err := fromconfig.Clusters(cfg, f.cluster)
-	if err != nil {
-		return err
-	}
-	env, err := action.Load(ctx, cfg, g.configPath, f.target, nil)
+	clusters, env, err := g.clustersEnv(ctx, f.cluster, f.target, nil)
 	if err != nil {
 		return err
 	}
