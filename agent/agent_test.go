@@ -326,23 +326,12 @@ func TestWindowInStatusAndMetrics(t *testing.T) {
 	// set 100: 101..110; set 120: 121..130.
 	for i, rev := range []int64{100, 120} {
 		created := day.Add(time.Duration(i) * time.Hour)
-		m := &manifest.Manifest{FormatVersion: manifest.FormatVersion, KdrVersion: "test", ID: manifest.NewID(created, [3]byte{1, 2, byte(i)}),
-			Cluster: "prod", Created: created, Completed: created.Add(time.Second), Node: "cp1", Etcd: manifest.Etcd{Revision: rev, DBSize: 1 << 20},
-			Objects: []manifest.Object{{Name: manifest.EtcdObject, Kind: manifest.KindEtcdSnapshot,
-				PlainSize: 1 << 20, PlainSHA256: strings.Repeat("a", 64), Size: 1 << 19, SHA256: strings.Repeat("b", 64)}}}
-		raw, err := m.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := manifest.PutSigned(ctx, usb, manifest.Key("prod", m.ID, manifest.ManifestObject), raw, manifest.NamespaceManifest, key.Signer, storage.PutOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		log := testenv.PutSet(t, usb, key, rs, created, rev)
 		var revs []manifest.LogRevision
 		for r := rev + 1; r <= rev+10; r++ {
 			revs = append(revs, manifest.LogRevision{Revision: r, Seen: created.Add(time.Duration(r-rev) * time.Second),
 				Events: []manifest.LogEvent{{Key: fmt.Appendf(nil, "/k/%d", r), Value: []byte("v"), CreateRevision: r, Version: 1}}})
 		}
-		log := &testenv.CapturedLog{Target: usb, Key: key, Recipients: rs, Base: m, BaseSum: manifest.Sum(raw)}
 		log.Append(t, revs, nil, nil)
 	}
 	// Drills: the newest restored a set as it is, the one before replayed.

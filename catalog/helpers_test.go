@@ -417,6 +417,31 @@ func (h *hookTarget) recorded(prefix string) []string {
 	return out
 }
 
+// naming returns the calls whose key names id, in the order they were
+// made, so that one set's removal (its tombstone included) can be read
+// apart from the other sets' calls around it.
+func (h *hookTarget) naming(id string) []string {
+	var out []string
+	for _, c := range h.recorded("") {
+		if strings.Contains(c, id) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// removalHead is how a prune's removal of set id starts, whatever else
+// it then deletes: the tombstone, signature first, then the manifest,
+// so that an interrupted removal never leaves a complete-looking set with
+// objects missing.
+func removalHead(id string) []string {
+	return []string{
+		"put " + manifest.SignatureKey(TombstoneKey(testCluster, id)),
+		"put " + TombstoneKey(testCluster, id),
+		"delete " + manifest.Key(testCluster, id, manifest.ManifestObject),
+	}
+}
+
 func lockedErr(key string) error {
 	return fmt.Errorf("target test: deleting %s: %w", key, storage.ErrLocked)
 }

@@ -272,17 +272,8 @@ func TestPruneSetWithLog(t *testing.T) {
 	if err != nil || len(rep.Errors) > 0 || !slices.Equal(rep.Removed, []string{id}) {
 		t.Fatalf("Prune: %v, %v, removed %v", err, rep.Errors, rep.Removed)
 	}
-	var calls []string
-	for _, c := range e.hook.recorded("") {
-		if strings.Contains(c, id) {
-			calls = append(calls, c)
-		}
-	}
-	head := []string{
-		"put " + manifest.SignatureKey(TombstoneKey(testCluster, id)),
-		"put " + TombstoneKey(testCluster, id),
-		"delete " + manifest.Key(testCluster, id, manifest.ManifestObject),
-	}
+	calls := e.hook.naming(id)
+	head := removalHead(id)
 	if len(calls) < len(head) || !slices.Equal(calls[:len(head)], head) {
 		t.Fatalf("calls\n  %s\nwant them to start with\n  %s", strings.Join(calls, "\n  "), strings.Join(head, "\n  "))
 	}

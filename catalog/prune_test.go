@@ -276,20 +276,12 @@ func TestPruneOrder(t *testing.T) {
 		t.Fatalf("Prune: %v, %v", err, rep.Errors)
 	}
 	id := e.sets[0].id
-	var calls []string
-	for _, c := range e.hook.recorded("") {
-		if strings.Contains(c, id) {
-			calls = append(calls, c)
-		}
-	}
-	want := []string{
-		"put " + manifest.SignatureKey(TombstoneKey(testCluster, id)),
-		"put " + TombstoneKey(testCluster, id),
-		"delete " + manifest.Key(testCluster, id, manifest.ManifestObject),
-		"delete " + manifest.Key(testCluster, id, manifest.EtcdObject),
-		"delete " + manifest.SignatureKey(manifest.Key(testCluster, id, manifest.ManifestObject)),
-		"delete " + manifest.Key(testCluster, id, manifest.StateObject),
-	}
+	calls := e.hook.naming(id)
+	want := append(removalHead(id),
+		"delete "+manifest.Key(testCluster, id, manifest.EtcdObject),
+		"delete "+manifest.SignatureKey(manifest.Key(testCluster, id, manifest.ManifestObject)),
+		"delete "+manifest.Key(testCluster, id, manifest.StateObject),
+	)
 	if !slices.Equal(calls, want) {
 		t.Fatalf("calls\n  %s\nwant\n  %s", strings.Join(calls, "\n  "), strings.Join(want, "\n  "))
 	}

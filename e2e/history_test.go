@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -159,20 +158,7 @@ func TestHistoryUndoesANamespaceDelete(t *testing.T) {
 
 	// The cluster is lost; a new machine is restored to that revision.
 	agent.cmd.Process.Kill() // its cleanup waits for it
-	h.Stop()
-	for _, p := range []string{testenv.KubeEtcdDataDir, testenv.KubernetesDir} {
-		if err := os.RemoveAll(h.Path(p)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	root := filepath.Join(t.TempDir(), "new-machine")
-	testenv.Mkdir(t, root, 0o755)
-	k := testenv.StartKubelet(t, root, testenv.KubePorts{})
-	flag, _ := src.plannedNodeIP(t, k.Ports)
-	r = runKdr(t, src.w.env(), append(src.applyArgs(flag, root, k.Ports), "--revision", fmt.Sprint(undo))...)
-	if r.code != 0 {
-		t.Fatalf("restore apply --revision %d failed\n%s\njournal:\n%s", undo, r, journalText(t, src.stagingDir(root)))
-	}
+	_, k := src.restoreOnNewMachine(t, nil, "--revision", fmt.Sprint(undo))
 	admin := k.Kubeconfig(t, "admin.conf")
 	if got := k.Kubectl(t, admin, "get", "namespace", ns, "-o", "jsonpath={.status.phase}"); got != "Active" {
 		t.Errorf("namespace %s is %q after the restore, want Active", ns, got)

@@ -140,7 +140,6 @@ func TestRestoreEncryptedSecretsOntoNewMachine(t *testing.T) {
 			}
 		},
 	})
-	h := src.host
 
 	// The backup captured both configs though no configured set names
 	// them: a required set "referenced" lists them.
@@ -187,23 +186,7 @@ func TestRestoreEncryptedSecretsOntoNewMachine(t *testing.T) {
 
 	// The node is gone: its processes, etcd's data, /etc/kubernetes (and
 	// the encryption key in it) and /srv.
-	h.Stop()
-	for _, p := range []string{testenv.KubeEtcdDataDir, testenv.KubernetesDir, "/srv"} {
-		if err := os.RemoveAll(h.Path(p)); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	root := filepath.Join(t.TempDir(), "new-machine")
-	testenv.Mkdir(t, root, 0o755)
-	k := testenv.StartKubelet(t, root, testenv.KubePorts{})
-	flag, _ := src.plannedNodeIP(t, k.Ports)
-	start := time.Now()
-	r := runKdr(t, src.w.env(), src.applyArgs(flag, root, k.Ports)...)
-	if r.code != 0 {
-		t.Fatalf("restore apply failed\n%s\njournal:\n%s", r, journalText(t, src.stagingDir(root)))
-	}
-	t.Logf("restore apply took %s:\n%s", time.Since(start).Round(time.Second), r.stdout)
+	root, k := src.restoreOnNewMachine(t, []string{"/srv"})
 
 	// The configs are back, byte for byte, keys' mode kept.
 	for p, want := range files {

@@ -222,6 +222,34 @@ func (s *kubeSource) stagingDir(root string) string {
 	return filepath.Join(root, "var/lib/kdr/restore", cluster, s.id)
 }
 
+// restoreOnNewMachine is the loss of the source's node and the restore an
+// operator then does: the node's processes stop, etcd's data,
+// /etc/kubernetes and the lost paths besides go, and `kdr restore apply`
+// with the extra flags brings the node back on an empty machine where a
+// kubelet runs whatever static pods appear. A failed apply fails the
+// test with the restore's journal, the one account of how far it got.
+// It returns the machine's root and its kubelet.
+func (s *kubeSource) restoreOnNewMachine(t *testing.T, lost []string, extra ...string) (string, *testenv.Kubelet) {
+	t.Helper()
+	s.host.Stop()
+	for _, p := range append([]string{testenv.KubeEtcdDataDir, testenv.KubernetesDir}, lost...) {
+		if err := os.RemoveAll(s.host.Path(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := filepath.Join(t.TempDir(), "new-machine")
+	testenv.Mkdir(t, root, 0o755)
+	k := testenv.StartKubelet(t, root, testenv.KubePorts{})
+	flag, _ := s.plannedNodeIP(t, k.Ports)
+	start := time.Now()
+	r := runKdr(t, s.w.env(), append(s.applyArgs(flag, root, k.Ports), extra...)...)
+	if r.code != 0 {
+		t.Fatalf("restore apply failed\n%s\njournal:\n%s", r, journalText(t, s.stagingDir(root)))
+	}
+	t.Logf("restore apply took %s:\n%s", time.Since(start).Round(time.Second), r.stdout)
+	return root, k
+}
+
 // TestRestoreKubeadmOntoNewMachine is the restore an operator does when a
 // kubeadm control-plane node is gone: etcd's data and all of
 // /etc/kubernetes are lost, and `kdr restore apply` on an empty machine,
@@ -237,22 +265,7 @@ func TestRestoreKubeadmOntoNewMachine(t *testing.T) {
 	}
 
 	// The node is gone: its processes, its etcd data and /etc/kubernetes.
-	h.Stop()
-	for _, p := range []string{testenv.KubeEtcdDataDir, testenv.KubernetesDir} {
-		if err := os.RemoveAll(h.Path(p)); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	root := filepath.Join(t.TempDir(), "new-machine")
-	testenv.Mkdir(t, root, 0o755)
-	k := testenv.StartKubelet(t, root, testenv.KubePorts{})
-	flag, _ := src.plannedNodeIP(t, k.Ports)
-	r := runKdr(t, src.w.env(), src.applyArgs(flag, root, k.Ports)...)
-	if r.code != 0 {
-		t.Fatalf("restore apply failed\n%s\njournal:\n%s", r, journalText(t, src.stagingDir(root)))
-	}
-	t.Logf("restore apply:\n%s", r.stdout)
+	root, k := src.restoreOnNewMachine(t, nil)
 	for _, pod := range []string{"etcd", "kube-apiserver"} {
 		if !k.Running(pod) {
 			t.Errorf("the kubelet does not run %s after the restore:\n%s", pod, k.Logs(pod))

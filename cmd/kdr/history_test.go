@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	"github.com/kdr-io/kdr/crypto"
 	"github.com/kdr-io/kdr/internal/testenv"
 	"github.com/kdr-io/kdr/manifest"
-	"github.com/kdr-io/kdr/storage"
 )
 
 // seenAt is when the test log's writer saw revision r: one second apart.
@@ -28,33 +26,14 @@ func seenAt(r int64) time.Time {
 // 107. It returns the config and the identity file.
 func historyConfig(t *testing.T) (cfg, identity string) {
 	t.Helper()
-	ctx := context.Background()
-	key := testenv.NewSigningKey(t)
-	dir := t.TempDir()
-	cfg = testConfig(t, dir, "signing: {trustedKeys: [\""+key.Public+"\"]}\n")
-	identity = filepath.Join(dir, "operator.key")
+	cfg, key, usb := logSetup(t, false)
+	identity = filepath.Join(t.TempDir(), "operator.key")
 	recipient, err := kdr(t, "keys", "generate", "--out", identity)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rs, err := crypto.ParseRecipients([]string{strings.TrimSpace(recipient)})
 	if err != nil {
-		t.Fatal(err)
-	}
-	usb, err := storage.NewLocal("usb", filepath.Join(dir, "usb"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	created := seenAt(0)
-	m := &manifest.Manifest{FormatVersion: manifest.FormatVersion, KdrVersion: "test", ID: manifest.NewID(created, [3]byte{1, 2, 3}),
-		Cluster: "prod", Created: created, Completed: created.Add(time.Second), Node: "cp1", Etcd: manifest.Etcd{Revision: 100, DBSize: 1 << 20},
-		Objects: []manifest.Object{{Name: manifest.EtcdObject, Kind: manifest.KindEtcdSnapshot,
-			PlainSize: 1 << 20, PlainSHA256: strings.Repeat("a", 64), Size: 1 << 19, SHA256: strings.Repeat("b", 64)}}}
-	raw, err := m.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := manifest.PutSigned(ctx, usb, manifest.Key("prod", m.ID, manifest.ManifestObject), raw, manifest.NamespaceManifest, key.Signer, storage.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	const ns = "/registry/namespaces/shop"
@@ -64,7 +43,7 @@ func historyConfig(t *testing.T) (cfg, identity string) {
 		105: {Key: []byte(ns), Delete: true},
 		107: {Key: []byte(ns), Value: []byte("again"), CreateRevision: 107, Version: 1},
 	}
-	log := &testenv.CapturedLog{Target: usb, Key: key, Recipients: rs, Base: m, BaseSum: manifest.Sum(raw)}
+	log := testenv.PutSet(t, usb, key, rs, seenAt(0), 100)
 	for _, seg := range [][2]int64{{101, 105}, {106, 110}} {
 		var revs []manifest.LogRevision
 		for r := seg[0]; r <= seg[1]; r++ {

@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kdr-io/kdr/internal/testenv"
 	"github.com/kdr-io/kdr/manifest"
-	"github.com/kdr-io/kdr/storage"
 )
 
 // TestListShowsTheWindow: list says what a restore reaches on each
@@ -19,14 +17,8 @@ import (
 // set of the cluster carries it and every entry keeps its fields.
 func TestListShowsTheWindow(t *testing.T) {
 	ctx := context.Background()
-	key := testenv.NewSigningKey(t)
+	cfg, key, usb := logSetup(t, false)
 	rs, _ := testenv.AgeKeys(t)
-	dir := t.TempDir()
-	cfg := testConfig(t, dir, "signing: {trustedKeys: [\""+key.Public+"\"]}\n")
-	usb, err := storage.NewLocal("usb", filepath.Join(dir, "usb"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	day := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
 	// set 100 with 101..120 and 121..130 (its head and signature removed);
 	// set 140 with
@@ -37,19 +29,8 @@ func TestListShowsTheWindow(t *testing.T) {
 		segments [][2]int64
 	}{{100, [][2]int64{{101, 120}, {121, 130}}}, {140, [][2]int64{{141, 150}}}} {
 		created := day.Add(time.Duration(i) * time.Hour)
-		m := &manifest.Manifest{FormatVersion: manifest.FormatVersion, KdrVersion: "test", ID: manifest.NewID(created, [3]byte{1, 2, byte(i)}),
-			Cluster: "prod", Created: created, Completed: created.Add(time.Second), Node: "cp1", Etcd: manifest.Etcd{Revision: s.rev, DBSize: 1 << 20},
-			Objects: []manifest.Object{{Name: manifest.EtcdObject, Kind: manifest.KindEtcdSnapshot,
-				PlainSize: 1 << 20, PlainSHA256: strings.Repeat("a", 64), Size: 1 << 19, SHA256: strings.Repeat("b", 64)}}}
-		raw, err := m.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := manifest.PutSigned(ctx, usb, manifest.Key("prod", m.ID, manifest.ManifestObject), raw, manifest.NamespaceManifest, key.Signer, storage.PutOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, m.ID)
-		log := &testenv.CapturedLog{Target: usb, Key: key, Recipients: rs, Base: m, BaseSum: manifest.Sum(raw)}
+		log := testenv.PutSet(t, usb, key, rs, created, s.rev)
+		ids = append(ids, log.Base.ID)
 		var last string
 		for _, seg := range s.segments {
 			var revs []manifest.LogRevision

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,10 +17,8 @@ import (
 // revisions and why, in the dry run and with --apply, and removes them.
 func TestPruneListsLogs(t *testing.T) {
 	ctx := context.Background()
-	key := testenv.NewSigningKey(t)
+	cfg, key, usb := logSetup(t, true)
 	rs, _ := testenv.AgeKeys(t)
-	dir := t.TempDir()
-	cfg := testConfig(t, dir, "signing: {trustedKeys: [\""+key.Public+"\"], keyFile: "+key.WriteFile(t, dir)+"}\n")
 	raw, err := os.ReadFile(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -33,29 +30,14 @@ func TestPruneListsLogs(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(edited), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	usb, err := storage.NewLocal("usb", filepath.Join(dir, "usb"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Three sets an hour apart, long ago, each continued by 10 revisions.
 	day := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
 	var ids []string
 	for i := range 3 {
 		created := day.Add(time.Duration(i) * time.Hour)
 		rev := int64(100 + 10*i)
-		m := &manifest.Manifest{FormatVersion: manifest.FormatVersion, KdrVersion: "test", ID: manifest.NewID(created, [3]byte{1, 2, byte(i)}),
-			Cluster: "prod", Created: created, Completed: created.Add(time.Second), Node: "cp1", Etcd: manifest.Etcd{Revision: rev, DBSize: 1 << 20},
-			Objects: []manifest.Object{{Name: manifest.EtcdObject, Kind: manifest.KindEtcdSnapshot,
-				PlainSize: 1 << 20, PlainSHA256: strings.Repeat("a", 64), Size: 1 << 19, SHA256: strings.Repeat("b", 64)}}}
-		raw, err := m.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := manifest.PutSigned(ctx, usb, manifest.Key("prod", m.ID, manifest.ManifestObject), raw, manifest.NamespaceManifest, key.Signer, storage.PutOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, m.ID)
-		log := &testenv.CapturedLog{Target: usb, Key: key, Recipients: rs, Base: m, BaseSum: manifest.Sum(raw)}
+		log := testenv.PutSet(t, usb, key, rs, created, rev)
+		ids = append(ids, log.Base.ID)
 		var revs []manifest.LogRevision
 		for r := rev + 1; r <= rev+10; r++ {
 			revs = append(revs, manifest.LogRevision{Revision: r, Seen: created.Add(time.Duration(r-rev) * time.Minute),

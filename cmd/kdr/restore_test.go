@@ -1,16 +1,13 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kdr-io/kdr/internal/testenv"
 	"github.com/kdr-io/kdr/manifest"
-	"github.com/kdr-io/kdr/storage"
 )
 
 // TestRestorePlanToARevision: restore plan and runbook take --revision,
@@ -18,28 +15,10 @@ import (
 // refuse a backup named beside it; a drill's --revision is a revision or
 // random.
 func TestRestorePlanToARevision(t *testing.T) {
-	ctx := context.Background()
-	key := testenv.NewSigningKey(t)
+	cfg, key, usb := logSetup(t, false)
 	rs, _ := testenv.AgeKeys(t)
-	dir := t.TempDir()
-	cfg := testConfig(t, dir, "signing: {trustedKeys: [\""+key.Public+"\"]}\n")
-	usb, err := storage.NewLocal("usb", filepath.Join(dir, "usb"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	created := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
-	m := &manifest.Manifest{FormatVersion: manifest.FormatVersion, KdrVersion: "test", ID: manifest.NewID(created, [3]byte{1, 2, 3}),
-		Cluster: "prod", Created: created, Completed: created.Add(time.Second), Node: "cp1", Etcd: manifest.Etcd{Revision: 100, DBSize: 1 << 20},
-		Objects: []manifest.Object{{Name: manifest.EtcdObject, Kind: manifest.KindEtcdSnapshot,
-			PlainSize: 1 << 20, PlainSHA256: strings.Repeat("a", 64), Size: 1 << 19, SHA256: strings.Repeat("b", 64)}}}
-	raw, err := m.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := manifest.PutSigned(ctx, usb, manifest.Key("prod", m.ID, manifest.ManifestObject), raw, manifest.NamespaceManifest, key.Signer, storage.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	log := &testenv.CapturedLog{Target: usb, Key: key, Recipients: rs, Base: m, BaseSum: manifest.Sum(raw)}
+	log := testenv.PutSet(t, usb, key, rs, time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC), 100)
+	m := log.Base
 	for _, seg := range [][2]int64{{101, 110}, {111, 130}} {
 		var revs []manifest.LogRevision
 		for r := seg[0]; r <= seg[1]; r++ {

@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +29,30 @@ type CapturedLog struct {
 	BaseSum string
 
 	prev *manifest.SegmentLink
+}
+
+// PutSet stores the signed manifest of a full set of cluster prod, taken
+// on cp1 at created with etcd at revision rev, and returns the captured
+// log that continues it, its segments sealed to recipients and signed
+// with key. The set names an etcd snapshot it never stores: enough for
+// what reads only manifests and logs (list, plan, history, prune, the
+// window), so those tests need no etcd to back up. Its ID is drawn from
+// created and rev, so sets at different revisions differ even when
+// created at the same time.
+func PutSet(t testing.TB, target storage.Target, key *SigningKey, recipients []crypto.Recipient, created time.Time, rev int64) *CapturedLog {
+	t.Helper()
+	m := &manifest.Manifest{FormatVersion: manifest.FormatVersion, KdrVersion: "test", ID: manifest.NewID(created, [3]byte{byte(rev >> 16), byte(rev >> 8), byte(rev)}),
+		Cluster: "prod", Created: created, Completed: created.Add(time.Second), Node: "cp1", Etcd: manifest.Etcd{Revision: rev, DBSize: 1 << 20},
+		Objects: []manifest.Object{{Name: manifest.EtcdObject, Kind: manifest.KindEtcdSnapshot,
+			PlainSize: 1 << 20, PlainSHA256: strings.Repeat("a", 64), Size: 1 << 19, SHA256: strings.Repeat("b", 64)}}}
+	raw, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := manifest.PutSigned(context.Background(), target, manifest.Key(m.Cluster, m.ID, manifest.ManifestObject), raw, manifest.NamespaceManifest, key.Signer, storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return &CapturedLog{Target: target, Key: key, Recipients: recipients, Base: m, BaseSum: manifest.Sum(raw)}
 }
 
 // Append stores one segment holding revs, which follow the last segment
