@@ -50,9 +50,16 @@ func TestKubeletStaticPods(t *testing.T) {
 	if err := os.MkdirAll(manifests, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Written whole and renamed into place, as kubeadm writes manifests:
+	// a kubelet that polls while a file is half-written would start the
+	// half, then the whole.
 	write := func(name, content string) {
 		t.Helper()
-		if err := os.WriteFile(filepath.Join(manifests, name), []byte(content), 0o600); err != nil {
+		tmp := filepath.Join(manifests, ".writing-"+name)
+		if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(manifests, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
