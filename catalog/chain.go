@@ -34,10 +34,8 @@ func TombstoneKey(cluster, id string) string {
 }
 
 func parseTombstone(raw []byte, id string) (*Tombstone, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
 	var ts Tombstone
-	if err := dec.Decode(&ts); err != nil {
+	if err := decodeStrict(raw, &ts); err != nil {
 		return nil, fmt.Errorf("invalid tombstone: %w", err)
 	}
 	if ts.ID != id {
@@ -49,8 +47,14 @@ func parseTombstone(raw []byte, id string) (*Tombstone, error) {
 	return &ts, nil
 }
 
-// readTombstone returns the tombstone of a set, or an error wrapping
-// storage.ErrNotExist when the set was not pruned.
+// decodeStrict decodes one JSON value and refuses unknown fields: a set's
+// tombstone is never read as a log's, nor the other way.
+func decodeStrict(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
 func isSHA256(s string) bool {
 	if len(s) != 64 {
 		return false
@@ -63,6 +67,8 @@ func isSHA256(s string) bool {
 	return true
 }
 
+// readTombstone returns the tombstone of a set, or an error wrapping
+// storage.ErrNotExist when the set was not pruned.
 func readTombstone(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster, id string) (*Tombstone, error) {
 	key := TombstoneKey(cluster, id)
 	raw, err := manifest.ReadSigned(ctx, t, key, maxTombstoneRead, manifest.NamespaceTombstone, trust)
@@ -77,11 +83,16 @@ func readTombstone(ctx context.Context, t storage.Target, trust *manifest.Trust,
 }
 
 func writeTombstone(ctx context.Context, t storage.Target, signer *manifest.Signer, cluster string, ts Tombstone) error {
+	return putTombstone(ctx, t, signer, TombstoneKey(cluster, ts.ID), ts)
+}
+
+// putTombstone signs and stores a tombstone, of a set or of a log.
+func putTombstone(ctx context.Context, t storage.Target, signer *manifest.Signer, key string, ts any) error {
 	data, err := json.Marshal(ts)
 	if err != nil {
-		return fmt.Errorf("encode tombstone of %s: %w", ts.ID, err)
+		return fmt.Errorf("encode tombstone %s: %w", key, err)
 	}
-	return manifest.PutSigned(ctx, t, TombstoneKey(cluster, ts.ID), append(data, '\n'), manifest.NamespaceTombstone, signer,
+	return manifest.PutSigned(ctx, t, key, append(data, '\n'), manifest.NamespaceTombstone, signer,
 		storage.PutOptions{ContentType: "application/json"})
 }
 

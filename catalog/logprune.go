@@ -1,9 +1,7 @@
 package catalog
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -50,10 +48,8 @@ func LogTombstoneKey(cluster, id string) string {
 }
 
 func parseLogTombstone(raw []byte, id string) (*LogTombstone, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
 	var ts LogTombstone
-	if err := dec.Decode(&ts); err != nil {
+	if err := decodeStrict(raw, &ts); err != nil {
 		return nil, fmt.Errorf("%w: log tombstone: %w", manifest.ErrInvalid, err)
 	}
 	switch {
@@ -123,12 +119,7 @@ func checkPrunedLog(ctx context.Context, t storage.Target, trust *manifest.Trust
 }
 
 func writeLogTombstone(ctx context.Context, t storage.Target, signer *manifest.Signer, cluster string, ts LogTombstone) error {
-	data, err := json.Marshal(ts)
-	if err != nil {
-		return fmt.Errorf("encode log tombstone of %s: %w", ts.ID, err)
-	}
-	return manifest.PutSigned(ctx, t, LogTombstoneKey(cluster, ts.ID), append(data, '\n'), manifest.NamespaceTombstone, signer,
-		storage.PutOptions{ContentType: "application/json"})
+	return putTombstone(ctx, t, signer, LogTombstoneKey(cluster, ts.ID), ts)
 }
 
 // Reasons in PrunedLog.Reason.
