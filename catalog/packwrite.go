@@ -30,7 +30,8 @@ type PackMade struct {
 	First, Last int64
 	Segments    int
 	Bytes       int64
-	index       string
+	// index is the key of the pack's index.
+	index string
 }
 
 // PackReport says what Pack did on one target.
@@ -120,7 +121,9 @@ func packChain(ctx context.Context, t storage.Target, trust *manifest.Trust, m *
 		return err
 	}
 	for _, p := range made {
-		if !read.usesPack(p.index) || read.End() < c.End() {
+		// Its revisions read from a pack: this one, or one another packer
+		// made over the same segments.
+		if !read.inPack(p.First) || !read.inPack(p.Last) || read.End() < c.End() {
 			return fmt.Errorf("pack %d..%d: the chain read back does not take it (%v)", p.First, p.Last, read.Broken)
 		}
 	}
