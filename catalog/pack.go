@@ -209,16 +209,6 @@ func (c *Chain) inPack(rev int64) bool {
 	return false
 }
 
-// usesPack reports whether the chain reads the pack whose index is key.
-func (c *Chain) usesPack(key string) bool {
-	for _, p := range c.packed {
-		if p.index == key {
-			return true
-		}
-	}
-	return false
-}
-
 // readIndex reads and parses a pack's index, pinned to its key and set.
 func readIndex(ctx context.Context, t storage.Target, base *manifest.Manifest, p packListed) (*manifest.PackIndex, error) {
 	data, err := manifest.ReadBounded(ctx, t, p.key, manifest.MaxPackIndex)

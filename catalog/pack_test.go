@@ -165,13 +165,22 @@ func TestPack(t *testing.T) {
 	p.same(t, p.chain(t), 9)
 }
 
-// TestPackInterrupted: a run that stored the pack object but not its
-// index leaves the chain as it was; the next run checks and keeps the
+// TestPackInterrupted: a run on a full disk stores nothing; a run that
+// stored the pack object but not its index leaves the chain as it was; the next run checks and keeps the
 // object, and a damaged one is refused.
 func TestPackInterrupted(t *testing.T) {
 	usb := newLocal(t, "usb")
 	p := newPackFixture(t, usb)
-	rep, err := Pack(context.Background(), indexFailing{usb}, testTrust, testCluster, PackOptions{Every: 3 * time.Minute, Now: time.Date(2024, 6, 1, 0, 20, 0, 0, time.UTC)})
+	now := time.Date(2024, 6, 1, 0, 20, 0, 0, time.UTC)
+	rep, err := Pack(context.Background(), putFailing{usb, ".pack"}, testTrust, testCluster, PackOptions{Every: 3 * time.Minute, Now: now})
+	if err != nil || len(rep.Errors) != 1 || !strings.Contains(rep.Errors[0].Error(), "no space left on device") || len(rep.Packs) != 0 || rep.Removed != 0 {
+		t.Fatalf("a run on a full disk: %+v, %v", rep, err)
+	}
+	if _, packs := looseKeys(t, usb, p.m); len(packs) != 0 {
+		t.Fatalf("a run on a full disk left %v", packs)
+	}
+	p.same(t, p.chain(t), 0)
+	rep, err = Pack(context.Background(), putFailing{usb, ".json"}, testTrust, testCluster, PackOptions{Every: 3 * time.Minute, Now: now})
 	if err != nil || len(rep.Errors) != 1 || len(rep.Packs) != 0 || rep.Removed != 0 {
 		t.Fatalf("a run whose index fails: %+v, %v", rep, err)
 	}
@@ -193,15 +202,20 @@ func TestPackInterrupted(t *testing.T) {
 	p.same(t, p.chain(t), 6)
 }
 
-// indexFailing refuses to store pack indexes: a run stopped between a
-// pack object and its index.
-type indexFailing struct{ storage.Target }
+// putFailing refuses to store the pack objects whose keys end in suffix:
+// ".json", a run stopped between a pack object and its index; ".pack", a
+// full disk.
+type putFailing struct {
+	storage.Target
+	suffix string
+}
 
-func (i indexFailing) Put(ctx context.Context, key string, r io.Reader, o storage.PutOptions) error {
-	if strings.Contains(key, "/log/pack-") && strings.HasSuffix(key, ".json") {
-		return errors.New("target usb: stopped")
+func (f putFailing) Put(ctx context.Context, key string, r io.Reader, o storage.PutOptions) error {
+	if strings.Contains(key, "/log/pack-") && strings.HasSuffix(key, f.suffix) {
+		io.Copy(io.Discard, r)
+		return errors.New("target usb: write: no space left on device")
 	}
-	return i.Target.Put(ctx, key, r, o)
+	return f.Target.Put(ctx, key, r, o)
 }
 
 // TestPackReaders: a reader that read the chain before the pack finds
@@ -352,4 +366,14 @@ func TestPackForgedIndexKeepsLooseCopies(t *testing.T) {
 	}
 	// The next interval was packed as usual.
 	p.same(t, p.chain(t), 6)
+}
+
+// usesPack reports whether the chain reads the pack whose index is key.
+func (c *Chain) usesPack(key string) bool {
+	for _, p := range c.packed {
+		if p.index == key {
+			return true
+		}
+	}
+	return false
 }

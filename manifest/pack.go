@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 )
 
@@ -79,15 +78,10 @@ func ParsePackIndexKey(prefix, key string) (first, last int64, ok bool) {
 		return 0, 0, false
 	}
 	name, found = strings.CutSuffix(name, packIndexSuffix)
-	if !found || len(name) != 2*revisionDigits+1 || name[revisionDigits] != '-' {
+	if !found {
 		return 0, 0, false
 	}
-	first, err1 := strconv.ParseInt(name[:revisionDigits], 10, 64)
-	last, err2 := strconv.ParseInt(name[revisionDigits+1:], 10, 64)
-	if err1 != nil || err2 != nil || first <= 0 || last < first {
-		return 0, 0, false
-	}
-	return first, last, true
+	return parseRange(name)
 }
 
 // IsPackObject reports whether key, under a chain's prefix, is part of a

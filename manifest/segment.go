@@ -153,11 +153,22 @@ func ParseBodyKey(prefix, key string) (first int64, ok bool) {
 		return 0, false
 	}
 	name, found = strings.CutSuffix(name, bodySuffix)
-	if !found || len(name) != 2*revisionDigits+1 || name[revisionDigits] != '-' {
+	if !found {
 		return 0, false
 	}
-	first, err := strconv.ParseInt(name[:revisionDigits], 10, 64)
-	return first, err == nil && first > 0
+	first, _, ok = parseRange(name)
+	return first, ok
+}
+
+// parseRange reads "<first>-<last>", each 20 digits, first..last a
+// range of revisions.
+func parseRange(name string) (first, last int64, ok bool) {
+	if len(name) != 2*revisionDigits+1 || name[revisionDigits] != '-' {
+		return 0, 0, false
+	}
+	first, err1 := strconv.ParseInt(name[:revisionDigits], 10, 64)
+	last, err2 := strconv.ParseInt(name[revisionDigits+1:], 10, 64)
+	return first, last, err1 == nil && err2 == nil && first > 0 && last >= first
 }
 
 // Marshal renders the head as stored.

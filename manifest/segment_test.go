@@ -237,3 +237,31 @@ func FuzzParsePackIndex(f *testing.F) {
 		}
 	})
 }
+
+// TestParseRangeKeys: body and pack index keys give their revisions;
+// anything else under the chain's prefix does not parse.
+func TestParseRangeKeys(t *testing.T) {
+	prefix := LogPrefix("prod", "20240601T000000.000Z-abcdef")
+	for _, tc := range []struct {
+		key         string
+		body, index bool
+		first, last int64
+	}{
+		{key: SegmentBodyKey("prod", "20240601T000000.000Z-abcdef", 10, 12), body: true, first: 10, last: 12},
+		{key: PackIndexKey("prod", "20240601T000000.000Z-abcdef", 10, 99), index: true, first: 10, last: 99},
+		{key: PackKey("prod", "20240601T000000.000Z-abcdef", 10, 99)},
+		{key: SegmentHeadKey("prod", "20240601T000000.000Z-abcdef", 10)},
+		{key: prefix + revisionName(12) + "-" + revisionName(10) + bodySuffix},
+		{key: prefix + packPrefix + revisionName(0) + "-" + revisionName(10) + packIndexSuffix},
+		{key: prefix + packPrefix + "1-2" + packIndexSuffix},
+	} {
+		first, ok := ParseBodyKey(prefix, tc.key)
+		if ok != tc.body || (ok && first != tc.first) {
+			t.Errorf("ParseBodyKey(%s) = %d, %v", tc.key, first, ok)
+		}
+		first, last, ok := ParsePackIndexKey(prefix, tc.key)
+		if ok != tc.index || (ok && (first != tc.first || last != tc.last)) {
+			t.Errorf("ParsePackIndexKey(%s) = %d..%d, %v", tc.key, first, last, ok)
+		}
+	}
+}
