@@ -223,11 +223,10 @@ func (a *Agent) readDrills(ctx context.Context, cfg *config.Config, trust *manif
 // backup-age alert quiet. A manifest verified once is remembered by key,
 // so a check reads only new sets.
 func (a *Agent) countSets(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string) setsView {
-	all, err := catalog.Sets(ctx, t, cluster)
-	if err != nil {
-		return setsView{Error: err.Error()}
+	v, all := a.trustedSets(ctx, t, trust, cluster)
+	if v.Error != "" {
+		return v
 	}
-	v := a.countTrusted(ctx, t, trust, cluster, all)
 	w, err := catalog.ReadWindow(ctx, t, trust, cluster, catalog.WindowOptions{Sets: all, Cache: &a.health.chains})
 	switch {
 	case errors.Is(err, catalog.ErrNoBackup):
@@ -240,6 +239,16 @@ func (a *Agent) countSets(ctx context.Context, t storage.Target, trust *manifest
 		a.m.recordWindow(w)
 	}
 	return v
+}
+
+// trustedSets counts the trusted complete sets of cluster on t, without
+// the window: what a catch-up needs, at once.
+func (a *Agent) trustedSets(ctx context.Context, t storage.Target, trust *manifest.Trust, cluster string) (setsView, []catalog.Set) {
+	all, err := catalog.Sets(ctx, t, cluster)
+	if err != nil {
+		return setsView{Error: err.Error()}, nil
+	}
+	return a.countTrusted(ctx, t, trust, cluster, all), all
 }
 
 // countTrusted counts the trusted complete sets among all.
