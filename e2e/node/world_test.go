@@ -417,6 +417,17 @@ func (w *nodeWorld) leaseHolder(t *testing.T) string {
 	return out
 }
 
+// leaseAcquired is when the Lease's holder took it.
+func (w *nodeWorld) leaseAcquired(t *testing.T) time.Time {
+	t.Helper()
+	out := w.node.Kubectl(t, "-n", "kdr-system", "get", "lease", "kdr", "-o", "jsonpath={.spec.acquireTime}")
+	at, err := time.Parse(time.RFC3339Nano, out)
+	if err != nil {
+		t.Fatalf("the Lease's acquireTime %q: %v", out, err)
+	}
+	return at
+}
+
 // get fetches a path of a pod's HTTP endpoints from the node, as the
 // kubelet's probes and Prometheus do.
 func (w *nodeWorld) get(addr, path string) (int, string, error) {

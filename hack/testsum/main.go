@@ -1,7 +1,9 @@
 // Command testsum reads `go test -json` on stdin and prints what a plain
 // `go test` prints, each package's ok or FAIL line and the whole output of
-// every failed test, then how many top-level tests of each package passed,
-// failed and were skipped. CI pipes the whole run through it:
+// every failed test, then the last lines each failed test printed from its
+// test files (a long run's log is often read from its end only), then how
+// many top-level tests of each package passed, failed and were skipped. CI
+// pipes the whole run through it:
 //
 //	set -o pipefail; go test -count=1 -p 2 -json ./... | go run ./hack/testsum -require-all ./e2e
 //
@@ -30,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"regexp"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -118,6 +121,10 @@ type summary struct {
 	// its own build and setup failures that way in some versions.
 	textFails   int
 	first, last time.Time // earliest and latest event times
+	// said holds, per failed top-level test, its last lines from a
+	// _test.go file: printed again beside the table, since a long run's
+	// log is often read from its end only.
+	said []string
 }
 
 // pkgResult is what one package did.
@@ -249,7 +256,39 @@ func (s *summary) testEvent(p *pkgResult, e event) {
 			parent.WriteString(b.String())
 			return
 		}
-		io.WriteString(s.w, b.String())
+		out := b.String()
+		io.WriteString(s.w, out)
+		s.remember(e.Package, e.Test, out)
+	}
+}
+
+// testLine matches a line a test printed through t.Log, t.Error or
+// t.Fatal from a test file; helpers marked with t.Helper report their
+// caller's line, and testing's own cleanup logs from helpers' files are
+// left out.
+var testLine = regexp.MustCompile(`^\s+[\w.-]+_test\.go:\d+: \S`)
+
+// saidLines is how many of a failed test's last lines remember keeps, and
+// saidWidth how much of each.
+const (
+	saidLines = 3
+	saidWidth = 300
+)
+
+// remember keeps the last lines a failed test printed from its test files.
+func (s *summary) remember(pkg, test, out string) {
+	var lines []string
+	for line := range strings.Lines(out) {
+		if testLine.MatchString(line) {
+			line = strings.TrimSpace(line)
+			if len(line) > saidWidth {
+				line = line[:saidWidth] + "…"
+			}
+			lines = append(lines, line)
+		}
+	}
+	for _, line := range lines[max(0, len(lines)-saidLines):] {
+		s.said = append(s.said, fmt.Sprintf("%s %s: %s", pkg, test, line))
 	}
 }
 
@@ -282,9 +321,11 @@ func (s *summary) endPackage(name string, p *pkgResult) {
 	// before its subtests.
 	if unfinished := slices.Sorted(maps.Keys(p.running)); len(unfinished) > 0 {
 		for _, test := range unfinished {
-			io.WriteString(s.w, p.running[test].String())
+			out := p.running[test].String()
+			io.WriteString(s.w, out)
 			if !strings.Contains(test, "/") {
 				p.record(test, "fail")
+				s.remember(name, test, out)
 			}
 		}
 		fmt.Fprintf(s.w, "testsum: %s: did not finish: %s\n", name, strings.Join(unfinished, ", "))
@@ -317,6 +358,12 @@ func (s *summary) finish() []string {
 		}
 	}
 
+	if len(s.said) > 0 {
+		fmt.Fprintf(s.w, "\ntestsum: the failed tests' last lines from their test files\n")
+		for _, line := range s.said {
+			fmt.Fprintln(s.w, line)
+		}
+	}
 	var passed, failed, skipped, failedPkgs, unbuilt int
 	tw := tabwriter.NewWriter(s.w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\ntestsum: top-level tests")

@@ -76,7 +76,7 @@ func TestRun(t *testing.T) {
 				"total                3 passed, 0 failed, 0 skipped  0.02s wall time\n",
 			},
 			// A passing test's output, and go test's -v framing, stay hidden.
-			notWant: []string{"a-log-marker", "sub-log-marker", "=== RUN", "PASS\n", "notests  "},
+			notWant: []string{"a-log-marker", "sub-log-marker", "=== RUN", "PASS\n", "notests  ", "last lines"},
 		},
 		{
 			name:  "one test fails",
@@ -87,6 +87,10 @@ func TestRun(t *testing.T) {
 				"FAIL\nFAIL\texample.com/fx/fail\t0.022s\n",
 				"ok    example.com/fx/pass  3 passed, 0 failed, 0 skipped",
 				"FAIL  example.com/fx/fail  1 passed, 1 failed, 1 skipped  0.02s\n",
+				// Said again beside the table, for a log read from its end.
+				"testsum: the failed tests' last lines from their test files\n" +
+					"example.com/fx/fail TestBad: fail_test.go:8: before-subtests\n" +
+					"example.com/fx/fail TestBad: fail_test.go:10: bad-sub-marker\n\ntestsum: top-level tests",
 			},
 			notWant: []string{"ok-output-marker", "good-sub-marker", "skip-marker", "a-log-marker"},
 		},
@@ -109,6 +113,7 @@ func TestRun(t *testing.T) {
 				"=== RUN   TestSlow\n    crash_test.go:11: waiting-marker\n=== RUN   TestSlow/inner\npanic: test timed out after 1s\n",
 				"testsum: example.com/fx/crash: did not finish: TestSlow, TestSlow/inner\nFAIL\texample.com/fx/crash\t1.017s\n",
 				"FAIL  example.com/fx/crash  1 passed, 1 failed, 0 skipped  1.02s\n",
+				"example.com/fx/crash TestSlow: crash_test.go:11: waiting-marker\n",
 			},
 		},
 		{
