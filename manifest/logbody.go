@@ -12,20 +12,35 @@ import (
 
 // A segment body's plaintext (before zstd and age):
 //
-//	"kdr-log 1\n"
+//	"kdr-log 2\n"
 //	uvarint count, then per lease record:
 //	    byte 'g' (granted) or 'r' (revoked), varint ID, varint TTL (granted
 //	    only, seconds, 0 when unknown), varint revision
-//	uvarint count, then per revision, in order and without a gap:
-//	    uvarint revision, varint seen (Unix nanoseconds), uvarint events,
+//	uvarint count, uvarint first revision, then per revision, in order
+//	and without a gap:
+//	    varint seen (Unix microseconds, less the previous revision's; the
+//	    first's less zero), uvarint events,
 //	    then per event: byte 0 (put) or 1 (delete), uvarint length, key;
-//	    a put goes on with uvarint length, value, varint create revision,
-//	    varint version, varint lease ID
+//	    a put goes on with uvarint length, value, uvarint revision less
+//	    create revision, varint version, varint lease ID
 //
-// The mod revision of every event is its revision's, so it is not
-// stored. Lease records come first, so that a replay knows before the
-// revisions which leases the segment saw revoked.
-const logMagic = "kdr-log 1\n"
+// The mod revision of every event is its revision's, and revisions follow
+// each other from the first, so neither is stored; a create revision is
+// stored as its distance back, zero for a key the revision creates; the
+// times a batch of revisions arrived together differ by nothing. What is
+// stored per revision is then the events and little else: the log is
+// most of what continuous capture stores.
+//
+// "kdr-log 1\n" bodies, written before, are read too: each revision
+// starts with its number and the time in Unix nanoseconds, a put's create
+// revision is stored whole, and the first revision is not stated.
+//
+// Lease records come first, so that a replay knows before the revisions
+// which leases the segment saw revoked.
+const (
+	logMagic   = "kdr-log 2\n"
+	logMagicV1 = "kdr-log 1\n"
+)
 
 // LogEvent is one change of one revision.
 type LogEvent struct {
@@ -66,6 +81,7 @@ type LogEncoder struct {
 	last      int64
 	seenFirst time.Time
 	seenLast  time.Time
+	seen      int64 // the last revision's, in Unix microseconds
 	scratch   [binary.MaxVarintLen64]byte
 }
 
@@ -80,13 +96,21 @@ func (e *LogEncoder) AddRevision(r LogRevision) error {
 	if len(r.Events) == 0 {
 		return fmt.Errorf("revision %d has no events", r.Revision)
 	}
-	if e.count == 0 {
-		e.first, e.seenFirst = r.Revision, r.Seen
+	for _, ev := range r.Events {
+		if !ev.Delete && (ev.CreateRevision <= 0 || ev.CreateRevision > r.Revision) {
+			return fmt.Errorf("revision %d: a put of key %q created at %d", r.Revision, ev.Key, ev.CreateRevision)
+		}
 	}
-	e.last, e.seenLast = r.Revision, r.Seen
+	// The body keeps microseconds, and so does the head, so that the two
+	// agree on when each revision was seen.
+	seen := r.Seen.UnixMicro()
+	if e.count == 0 {
+		e.first, e.seenFirst = r.Revision, time.UnixMicro(seen).UTC()
+	}
+	e.last, e.seenLast = r.Revision, time.UnixMicro(seen).UTC()
 	e.count++
-	e.uvarint(uint64(r.Revision))
-	e.varint(r.Seen.UnixNano())
+	e.varint(seen - e.seen)
+	e.seen = seen
 	e.uvarint(uint64(len(r.Events)))
 	for _, ev := range r.Events {
 		if ev.Delete {
@@ -97,7 +121,7 @@ func (e *LogEncoder) AddRevision(r LogRevision) error {
 		e.revs.WriteByte(0)
 		e.bytes(ev.Key)
 		e.bytes(ev.Value)
-		e.varint(ev.CreateRevision)
+		e.uvarint(uint64(r.Revision - ev.CreateRevision))
 		e.varint(ev.Version)
 		e.varint(ev.Lease)
 	}
@@ -142,6 +166,7 @@ func (e *LogEncoder) WriteTo(w io.Writer) (int64, error) {
 		head = binary.AppendVarint(head, l.Revision)
 	}
 	head = binary.AppendUvarint(head, e.count)
+	head = binary.AppendUvarint(head, uint64(e.first))
 	n, err := w.Write(head)
 	if err != nil {
 		return int64(n), err
@@ -167,7 +192,10 @@ type LogReader struct {
 	read   uint64
 	next   int64 // the revision expected next
 	last   int64
+	v1     bool  // a "kdr-log 1" body
+	seen   int64 // the last revision's, in Unix microseconds (v2)
 	err    error
+	bytesR countingByteReader
 }
 
 // NewLogReader reads the lease records of a body holding first..last
@@ -184,7 +212,11 @@ func NewLogReader(r io.Reader, size, first, last int64) (*LogReader, error) {
 	if err := lr.full(magic); err != nil {
 		return nil, err
 	}
-	if string(magic) != logMagic {
+	switch string(magic) {
+	case logMagic:
+	case logMagicV1:
+		lr.v1 = true
+	default:
 		return nil, fmt.Errorf("%w: not a segment body", ErrLogBody)
 	}
 	n, err := lr.uvarint()
@@ -227,6 +259,15 @@ func NewLogReader(r io.Reader, size, first, last int64) (*LogReader, error) {
 	}
 	if want := uint64(last - first + 1); lr.count != want {
 		return nil, fmt.Errorf("%w: %d revisions for %d..%d", ErrLogBody, lr.count, first, last)
+	}
+	if !lr.v1 {
+		at, err := lr.uvarint()
+		if err != nil {
+			return nil, err
+		}
+		if int64(at) != first {
+			return nil, fmt.Errorf("%w: the body starts at revision %d, not %d", ErrLogBody, at, first)
+		}
 	}
 	ok = true
 	return lr, nil
@@ -277,16 +318,28 @@ func (lr *LogReader) revision() (*LogRevision, error) {
 		}
 		return nil, io.EOF
 	}
-	rev, err := lr.uvarint()
-	if err != nil {
-		return nil, err
-	}
-	if int64(rev) != lr.next {
-		return nil, fmt.Errorf("%w: revision %d where %d was due", ErrLogBody, rev, lr.next)
-	}
-	seen, err := lr.varint()
-	if err != nil {
-		return nil, err
+	rev := lr.next
+	var seen time.Time
+	if lr.v1 {
+		at, err := lr.uvarint()
+		if err != nil {
+			return nil, err
+		}
+		if int64(at) != rev {
+			return nil, fmt.Errorf("%w: revision %d where %d was due", ErrLogBody, at, rev)
+		}
+		ns, err := lr.varint()
+		if err != nil {
+			return nil, err
+		}
+		seen = time.Unix(0, ns).UTC()
+	} else {
+		d, err := lr.varint()
+		if err != nil {
+			return nil, err
+		}
+		lr.seen += d
+		seen = time.UnixMicro(lr.seen).UTC()
 	}
 	n, err := lr.uvarint()
 	if err != nil {
@@ -297,7 +350,7 @@ func (lr *LogReader) revision() (*LogRevision, error) {
 	if n == 0 || n > uint64(lr.left)/2 {
 		return nil, fmt.Errorf("%w: revision %d with %d events", ErrLogBody, rev, n)
 	}
-	r := &LogRevision{Revision: int64(rev), Seen: time.Unix(0, seen).UTC(), Events: make([]LogEvent, n)}
+	r := &LogRevision{Revision: rev, Seen: seen, Events: make([]LogEvent, n)}
 	for i := range r.Events {
 		ev := &r.Events[i]
 		kind, err := lr.byte()
@@ -320,10 +373,21 @@ func (lr *LogReader) revision() (*LogRevision, error) {
 		if ev.Value, err = lr.bytes(); err != nil {
 			return nil, err
 		}
-		for _, p := range []*int64{&ev.CreateRevision, &ev.Version, &ev.Lease} {
-			if *p, err = lr.varint(); err != nil {
-				return nil, err
-			}
+		if lr.v1 {
+			ev.CreateRevision, err = lr.varint()
+		} else {
+			var back uint64
+			back, err = lr.uvarint()
+			ev.CreateRevision = rev - int64(min(back, uint64(rev)))
+		}
+		if err != nil {
+			return nil, err
+		}
+		if ev.Version, err = lr.varint(); err != nil {
+			return nil, err
+		}
+		if ev.Lease, err = lr.varint(); err != nil {
+			return nil, err
 		}
 		if ev.CreateRevision <= 0 || ev.CreateRevision > r.Revision || ev.Version <= 0 {
 			return nil, fmt.Errorf("%w: revision %d: create revision %d, version %d", ErrLogBody, rev, ev.CreateRevision, ev.Version)
@@ -361,7 +425,9 @@ func (lr *LogReader) byte() (byte, error) {
 }
 
 func (lr *LogReader) uvarint() (uint64, error) {
-	c := &countingByteReader{lr: lr}
+	// The reader lives in lr, so that a varint costs no allocation.
+	c := &lr.bytesR
+	c.lr, c.err = lr, nil
 	v, err := binary.ReadUvarint(c)
 	switch {
 	case c.err != nil:

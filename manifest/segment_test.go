@@ -2,8 +2,10 @@ package manifest
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -96,17 +98,28 @@ func TestHeadKeys(t *testing.T) {
 	}
 }
 
+// sampleRevisions are three revisions: a put on a lease, a delete with a
+// put of an older key, and a put seen a second later with a time that is
+// not a whole microsecond (the body keeps microseconds).
+func sampleRevisions() []LogRevision {
+	seen := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	return []LogRevision{
+		{Revision: 10, Seen: seen, Events: []LogEvent{{Key: []byte("a"), Value: []byte("1"), CreateRevision: 10, Version: 1, Lease: 7}}},
+		{Revision: 11, Seen: seen, Events: []LogEvent{{Key: []byte("a"), Delete: true}, {Key: []byte("b"), Value: []byte{}, CreateRevision: 5, Version: 3}}},
+		{Revision: 12, Seen: seen.Add(time.Second + 1500*time.Nanosecond), Events: []LogEvent{{Key: []byte("c"), Value: bytes.Repeat([]byte("x"), 300), CreateRevision: 12, Version: 1}}},
+	}
+}
+
+func sampleLeases() []LeaseRecord {
+	return []LeaseRecord{{ID: 7, TTL: 60, Revision: 10}, {ID: 8, Revoked: true, Revision: 12}}
+}
+
 func encodeSample(t testing.TB) []byte {
 	var e LogEncoder
-	e.AddLease(LeaseRecord{ID: 7, TTL: 60, Revision: 10})
-	e.AddLease(LeaseRecord{ID: 8, Revoked: true, Revision: 12})
-	seen := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
-	revs := []LogRevision{
-		{Revision: 10, Seen: seen, Events: []LogEvent{{Key: []byte("a"), Value: []byte("1"), CreateRevision: 10, Version: 1, Lease: 7}}},
-		{Revision: 11, Seen: seen, Events: []LogEvent{{Key: []byte("a"), Delete: true}, {Key: []byte("b"), Value: nil, CreateRevision: 5, Version: 3}}},
-		{Revision: 12, Seen: seen.Add(time.Second), Events: []LogEvent{{Key: []byte("c"), Value: bytes.Repeat([]byte("x"), 300), CreateRevision: 12, Version: 1}}},
+	for _, l := range sampleLeases() {
+		e.AddLease(l)
 	}
-	for _, r := range revs {
+	for _, r := range sampleRevisions() {
 		if err := e.AddRevision(r); err != nil {
 			t.Fatal(err)
 		}
@@ -118,16 +131,45 @@ func encodeSample(t testing.TB) []byte {
 	return b.Bytes()
 }
 
-func TestLogBodyRoundTrip(t *testing.T) {
-	plain := encodeSample(t)
+// encodeV1 writes the sample as a "kdr-log 1" body, the format before:
+// each revision's number, nanoseconds, whole create revisions.
+func encodeV1(revs []LogRevision, leases []LeaseRecord) []byte {
+	b := []byte(logMagicV1)
+	b = binary.AppendUvarint(b, uint64(len(leases)))
+	for _, l := range leases {
+		if l.Revoked {
+			b = binary.AppendVarint(append(b, 'r'), l.ID)
+		} else {
+			b = binary.AppendVarint(binary.AppendVarint(append(b, 'g'), l.ID), l.TTL)
+		}
+		b = binary.AppendVarint(b, l.Revision)
+	}
+	b = binary.AppendUvarint(b, uint64(len(revs)))
+	field := func(b, f []byte) []byte { return append(binary.AppendUvarint(b, uint64(len(f))), f...) }
+	for _, r := range revs {
+		b = binary.AppendUvarint(b, uint64(r.Revision))
+		b = binary.AppendVarint(b, r.Seen.UnixNano())
+		b = binary.AppendUvarint(b, uint64(len(r.Events)))
+		for _, ev := range r.Events {
+			if ev.Delete {
+				b = field(append(b, 1), ev.Key)
+				continue
+			}
+			b = field(field(append(b, 0), ev.Key), ev.Value)
+			b = binary.AppendVarint(binary.AppendVarint(binary.AppendVarint(b, ev.CreateRevision), ev.Version), ev.Lease)
+		}
+	}
+	return b
+}
+
+// decodeAll reads a body of 10..12 whole.
+func decodeAll(t *testing.T, plain []byte) ([]LeaseRecord, []LogRevision) {
+	t.Helper()
 	lr, err := NewLogReader(bytes.NewReader(plain), int64(len(plain)), 10, 12)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ls := lr.Leases(); len(ls) != 2 || ls[0].TTL != 60 || !ls[1].Revoked {
-		t.Fatalf("leases %+v", ls)
-	}
-	var got []*LogRevision
+	var got []LogRevision
 	for {
 		r, err := lr.Next()
 		if err == io.EOF {
@@ -136,10 +178,59 @@ func TestLogBodyRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, r)
+		got = append(got, *r)
 	}
-	if len(got) != 3 || got[1].Events[0].Delete != true || got[0].Events[0].Lease != 7 || len(got[2].Events[0].Value) != 300 {
-		t.Fatalf("decoded %+v", got)
+	return lr.Leases(), got
+}
+
+func TestLogBodyRoundTrip(t *testing.T) {
+	want := sampleRevisions()
+	for i := range want {
+		want[i].Seen = want[i].Seen.Truncate(time.Microsecond)
+	}
+	leases, got := decodeAll(t, encodeSample(t))
+	if !reflect.DeepEqual(leases, sampleLeases()) {
+		t.Errorf("leases %+v, want %+v", leases, sampleLeases())
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("decoded %+v\nwant %+v", got, want)
+	}
+}
+
+// TestLogBodyV1 reads a body written in the format before, whose times
+// were nanoseconds.
+func TestLogBodyV1(t *testing.T) {
+	want := sampleRevisions()
+	leases, got := decodeAll(t, encodeV1(want, sampleLeases()))
+	if !reflect.DeepEqual(leases, sampleLeases()) {
+		t.Errorf("leases %+v, want %+v", leases, sampleLeases())
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("decoded %+v\nwant %+v", got, want)
+	}
+}
+
+// TestLogBodySmaller: what the format saves on a revision beside the
+// format before, with etcd's own kind of revision: one put of a key
+// whose create revision is far back, in a batch seen together.
+func TestLogBodySmaller(t *testing.T) {
+	var revs []LogRevision
+	seen := time.Date(2026, 12, 7, 10, 0, 0, 123456789, time.UTC)
+	for i := range int64(100) {
+		revs = append(revs, LogRevision{Revision: 3_000_000 + i, Seen: seen.Add(time.Duration(i/10) * 1234567),
+			Events: []LogEvent{{Key: []byte("/registry/configmaps/a/b"), Value: []byte("v"), CreateRevision: 1_000_000 + i, Version: 7}}})
+	}
+	var e LogEncoder
+	for _, r := range revs {
+		if err := e.AddRevision(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var b bytes.Buffer
+	e.WriteTo(&b)
+	v1 := encodeV1(revs, nil)
+	if per := (len(v1) - b.Len()) / len(revs); per < 10 {
+		t.Errorf("a revision takes %d bytes less than in the format before, want at least 10 (%d against %d in all)", per, b.Len(), len(v1))
 	}
 }
 
@@ -154,7 +245,7 @@ func TestLogBodyDamaged(t *testing.T) {
 		{"trailing bytes", append(append([]byte(nil), plain...), 0), 10, 12},
 		{"other range", plain, 11, 13},
 		{"fewer revisions", plain, 10, 13},
-		{"magic", append([]byte("kdr-log 2\n"), plain[10:]...), 10, 12},
+		{"magic", append([]byte("kdr-log 3\n"), plain[10:]...), 10, 12},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lr, err := NewLogReader(bytes.NewReader(tc.plain), int64(len(tc.plain)), tc.first, tc.last)
@@ -180,7 +271,8 @@ func TestLogBodyDamaged(t *testing.T) {
 // allocation beyond what the plaintext can hold.
 func FuzzLogReader(f *testing.F) {
 	f.Add(encodeSample(f), int64(10), int64(12))
-	f.Add([]byte(logMagic+"\x00\x01\x0a"), int64(10), int64(10))
+	f.Add([]byte(logMagic+"\x00\x01\x0a\x00\x01\x00\x01a\x01b\x00\x02\x00"), int64(10), int64(10))
+	f.Add(encodeV1(sampleRevisions(), sampleLeases()), int64(10), int64(12))
 	f.Fuzz(func(t *testing.T, plain []byte, first, last int64) {
 		if first <= 0 || last < first || last-first > 1<<20 {
 			return
