@@ -275,7 +275,7 @@ func (a *Agent) scheduleLocked(cfg *config.Config) error {
 	c := cron.New()
 	for name, spec := range schedules(cfg) {
 		j := a.jobs[name]
-		id, err := c.AddFunc(spec, func() { a.trigger(j) })
+		id, err := c.AddFunc(spec, func() { a.trigger(j, nil) })
 		if err != nil {
 			return fmt.Errorf("schedule.%s %q: %w", name, spec, err)
 		}
@@ -301,7 +301,9 @@ func (a *Agent) updateNextRunsLocked() {
 // trigger runs a job from the schedule: not on a standby, not while the
 // previous run of the same job goes on (that run is counted skipped), and
 // after a random jitter so many agents do not hit one bucket at once.
-func (a *Agent) trigger(j *job) (ran bool) {
+// started, if set, is called as the run starts: what counts a run must
+// not wait for its end, which comes after what it wrote can be seen.
+func (a *Agent) trigger(j *job, started func()) (ran bool) {
 	a.mu.Lock()
 	if a.sched != nil {
 		a.updateNextRunsLocked()
@@ -336,6 +338,9 @@ func (a *Agent) trigger(j *job) (ran bool) {
 		case <-a.stop:
 			return false // shutting down: no new run starts
 		}
+	}
+	if started != nil {
+		started()
 	}
 	rec := runRecord{Started: time.Now()}
 	err := j.run(ctx, cfg)

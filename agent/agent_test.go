@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,37 +125,43 @@ func TestReload(t *testing.T) {
 
 // TestTriggerNeverOverlaps: a run that starts while the previous run of
 // the same job goes on is skipped and counted; a standby runs nothing.
+// The started callback comes before the run, not after it.
 func TestTriggerNeverOverlaps(t *testing.T) {
 	a, _ := newTestAgent(t, "@every 1h")
 	release := make(chan struct{})
 	var mu sync.Mutex
 	runs := 0
+	var started, startedBeforeRun atomic.Int32
 	j := &job{name: "backup", run: func(context.Context, *config.Config) error {
 		mu.Lock()
 		runs++
 		mu.Unlock()
+		startedBeforeRun.Store(started.Load())
 		<-release
 		return nil
 	}}
 	a.setLeader(true)
-	go a.trigger(j)
+	go a.trigger(j, func() { started.Add(1) })
 	deadline := time.Now().Add(10 * time.Second)
 	for !j.running.Load() && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	a.trigger(j) // the first still runs
+	a.trigger(j, nil) // the first still runs
 	if got := testutil.ToFloat64(a.m.jobSkipped.WithLabelValues("backup")); got != 1 {
 		t.Errorf("skipped %v, want 1", got)
 	}
 	close(release)
 	a.running.Wait()
 	a.setLeader(false)
-	a.trigger(j)
+	a.trigger(j, nil)
 	a.running.Wait()
 	mu.Lock()
 	defer mu.Unlock()
 	if runs != 1 {
 		t.Errorf("%d runs, want 1 (one skipped, one on a standby)", runs)
+	}
+	if started.Load() != 1 || startedBeforeRun.Load() != 1 {
+		t.Errorf("started called %d times, %d before the run", started.Load(), startedBeforeRun.Load())
 	}
 	if got := testutil.ToFloat64(a.m.jobRuns.WithLabelValues("backup", "success")); got != 1 {
 		t.Errorf("job_runs_total success %v, want 1", got)

@@ -173,7 +173,7 @@ func (a *Agent) newCapture(ctx context.Context, cfg *config.Config, c config.Clu
 func (a *Agent) fullSetNow(cluster, reason string) {
 	a.m.fullSetRequests.WithLabelValues(cluster).Inc()
 	a.log.Warn("full backup now: the log needs a new chain", "cluster", cluster, "reason", reason)
-	go a.trigger(a.jobs["backup"])
+	go a.trigger(a.jobs["backup"], nil)
 }
 
 // setCapture records the running capture of a cluster, which a backup

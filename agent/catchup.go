@@ -30,17 +30,18 @@ func (a *Agent) catchUp(ctx context.Context) {
 	}
 	newest, ok := a.newestTaken(ctx, cfg)
 	if !ok {
+		a.log.Info("no catch-up: no target shows a trusted set of every cluster; the schedule decides")
 		return
 	}
 	due := sched.Next(newest)
 	if due.After(time.Now()) || j.running.Load() {
+		a.log.Debug("no catch-up: no backup fell due while no replica led", "newest", newest.UTC().Format(time.RFC3339),
+			"running", j.running.Load())
 		return
 	}
 	a.log.Info("a scheduled backup fell due while no replica led: running it now",
 		"due", due.UTC().Format(time.RFC3339), "newest", newest.UTC().Format(time.RFC3339))
-	if a.trigger(j) {
-		a.m.catchUps.Inc()
-	}
+	a.trigger(j, a.m.catchUps.Inc)
 }
 
 // newestTaken is when the least recently backed-up cluster's newest

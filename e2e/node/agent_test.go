@@ -173,8 +173,9 @@ func TestAgentOnNode(t *testing.T) {
 		if got := w.metric(newLead.IP, "kdr_backup_catchup_runs_total"); got < 1 {
 			led := w.leaseAcquired(t)
 			if next := led.Truncate(time.Minute).Add(time.Minute); next.Sub(led) > 20*time.Second {
-				t.Errorf("leader %s ran no catch-up, and the next tick (%s) came %s after it took the Lease (%s)", newLead,
-					next.Format(time.TimeOnly), next.Sub(led).Round(time.Second), led.Format(time.TimeOnly))
+				log, _ := w.node.KubectlE(t.Context(), "-n", "kdr-system", "logs", newLead.Name, "--tail", "30")
+				t.Errorf("leader %s ran no catch-up, and the next tick (%s) came %s after it took the Lease (%s); its log:\n%s", newLead,
+					next.Format(time.TimeOnly), next.Sub(led).Round(time.Second), led.Format(time.TimeOnly), log)
 			}
 		}
 	})
