@@ -141,7 +141,7 @@ func newMetrics() *metrics {
 		jobSkipped: counter("job_skipped_total", "Scheduled runs skipped because the previous run of the job was still going.", "job"),
 		nextRun:    gauge("job_next_run_timestamp_seconds", "When the job runs next.", "job"),
 		catchUps: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kdr", Name: "backup_catchup_runs_total",
-			Help: "Backups a new leader ran because one fell due while no replica led."}),
+			Help: "Backups a new leader started because one fell due while no replica led."}),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kdr", Name: "leader",
 			Help: "1 on the replica that holds the lease, or runs alone; 0 on a standby."}),
 		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kdr", Name: "config_last_reload_successful",

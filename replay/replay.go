@@ -399,36 +399,31 @@ func (r *run) compact(ctx context.Context, rev int64) error {
 	if rev <= r.e.kv.FirstRev() {
 		return nil
 	}
-	if err := r.settle(ctx); err != nil {
-		return err
-	}
-	ch, err := r.startCompaction(rev)
-	r.compacting = ch
-	return err
+	return r.startCompaction(ctx, rev)
 }
 
 // compactTo compacts the store to rev and waits for it.
 func (r *run) compactTo(ctx context.Context, rev int64) error {
-	if err := r.settle(ctx); err != nil {
+	if err := r.startCompaction(ctx, rev); err != nil {
 		return err
 	}
-	ch, err := r.startCompaction(rev)
-	if err != nil {
-		return err
-	}
-	r.compacting = ch
 	return r.settle(ctx)
 }
 
-// startCompaction asks the store to compact to rev. A revision already
-// compacted gives a channel that closes once earlier compactions are
-// done (the snapshot's may resume).
-func (r *run) startCompaction(rev int64) (<-chan struct{}, error) {
+// startCompaction waits for the compaction in flight, then asks the
+// store to compact to rev. A revision already compacted gives a channel
+// that closes once earlier compactions are done (the snapshot's may
+// resume).
+func (r *run) startCompaction(ctx context.Context, rev int64) error {
+	if err := r.settle(ctx); err != nil {
+		return err
+	}
 	ch, err := r.e.kv.Compact(traceutil.TODO(), rev)
 	if err != nil && !errors.Is(err, mvcc.ErrCompacted) {
-		return nil, fmt.Errorf("compact to %d: %w", rev, err)
+		return fmt.Errorf("compact to %d: %w", rev, err)
 	}
-	return ch, nil
+	r.compacting = ch
+	return nil
 }
 
 // settle waits for the compaction in flight, if any: before the next,
