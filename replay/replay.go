@@ -248,8 +248,6 @@ type run struct {
 	pending int
 	// proved is the proof that matched.
 	proved *manifest.LogHash
-	// compacting closes when the replay's last compaction is done.
-	compacting <-chan struct{}
 }
 
 func (r *run) segFirst() int64 {
@@ -310,7 +308,7 @@ func (r *run) replay(ctx context.Context) error {
 		return fmt.Errorf("%w: the log reaches revision %d, not %d", ErrGap, reached, n)
 	}
 	r.progress()
-	return r.settle(ctx)
+	return nil
 }
 
 // segment reads one segment to its end and applies its revisions from
@@ -386,12 +384,6 @@ var compactEvery int64 = 100_000
 // compact compacts the store to rev, as etcd's own compaction would,
 // to keep the index's memory to what it holds now. Before the proof it
 // stops at the proof's compaction: the proof hashes with the source's.
-//
-// The replay goes on while the compaction deletes the old revisions from
-// the database, as etcd's writes go on during its own: waiting for it
-// held the replay up by the time a compaction takes (about a tenth of a
-// long replay's), while another core was free. One compaction runs at a
-// time, so the index's memory stays bounded all the same.
 func (r *run) compact(ctx context.Context, rev int64) error {
 	if p := r.o.Proof; p != nil && r.proved == nil && p.Revision > r.base {
 		rev = min(rev, p.CompactRevision)
@@ -399,46 +391,25 @@ func (r *run) compact(ctx context.Context, rev int64) error {
 	if rev <= r.e.kv.FirstRev() {
 		return nil
 	}
-	return r.startCompaction(ctx, rev)
+	return r.compactTo(ctx, rev)
 }
 
 // compactTo compacts the store to rev and waits for it.
 func (r *run) compactTo(ctx context.Context, rev int64) error {
-	if err := r.startCompaction(ctx, rev); err != nil {
-		return err
-	}
-	return r.settle(ctx)
-}
-
-// startCompaction waits for the compaction in flight, then asks the
-// store to compact to rev. A revision already compacted gives a channel
-// that closes once earlier compactions are done (the snapshot's may
-// resume).
-func (r *run) startCompaction(ctx context.Context, rev int64) error {
-	if err := r.settle(ctx); err != nil {
-		return err
-	}
+	// A revision already compacted gives a channel that closes once
+	// earlier compactions are done (the snapshot's may resume).
 	ch, err := r.e.kv.Compact(traceutil.TODO(), rev)
 	if err != nil && !errors.Is(err, mvcc.ErrCompacted) {
 		return fmt.Errorf("compact to %d: %w", rev, err)
 	}
-	r.compacting = ch
+	if ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return nil
-}
-
-// settle waits for the compaction in flight, if any: before the next,
-// before a proof and before the store closes, which would cut it short.
-func (r *run) settle(ctx context.Context) error {
-	if r.compacting == nil {
-		return nil
-	}
-	select {
-	case <-r.compacting:
-		r.compacting = nil
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func (r *run) progress() {
