@@ -303,26 +303,26 @@ func (a *Agent) updateNextRunsLocked() {
 // after a random jitter so many agents do not hit one bucket at once.
 // started, if set, is called as the run starts: what counts a run must
 // not wait for its end, which comes after what it wrote can be seen.
-func (a *Agent) trigger(j *job, started func()) (ran bool) {
+func (a *Agent) trigger(j *job, started func()) {
 	a.mu.Lock()
 	if a.sched != nil {
 		a.updateNextRunsLocked()
 	}
 	if a.stopping {
 		a.mu.Unlock()
-		return false
+		return
 	}
 	if !a.leader.Load() {
 		a.mu.Unlock()
 		a.log.Debug("standby: not running", "job", j.name)
-		return false
+		return
 	}
 	if !j.running.CompareAndSwap(false, true) {
 		j.skipped++
 		a.mu.Unlock()
 		a.m.jobSkipped.WithLabelValues(j.name).Inc()
 		a.log.Warn("previous run still going: this one is skipped", "job", j.name)
-		return false
+		return
 	}
 	a.running.Add(1)
 	ctx, cfg := a.work, a.cfg
@@ -334,9 +334,9 @@ func (a *Agent) trigger(j *job, started func()) (ran bool) {
 		select {
 		case <-time.After(rand.N(jitter)):
 		case <-ctx.Done():
-			return false
+			return
 		case <-a.stop:
-			return false // shutting down: no new run starts
+			return // shutting down: no new run starts
 		}
 	}
 	if started != nil {
@@ -354,7 +354,6 @@ func (a *Agent) trigger(j *job, started func()) (ran bool) {
 	a.mu.Lock()
 	j.last = rec
 	a.mu.Unlock()
-	return true
 }
 
 // setLeader records a change of leadership. A replica that loses the

@@ -98,6 +98,65 @@ func newTestAgent(t *testing.T, schedule string) (*Agent, string) {
 	return a, path
 }
 
+// trustingAgent is a test agent that trusts key, and its local target.
+func trustingAgent(t *testing.T, key *testenv.SigningKey) (*Agent, storage.Target) {
+	t.Helper()
+	a, path := newTestAgent(t, "@every 1h")
+	cfgText := testenv.ReadFile(t, path)
+	testenv.WriteFile(t, path, regexp.MustCompile(`trustedKeys: \["[^"]+"\]`).ReplaceAll(cfgText, []byte(`trustedKeys: ["`+key.Public+`"]`)), 0o600)
+	if err := a.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	usb, err := storage.NewLocal("usb", a.config().Targets[0].Local.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, usb
+}
+
+// TestCatchUp: a new leader whose targets hold no set since the
+// schedule's last time runs the backup at once, counted as it starts;
+// with a set since then it runs nothing.
+func TestCatchUp(t *testing.T) {
+	key := testenv.NewSigningKey(t)
+	a, usb := trustingAgent(t, key)
+	rs, _ := testenv.AgeKeys(t)
+	testenv.PutSet(t, usb, key, rs, time.Now().Add(-3*time.Hour), 100)
+	a.mu.Lock()
+	if err := a.scheduleLocked(a.cfg); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Unlock()
+	t.Cleanup(func() { a.sched.Stop() })
+	running, release := make(chan struct{}), make(chan struct{})
+	runs := 0
+	a.jobs["backup"].run = func(context.Context, *config.Config) error {
+		runs++
+		close(running)
+		<-release
+		return nil
+	}
+	a.leader.Store(true) // setLeader would start a catch-up of its own
+	go a.catchUp(context.Background())
+	select {
+	case <-running:
+	case <-time.After(time.Minute):
+		t.Fatal("no catch-up ran for a set three hours old and an hourly schedule")
+	}
+	if got := testutil.ToFloat64(a.m.catchUps); got != 1 {
+		t.Errorf("catch-ups counted while the run goes on: %v, want 1", got)
+	}
+	close(release)
+	a.running.Wait()
+
+	testenv.PutSet(t, usb, key, rs, time.Now(), 200)
+	a.catchUp(context.Background())
+	a.running.Wait()
+	if runs != 1 || testutil.ToFloat64(a.m.catchUps) != 1 {
+		t.Errorf("with a set just taken: %d runs, %v catch-ups; want the one before alone", runs, testutil.ToFloat64(a.m.catchUps))
+	}
+}
+
 // TestReload: a config that does not validate is refused with its line,
 // and the running one stays; a good one replaces it.
 func TestReload(t *testing.T) {
@@ -317,17 +376,8 @@ func TestPackRunsCounted(t *testing.T) {
 func TestWindowInStatusAndMetrics(t *testing.T) {
 	ctx := context.Background()
 	key := testenv.NewSigningKey(t)
-	a, path := newTestAgent(t, "@every 1h")
-	cfgText, _ := os.ReadFile(path)
-	os.WriteFile(path, regexp.MustCompile(`trustedKeys: \["[^"]+"\]`).ReplaceAll(cfgText, []byte(`trustedKeys: ["`+key.Public+`"]`)), 0o600)
-	if err := a.Reload(); err != nil {
-		t.Fatal(err)
-	}
+	a, usb := trustingAgent(t, key)
 	cfg := a.config()
-	usb, err := storage.NewLocal("usb", cfg.Targets[0].Local.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rs, _ := testenv.AgeKeys(t)
 	day := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
 	// set 100: 101..110; set 120: 121..130.

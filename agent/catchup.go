@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/kdr-io/kdr/config"
@@ -28,15 +30,18 @@ func (a *Agent) catchUp(ctx context.Context) {
 	if sched == nil {
 		return
 	}
-	newest, ok := a.newestTaken(ctx, cfg)
-	if !ok {
-		a.log.Info("no catch-up: no target shows a trusted set of every cluster; the schedule decides")
+	newest, err := a.newestTaken(ctx, cfg)
+	if err != nil {
+		a.log.Info("no catch-up: the schedule decides", "why", err)
 		return
 	}
 	due := sched.Next(newest)
-	if due.After(time.Now()) || j.running.Load() {
-		a.log.Debug("no catch-up: no backup fell due while no replica led", "newest", newest.UTC().Format(time.RFC3339),
-			"running", j.running.Load())
+	switch {
+	case due.After(time.Now()):
+		a.log.Debug("no catch-up: no backup fell due while no replica led", "newest", newest.UTC().Format(time.RFC3339))
+		return
+	case j.running.Load():
+		a.log.Debug("no catch-up: a backup is running")
 		return
 	}
 	a.log.Info("a scheduled backup fell due while no replica led: running it now",
@@ -45,35 +50,45 @@ func (a *Agent) catchUp(ctx context.Context) {
 }
 
 // newestTaken is when the least recently backed-up cluster's newest
-// trusted set was taken, on whichever target holds it; false when a
-// cluster has none or no target answers.
-func (a *Agent) newestTaken(ctx context.Context, cfg *config.Config) (time.Time, bool) {
+// trusted set was taken, on whichever target holds it; an error says why
+// it cannot tell: a cluster with no trusted set on any target (none
+// answered, or none holds one), or a trust configuration it cannot load.
+func (a *Agent) newestTaken(ctx context.Context, cfg *config.Config) (time.Time, error) {
 	trust, err := fromconfig.Trust(cfg)
 	if err != nil {
-		return time.Time{}, false
+		return time.Time{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Agent.CheckInterval)
 	defer cancel()
 	var oldest time.Time
 	for _, c := range cfg.Clusters {
 		var newest time.Time
+		var errs []error
 		for _, tcfg := range cfg.Targets {
 			t, err := fromconfig.Target(ctx, tcfg)
 			if err != nil {
+				errs = append(errs, err)
 				continue
 			}
 			// The sets alone: reading every captured log for the window
 			// would hold the catch-up back, perhaps past the next tick.
-			if v, _ := a.trustedSets(ctx, t, trust, c.Name); v.Taken.After(newest) {
+			v, _ := a.trustedSets(ctx, t, trust, c.Name)
+			if v.Error != "" {
+				errs = append(errs, fmt.Errorf("target %s: %s", tcfg.Name, v.Error))
+			}
+			if v.Taken.After(newest) {
 				newest = v.Taken
 			}
 		}
 		if newest.IsZero() {
-			return time.Time{}, false
+			return time.Time{}, fmt.Errorf("no trusted set of cluster %s on any target: %w", c.Name, errors.Join(errs...))
 		}
 		if oldest.IsZero() || newest.Before(oldest) {
 			oldest = newest
 		}
 	}
-	return oldest, !oldest.IsZero()
+	if oldest.IsZero() {
+		return time.Time{}, errors.New("no cluster configured")
+	}
+	return oldest, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"time"
 )
 
@@ -40,6 +41,9 @@ import (
 const (
 	logMagic   = "kdr-log 2\n"
 	logMagicV1 = "kdr-log 1\n"
+	// maxSeen bounds a time in microseconds to what Unix nanoseconds
+	// hold (1677 to 2262), as they did in the format before.
+	maxSeen = math.MaxInt64 / 1000
 )
 
 // LogEvent is one change of one revision.
@@ -96,10 +100,18 @@ func (e *LogEncoder) AddRevision(r LogRevision) error {
 	if len(r.Events) == 0 {
 		return fmt.Errorf("revision %d has no events", r.Revision)
 	}
+	// What the reader refuses is refused here, so that a bad segment
+	// fails at capture and not at restore.
 	for _, ev := range r.Events {
-		if !ev.Delete && (ev.CreateRevision <= 0 || ev.CreateRevision > r.Revision) {
-			return fmt.Errorf("revision %d: a put of key %q created at %d", r.Revision, ev.Key, ev.CreateRevision)
+		switch {
+		case len(ev.Key) == 0:
+			return fmt.Errorf("revision %d: an event without a key", r.Revision)
+		case !ev.Delete && (ev.CreateRevision <= 0 || ev.CreateRevision > r.Revision || ev.Version <= 0):
+			return fmt.Errorf("revision %d: a put of key %q created at %d, version %d", r.Revision, ev.Key, ev.CreateRevision, ev.Version)
 		}
+	}
+	if seen := r.Seen.UnixMicro(); seen > maxSeen || seen < -maxSeen {
+		return fmt.Errorf("revision %d: seen at %s", r.Revision, r.Seen)
 	}
 	// The body keeps microseconds, and so does the head, so that the two
 	// agree on when each revision was seen.
@@ -337,6 +349,10 @@ func (lr *LogReader) revision() (*LogRevision, error) {
 		d, err := lr.varint()
 		if err != nil {
 			return nil, err
+		}
+		// Both within ±maxSeen: the sum cannot overflow.
+		if d > 2*maxSeen || d < -2*maxSeen || lr.seen+d > maxSeen || lr.seen+d < -maxSeen {
+			return nil, fmt.Errorf("%w: revision %d: seen %d µs after the one before", ErrLogBody, rev, d)
 		}
 		lr.seen += d
 		seen = time.UnixMicro(lr.seen).UTC()

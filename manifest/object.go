@@ -82,12 +82,13 @@ func NewObjectWriter(dst io.Writer, recipients []crypto.Recipient, o WriteOption
 	// for days, and the bulk of what continuous capture stores; the
 	// better level takes 3% off its size (every revision's value is
 	// new, so little more is to be had) for about 1% of a core at 500
-	// revisions a second.
-	level := zstd.SpeedFastest
+	// revisions a second, and one encoder keeps its larger tables to
+	// one copy in the agent's memory.
+	level, encoders := zstd.SpeedFastest, 2
 	if o.Kind == KindLog {
-		level = zstd.SpeedBetterCompression
+		level, encoders = zstd.SpeedBetterCompression, 1
 	}
-	zw, err := zstd.NewWriter(enc, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(2),
+	zw, err := zstd.NewWriter(enc, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(encoders),
 		zstd.WithWindowSize(writeWindow))
 	if err != nil {
 		return nil, fmt.Errorf("start zstd: %w", err)

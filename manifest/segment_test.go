@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -99,13 +100,14 @@ func TestHeadKeys(t *testing.T) {
 }
 
 // sampleRevisions are three revisions: a put on a lease, a delete with a
-// put of an older key, and a put seen a second later with a time that is
-// not a whole microsecond (the body keeps microseconds).
+// put of an older key seen before it (the clock stepped back), and a put
+// seen a second later with a time that is not a whole microsecond (the
+// body keeps microseconds).
 func sampleRevisions() []LogRevision {
 	seen := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	return []LogRevision{
 		{Revision: 10, Seen: seen, Events: []LogEvent{{Key: []byte("a"), Value: []byte("1"), CreateRevision: 10, Version: 1, Lease: 7}}},
-		{Revision: 11, Seen: seen, Events: []LogEvent{{Key: []byte("a"), Delete: true}, {Key: []byte("b"), Value: []byte{}, CreateRevision: 5, Version: 3}}},
+		{Revision: 11, Seen: seen.Add(-3 * time.Millisecond), Events: []LogEvent{{Key: []byte("a"), Delete: true}, {Key: []byte("b"), Value: []byte{}, CreateRevision: 5, Version: 3}}},
 		{Revision: 12, Seen: seen.Add(time.Second + 1500*time.Nanosecond), Events: []LogEvent{{Key: []byte("c"), Value: bytes.Repeat([]byte("x"), 300), CreateRevision: 12, Version: 1}}},
 	}
 }
@@ -160,6 +162,41 @@ func encodeV1(revs []LogRevision, leases []LeaseRecord) []byte {
 		}
 	}
 	return b
+}
+
+// oneRevision is a kdr-log 2 body of revision first alone, seen at seen
+// µs, one put of key a whose create revision is back before it.
+func oneRevision(first int64, seen int64, back uint64) []byte {
+	b := append([]byte(logMagic), 0, 1)
+	b = binary.AppendUvarint(b, uint64(first))
+	b = binary.AppendVarint(b, seen)
+	b = append(b, 1, 0, 1, 'a', 1, 'v')
+	b = binary.AppendUvarint(b, back)
+	return append(b, 2, 0) // version 1, no lease
+}
+
+func TestLogEncoderRefuses(t *testing.T) {
+	seen := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	for name, r := range map[string]LogRevision{
+		"created at 0":          {Revision: 10, Seen: seen, Events: []LogEvent{{Key: []byte("a"), Version: 1}}},
+		"created after":         {Revision: 10, Seen: seen, Events: []LogEvent{{Key: []byte("a"), CreateRevision: 11, Version: 1}}},
+		"version 0":             {Revision: 10, Seen: seen, Events: []LogEvent{{Key: []byte("a"), CreateRevision: 10}}},
+		"no key":                {Revision: 10, Seen: seen, Events: []LogEvent{{Delete: true}}},
+		"seen in the year 3000": {Revision: 10, Seen: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), Events: []LogEvent{{Key: []byte("a"), Delete: true}}},
+	} {
+		var e LogEncoder
+		if err := e.AddRevision(r); err == nil {
+			t.Errorf("%s: encoded", name)
+		}
+	}
+	// What the reader takes, the encoder takes: the smallest body.
+	lr, err := NewLogReader(bytes.NewReader(oneRevision(10, 1, 1)), int64(len(oneRevision(10, 1, 1))), 10, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := lr.Next(); err != nil || r.Events[0].CreateRevision != 9 || !r.Seen.Equal(time.UnixMicro(1)) {
+		t.Fatalf("the smallest body: %+v, %v", r, err)
+	}
 }
 
 // decodeAll reads a body of 10..12 whole.
@@ -243,9 +280,14 @@ func TestLogBodyDamaged(t *testing.T) {
 	}{
 		{"truncated", plain[:len(plain)-5], 10, 12},
 		{"trailing bytes", append(append([]byte(nil), plain...), 0), 10, 12},
-		{"other range", plain, 11, 13},
+		{"other range, same count (the body states its first)", plain, 11, 13},
 		{"fewer revisions", plain, 10, 13},
 		{"magic", append([]byte("kdr-log 3\n"), plain[10:]...), 10, 12},
+		{"created at 0", oneRevision(10, 0, 10), 10, 10},
+		{"created before 0", oneRevision(10, 0, 1<<63), 10, 10},
+		{"seen past 2262", oneRevision(10, maxSeen+1, 1), 10, 10},
+		{"seen before 1677", oneRevision(10, -maxSeen-1, 1), 10, 10},
+		{"seen overflowing", oneRevision(10, math.MinInt64, 1), 10, 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lr, err := NewLogReader(bytes.NewReader(tc.plain), int64(len(tc.plain)), tc.first, tc.last)
@@ -258,10 +300,10 @@ func TestLogBodyDamaged(t *testing.T) {
 		})
 	}
 	var e LogEncoder
-	if err := e.AddRevision(LogRevision{Revision: 3, Events: []LogEvent{{Key: []byte("a"), Delete: true}}}); err != nil {
+	if err := e.AddRevision(LogRevision{Revision: 3, Seen: time.Unix(1, 0), Events: []LogEvent{{Key: []byte("a"), Delete: true}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.AddRevision(LogRevision{Revision: 5, Events: []LogEvent{{Key: []byte("a"), Delete: true}}}); err == nil {
+	if err := e.AddRevision(LogRevision{Revision: 5, Seen: time.Unix(1, 0), Events: []LogEvent{{Key: []byte("a"), Delete: true}}}); err == nil {
 		t.Error("a gap in the revisions was encoded")
 	}
 }

@@ -323,9 +323,11 @@ func (s *summary) endPackage(name string, p *pkgResult) {
 		for _, test := range unfinished {
 			out := p.running[test].String()
 			io.WriteString(s.w, out)
+			// A running subtest's lines are in its own output, not yet
+			// in its parent's: each is remembered under its own name.
+			s.remember(name, test, out)
 			if !strings.Contains(test, "/") {
 				p.record(test, "fail")
-				s.remember(name, test, out)
 			}
 		}
 		fmt.Fprintf(s.w, "testsum: %s: did not finish: %s\n", name, strings.Join(unfinished, ", "))
