@@ -36,14 +36,10 @@ func putSet(t *testing.T, tg storage.Target, key *testenv.SigningKey, created ti
 	return m, manifest.Sum(raw)
 }
 
-// puts are revisions first..last, each putting one key.
+// puts are revisions first..last, each creating one key, the revision's
+// second after 1970.
 func puts(first, last int64) []manifest.LogRevision {
-	var out []manifest.LogRevision
-	for r := first; r <= last; r++ {
-		out = append(out, manifest.LogRevision{Revision: r, Seen: time.Unix(r, 0).UTC(),
-			Events: []manifest.LogEvent{{Key: fmt.Appendf(nil, "/k/%d", r), Value: []byte("v"), CreateRevision: r, Version: 1}}})
-	}
-	return out
+	return testenv.Creates(first, last, func(r int64) time.Time { return time.Unix(r, 0).UTC() })
 }
 
 // revisionEnv is a target holding two sets and their captured logs:

@@ -384,12 +384,7 @@ func TestWindowInStatusAndMetrics(t *testing.T) {
 	for i, rev := range []int64{100, 120} {
 		created := day.Add(time.Duration(i) * time.Hour)
 		log := testenv.PutSet(t, usb, key, rs, created, rev)
-		var revs []manifest.LogRevision
-		for r := rev + 1; r <= rev+10; r++ {
-			revs = append(revs, manifest.LogRevision{Revision: r, Seen: created.Add(time.Duration(r-rev) * time.Second),
-				Events: []manifest.LogEvent{{Key: fmt.Appendf(nil, "/k/%d", r), Value: []byte("v"), CreateRevision: r, Version: 1}}})
-		}
-		log.Append(t, revs, nil, nil)
+		log.Append(t, testenv.Creates(rev+1, rev+10, func(r int64) time.Time { return created.Add(time.Duration(r-rev) * time.Second) }), nil, nil)
 	}
 	// Drills: the newest restored a set as it is, the one before replayed.
 	for i, replay := range []*drill.ReplaySummary{{Revision: 125, Applied: 5, Segments: 1, Seconds: 42}, nil} {

@@ -31,15 +31,8 @@ func (f *fixture) windowSet(tg storage.Target, rev int64, signer *manifest.Signe
 		Base: b.manifests[tg.Name()], BaseSum: b.sums[tg.Name()]}
 }
 
-// seen are revisions first..last, each putting one key when seenAt says.
-func seen(first, last int64) []manifest.LogRevision {
-	var out []manifest.LogRevision
-	for r := first; r <= last; r++ {
-		out = append(out, manifest.LogRevision{Revision: r, Seen: seenAt(r),
-			Events: []manifest.LogEvent{{Key: fmt.Appendf(nil, "/k/%d", r), Value: []byte("v"), CreateRevision: r, Version: 1}}})
-	}
-	return out
-}
+// seen are revisions first..last, each creating one key when seenAt says.
+func seen(first, last int64) []manifest.LogRevision { return testenv.Creates(first, last, seenAt) }
 
 // windowTarget holds, oldest first:
 //

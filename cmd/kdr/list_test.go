@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -33,12 +32,7 @@ func TestListShowsTheWindow(t *testing.T) {
 		ids = append(ids, log.Base.ID)
 		var last string
 		for _, seg := range s.segments {
-			var revs []manifest.LogRevision
-			for r := seg[0]; r <= seg[1]; r++ {
-				revs = append(revs, manifest.LogRevision{Revision: r, Seen: created.Add(time.Duration(r-s.rev) * time.Second),
-					Events: []manifest.LogEvent{{Key: fmt.Appendf(nil, "/k/%d", r), Value: []byte("v"), CreateRevision: r, Version: 1}}})
-			}
-			last = log.Append(t, revs, nil, nil)
+			last = log.Append(t, testenv.Creates(seg[0], seg[1], func(r int64) time.Time { return created.Add(time.Duration(r-s.rev) * time.Second) }), nil, nil)
 		}
 		if i == 0 {
 			for _, k := range []string{last, manifest.SignatureKey(last)} {

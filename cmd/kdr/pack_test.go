@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/kdr-io/kdr/internal/testenv"
-	"github.com/kdr-io/kdr/manifest"
 )
 
 // TestPackCommand: kdr pack packs the hours that are over and says so;
@@ -22,12 +21,8 @@ func TestPackCommand(t *testing.T) {
 	// Six segments of ten revisions, twenty minutes apart: three in the
 	// first hour, which is over, three in the second, which is not.
 	for i := range 6 {
-		var revs []manifest.LogRevision
-		for r := int64(101 + 10*i); r <= int64(110+10*i); r++ {
-			revs = append(revs, manifest.LogRevision{Revision: r, Seen: created.Add(time.Duration(i*20) * time.Minute),
-				Events: []manifest.LogEvent{{Key: fmt.Appendf(nil, "/k/%d", r), Value: []byte("v"), CreateRevision: r, Version: 1}}})
-		}
-		log.Append(t, revs, nil, nil)
+		at := created.Add(time.Duration(i*20) * time.Minute)
+		log.Append(t, testenv.Creates(int64(101+10*i), int64(110+10*i), func(int64) time.Time { return at }), nil, nil)
 	}
 	out, err := kdr(t, "--config", cfg, "pack")
 	if err != nil {

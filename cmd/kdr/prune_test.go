@@ -38,12 +38,7 @@ func TestPruneListsLogs(t *testing.T) {
 		rev := int64(100 + 10*i)
 		log := testenv.PutSet(t, usb, key, rs, created, rev)
 		ids = append(ids, log.Base.ID)
-		var revs []manifest.LogRevision
-		for r := rev + 1; r <= rev+10; r++ {
-			revs = append(revs, manifest.LogRevision{Revision: r, Seen: created.Add(time.Duration(r-rev) * time.Minute),
-				Events: []manifest.LogEvent{{Key: fmt.Appendf(nil, "/k/%d", r), Value: []byte("v"), CreateRevision: r, Version: 1}}})
-		}
-		log.Append(t, revs, nil, nil)
+		log.Append(t, testenv.Creates(rev+1, rev+10, func(r int64) time.Time { return created.Add(time.Duration(r-rev) * time.Minute) }), nil, nil)
 	}
 	logLines := func(verb string) []string {
 		return []string{

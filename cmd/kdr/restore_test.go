@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -20,12 +19,7 @@ func TestRestorePlanToARevision(t *testing.T) {
 	log := testenv.PutSet(t, usb, key, rs, time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC), 100)
 	m := log.Base
 	for _, seg := range [][2]int64{{101, 110}, {111, 130}} {
-		var revs []manifest.LogRevision
-		for r := seg[0]; r <= seg[1]; r++ {
-			revs = append(revs, manifest.LogRevision{Revision: r, Seen: time.Unix(r, 0),
-				Events: []manifest.LogEvent{{Key: fmt.Appendf(nil, "/k/%d", r), Value: []byte("v"), CreateRevision: r, Version: 1}}})
-		}
-		log.Append(t, revs, nil, &manifest.LogHash{Revision: seg[1], Hash: 7})
+		log.Append(t, testenv.Creates(seg[0], seg[1], func(r int64) time.Time { return time.Unix(r, 0) }), nil, &manifest.LogHash{Revision: seg[1], Hash: 7})
 	}
 
 	base := []string{"--config", cfg, "restore", "plan", "--node-ip", "cp1=10.0.0.11"}

@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -151,4 +152,16 @@ func HashKV(t testing.TB, cli *clientv3.Client, endpoint string, rev int64) *man
 		t.Fatalf("HashKV at %d: %v", rev, err)
 	}
 	return &manifest.LogHash{Revision: rev, CompactRevision: resp.CompactRevision, Hash: resp.Hash}
+}
+
+// Creates are revisions first..last, each creating one key of its own
+// (/k/<revision>), seen when seen says: the plainest log there is, for
+// tests of what reads chains rather than what is in them.
+func Creates(first, last int64, seen func(rev int64) time.Time) []manifest.LogRevision {
+	var out []manifest.LogRevision
+	for r := first; r <= last; r++ {
+		out = append(out, manifest.LogRevision{Revision: r, Seen: seen(r),
+			Events: []manifest.LogEvent{{Key: fmt.Appendf(nil, "/k/%d", r), Value: []byte("v"), CreateRevision: r, Version: 1}}})
+	}
+	return out
 }
