@@ -116,12 +116,13 @@ func trustingAgent(t *testing.T, key *testenv.SigningKey) (*Agent, storage.Targe
 
 // TestCatchUp: a new leader whose targets hold no set since the
 // schedule's last time runs the backup at once, counted as it starts;
-// with a set since then it runs nothing.
+// with a set since then it runs nothing, and with no trusted set at all
+// (a set of a key it does not trust) it leaves the first one to the
+// schedule.
 func TestCatchUp(t *testing.T) {
 	key := testenv.NewSigningKey(t)
 	a, usb := trustingAgent(t, key)
 	rs, _ := testenv.AgeKeys(t)
-	testenv.PutSet(t, usb, key, rs, time.Now().Add(-3*time.Hour), 100)
 	a.mu.Lock()
 	if err := a.scheduleLocked(a.cfg); err != nil {
 		t.Fatal(err)
@@ -137,6 +138,13 @@ func TestCatchUp(t *testing.T) {
 		return nil
 	}
 	a.leader.Store(true) // setLeader would start a catch-up of its own
+
+	testenv.PutSet(t, usb, testenv.NewSigningKey(t), rs, time.Now().Add(-3*time.Hour), 50)
+	a.catchUp(context.Background())
+	if runs != 0 {
+		t.Fatalf("a catch-up ran with no trusted set on the target")
+	}
+	testenv.PutSet(t, usb, key, rs, time.Now().Add(-3*time.Hour), 100)
 	go a.catchUp(context.Background())
 	select {
 	case <-running:

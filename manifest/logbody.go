@@ -110,12 +110,12 @@ func (e *LogEncoder) AddRevision(r LogRevision) error {
 			return fmt.Errorf("revision %d: a put of key %q created at %d, version %d", r.Revision, ev.Key, ev.CreateRevision, ev.Version)
 		}
 	}
-	if seen := r.Seen.UnixMicro(); seen > maxSeen || seen < -maxSeen {
+	seen := r.Seen.UnixMicro()
+	if seen > maxSeen || seen < -maxSeen {
 		return fmt.Errorf("revision %d: seen at %s", r.Revision, r.Seen)
 	}
 	// The body keeps microseconds, and so does the head, so that the two
 	// agree on when each revision was seen.
-	seen := r.Seen.UnixMicro()
 	if e.count == 0 {
 		e.first, e.seenFirst = r.Revision, time.UnixMicro(seen).UTC()
 	}
@@ -331,31 +331,9 @@ func (lr *LogReader) revision() (*LogRevision, error) {
 		return nil, io.EOF
 	}
 	rev := lr.next
-	var seen time.Time
-	if lr.v1 {
-		at, err := lr.uvarint()
-		if err != nil {
-			return nil, err
-		}
-		if int64(at) != rev {
-			return nil, fmt.Errorf("%w: revision %d where %d was due", ErrLogBody, at, rev)
-		}
-		ns, err := lr.varint()
-		if err != nil {
-			return nil, err
-		}
-		seen = time.Unix(0, ns).UTC()
-	} else {
-		d, err := lr.varint()
-		if err != nil {
-			return nil, err
-		}
-		// Both within ±maxSeen: the sum cannot overflow.
-		if d > 2*maxSeen || d < -2*maxSeen || lr.seen+d > maxSeen || lr.seen+d < -maxSeen {
-			return nil, fmt.Errorf("%w: revision %d: seen %d µs after the one before", ErrLogBody, rev, d)
-		}
-		lr.seen += d
-		seen = time.UnixMicro(lr.seen).UTC()
+	seen, err := lr.seenAt(rev)
+	if err != nil {
+		return nil, err
 	}
 	n, err := lr.uvarint()
 	if err != nil {
@@ -412,6 +390,34 @@ func (lr *LogReader) revision() (*LogRevision, error) {
 	lr.read++
 	lr.next++
 	return r, nil
+}
+
+// seenAt reads when revision rev was seen: in a kdr-log 2 body the
+// microseconds since the revision before; in kdr-log 1 the revision's
+// number, checked, and its Unix nanoseconds.
+func (lr *LogReader) seenAt(rev int64) (time.Time, error) {
+	if lr.v1 {
+		at, err := lr.uvarint()
+		if err != nil {
+			return time.Time{}, err
+		}
+		if int64(at) != rev {
+			return time.Time{}, fmt.Errorf("%w: revision %d where %d was due", ErrLogBody, at, rev)
+		}
+		ns, err := lr.varint()
+		return time.Unix(0, ns).UTC(), err
+	}
+	d, err := lr.varint()
+	if err != nil {
+		return time.Time{}, err
+	}
+	// lr.seen is within ±maxSeen and d is checked first: the sum cannot
+	// overflow.
+	if d > 2*maxSeen || d < -2*maxSeen || lr.seen+d > maxSeen || lr.seen+d < -maxSeen {
+		return time.Time{}, fmt.Errorf("%w: revision %d: seen %d µs after the one before", ErrLogBody, rev, d)
+	}
+	lr.seen += d
+	return time.UnixMicro(lr.seen).UTC(), nil
 }
 
 func (lr *LogReader) full(p []byte) error {

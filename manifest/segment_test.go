@@ -283,6 +283,8 @@ func TestLogBodyDamaged(t *testing.T) {
 		{"other range, same count (the body states its first)", plain, 11, 13},
 		{"fewer revisions", plain, 10, 13},
 		{"magic", append([]byte("kdr-log 3\n"), plain[10:]...), 10, 12},
+		{"kdr-log 1, other range", encodeV1(sampleRevisions(), sampleLeases()), 11, 13},
+		{"kdr-log 1, truncated", encodeV1(sampleRevisions(), sampleLeases())[:40], 10, 12},
 		{"created at 0", oneRevision(10, 0, 10), 10, 10},
 		{"created before 0", oneRevision(10, 0, 1<<63), 10, 10},
 		{"seen past 2262", oneRevision(10, maxSeen+1, 1), 10, 10},
